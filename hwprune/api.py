@@ -1,0 +1,287 @@
+"""The pass as a list of named stages: trace -> group -> score -> plan -> cut -> verify.
+
+Each stage is a function of the one before; `Analysis` holds trace and groups so that
+slim and apply share them instead of tracing twice.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import SlimConfig
+from .errors import FrozenGroupError, InputError, NothingToPruneError, VerificationError
+from .graph.groups import BOUNDARY_REASONS, ChannelGraph, _short, build_channel_graph
+from .graph.trace import _FRAME
+from .graph.macs import count_macs
+from .graph.rules import DECLARED
+from .graph.trace import GRAPH, check_inputs, is_exported_graph, trace
+from .importance import score
+from .plan import plan_uniform, plan_widths
+from .surgery import cut
+from .verify import verify
+
+
+@dataclass
+class Analysis:
+    """A traced model and its channel groups: what can be cut, and what is frozen and why."""
+    model: nn.Module
+    example_inputs: tuple
+    graph: ChannelGraph
+
+    @property
+    def trace(self) -> str:
+        return self.graph.traced.tracer
+
+    @property
+    def groups(self) -> list:
+        return self.graph.groups
+
+    @property
+    def prunable(self) -> list:
+        return [g for g in self.groups if g.frozen is None]
+
+    def to_json(self) -> dict:
+        return {"trace": self.trace, "params": _params(self.model),
+                "macs": count_macs(self.graph.traced.graph, self.graph.shapes.__getitem__),
+                "groups": [_group_json(g, g.width) for g in self.groups],
+                "prunable_groups": len(self.prunable), "frozen_groups": len(self.groups) - len(self.prunable),
+                "custom_functions": [f[0] for f in self.graph.traced.functions]}
+
+    def explain(self) -> str:
+        lines = [f"traced with {self.trace}: {len(self.groups)} channel groups, "
+                 f"{len(self.prunable)} prunable, {len(self.groups) - len(self.prunable)} frozen"]
+        for g in self.groups:
+            head = ", ".join(g.members[:3]) + (f" (+{len(g.members) - 3})" if len(g.members) > 3 else "")
+            state = "prunable" if g.frozen is None else f"frozen: {g.frozen}"
+            lines.append(f"  group {g.id} width {g.width} [{head}] {state}")
+        return "\n".join(lines)
+
+
+def _group_json(g, width_after: int) -> dict:
+    return {"id": g.id, "members": list(g.members), "width_before": g.width,
+            "width_after": width_after, "frozen": g.frozen}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _as_tuple(example_inputs) -> tuple:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (list, tuple)):
+        return tuple(example_inputs)
+    raise InputError(f"example inputs must be a tensor or a tuple of tensors, not {type(example_inputs).__name__}")
+
+
+def analyze(model: nn.Module, example_inputs, *, config: SlimConfig | None = None, progress=None) -> Analysis:
+    """Trace the model and find its coupled channel groups; nothing is cut."""
+    config = config or SlimConfig()
+    example_inputs = _as_tuple(example_inputs)
+    if not is_exported_graph(model):  # an exported graph keeps the mode it was exported in
+        model.eval()
+    _tick(progress, "check inputs", 0, 3)
+    check_inputs(model, example_inputs)
+    _tick(progress, "trace", 1, 3)
+    traced = trace(model, example_inputs)
+    _tick(progress, "group", 2, 3)
+    graph = build_channel_graph(traced, model, config.custom_rules)
+    _tick(progress, "group", 3, 3)
+    return Analysis(model, example_inputs, graph)
+
+
+def _tick(progress, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _check_prunable(a: Analysis, config: SlimConfig) -> None:
+    frozen = [g for g in a.groups if g.frozen is not None]
+    avoidable = [g for g in frozen if g.frozen not in BOUNDARY_REASONS]  # inputs and outputs always are
+    if config.strict and avoidable:
+        g = avoidable[0]
+        raise FrozenGroupError(
+            f"--strict: {len(avoidable)} channel group(s) are frozen; the first, {', '.join(g.members[:2])}, "
+            f"because {g.frozen}. Run `hwprune analyze --explain` for all of them")
+    if not a.prunable:
+        why = f" (for example: {frozen[0].frozen})" if frozen else ""
+        raise NothingToPruneError(
+            f"{type(a.model).__name__} has no prunable channel group: every channel is a model input "
+            f"or output or is frozen{why}. Run `hwprune analyze --explain` to see each group")
+
+
+def slim(model: nn.Module, example_inputs, *, ratio: float = 0.5, importance: str = "l2",
+         strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
+         widths: dict | None = None):
+    """Cut `ratio` of every prunable group's channels; returns (slim model, report).
+
+    widths: {group id: channels to keep} instead of a ratio (the planners' interface); groups
+    not listed keep all their channels. The input model is not modified. The slim model is
+    verified mask-equivalent before it is returned (VerificationError otherwise)."""
+    config = config or SlimConfig(ratio=ratio, importance=importance, strict=strict, seed=seed)
+    a = analyze(model, example_inputs, config=config, progress=progress)
+    _check_prunable(a, config)
+    _tick(progress, "score", 0, 1)
+    tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    scores = score(a.graph, tensors, config.importance, config.seed)
+    if widths is None:
+        cuts = plan_uniform(a.groups, scores, config.ratio)
+    else:
+        try:
+            cuts = plan_widths(a.groups, scores, widths)
+        except ValueError as e:
+            raise InputError(f"widths: {e}") from e
+    return _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+
+
+def _cut_verified(a: Analysis, removed: np.ndarray, config: SlimConfig, progress, attempts: int = 8):
+    """Cut and verify. Where a size written into forward does not follow a cut, freeze the
+    groups involved and cut again: by the line that raised, or, when the output is silently
+    wrong, by bisecting the cut groups for one whose cut alone breaks equivalence."""
+    for _ in range(attempts):
+        try:
+            return _cut_and_verify(a, removed, config, progress)
+        except VerificationError as e:
+            if config.strict:
+                raise
+            blamed = _groups_at(a.graph, e.__cause__, removed) or _bisect(a, removed, config)
+            if not blamed:
+                raise
+            for g, where in blamed:
+                g.frozen = f"a size in forward at {where} does not follow a cut of this group ({_first_line(e)})"
+                removed[g.labels] = False
+    raise VerificationError(f"the slim model still fails after freezing groups {attempts} times")
+
+
+def _first_line(e: BaseException) -> str:
+    cause = e.__cause__ or e
+    return str(cause).splitlines()[0][:160]
+
+
+def _bisect(a: Analysis, removed: np.ndarray, config: SlimConfig) -> list:
+    """[(group, 'unknown line')] for one cut group that alone breaks equivalence, or []."""
+    def fails(groups) -> bool:
+        trial = np.zeros_like(removed)
+        for g in groups:
+            trial[g.labels] = removed[g.labels]
+        try:
+            _cut_and_verify(a, trial, config, None)
+            return False
+        except VerificationError:
+            return True
+    suspects = [g for g in a.groups if g.frozen is None and removed[g.labels].any()]
+    while len(suspects) > 1:
+        half = suspects[: len(suspects) // 2]
+        suspects = half if fails(half) else suspects[len(suspects) // 2:]
+    if suspects and fails(suspects):
+        return [(suspects[0], "an unknown line (found by bisection: the output changed)")]
+    return []
+
+
+def _groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
+    """(group, 'file:line') for the cut groups whose tensors pass through the line that raised."""
+    if error is None:
+        return []
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)
+              if "/torch/" not in f.filename or "/torch/nn/modules/" in f.filename]
+    for filename, lineno in reversed(frames):
+        nodes = [n for n in graph.traced.graph.nodes if n.op == "call_function"
+                 and any(f == filename and int(ln) == lineno for f, ln, _ in _FRAME.findall(n.meta.get("stack_trace") or ""))]
+        labels = set()
+        for n in nodes:
+            for t in [a.name for a in n.all_input_nodes] + [n.name]:
+                for d in range(len(graph.shapes.get(t, ()))):
+                    seg = graph.labels[graph.base[(t, d)]: graph.base[(t, d)] + graph.shapes[t][d]]
+                    labels.update(seg[removed[seg]].tolist())
+        hit = [g for g in graph.groups if g.frozen is None and labels.intersection(g.labels.tolist())]
+        if hit:
+            return [(g, f"{_short(filename)}:{lineno}") for g in hit]
+    return []
+
+
+def _module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:
+    """{module path: (old, new) shape of the first tensor input of its first call}."""
+    calls = {}
+    owner = {n: fqn.rpartition(".")[0] for n, (k, fqn) in graph.traced.placeholders.items() if k in ("param", "buffer")}
+    for node in graph.traced.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function":
+            continue
+        # the innermost module on the stack; without one (fallback tracer), the module whose own tensor it reads
+        path = list(stack.values())[-1][0] if stack else next(
+            (owner[a.name] for a in node.all_input_nodes if a.name in owner), None)
+        if path is None:
+            continue
+        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes), None)
+        if path not in calls and first is not None:
+            calls[path] = (graph.shapes[first.name], graph.new_shape(first.name, removed))
+    return calls
+
+
+def _cut_and_verify(a: Analysis, removed: np.ndarray, config: SlimConfig, progress):
+    graph = a.graph
+    _tick(progress, "cut", 0, 1)
+    kept = graph.param_kept(removed)
+    shapes = (graph.shapes.__getitem__, lambda t: graph.new_shape(t, removed)) if a.trace == GRAPH else None
+    slim_model = cut(a.model, kept, _module_calls(graph, removed), shapes)
+    if shapes is None:
+        slim_model.eval()
+    _tick(progress, "verify", 0, 1)
+    result = verify(graph, a.model, slim_model, a.example_inputs, removed, config.rtol, config.verify_batches)
+    shapes_after = lambda t: graph.new_shape(t, removed)  # noqa: E731
+    width_after = {g.id: int((~removed[g.labels]).sum()) for g in graph.groups}
+    report = {
+        "hwprune_version": _version(),
+        "trace": a.trace,
+        "trace_note": a.graph.traced.note,
+        "config": {"ratio": config.ratio, "importance": config.importance, "strict": config.strict,
+                   "seed": config.seed},
+        "params": {"before": _params(a.model), "after": _params(slim_model)},
+        "macs": {"before": count_macs(graph.traced.graph, graph.shapes.__getitem__),
+                 "after": count_macs(graph.traced.graph, shapes_after)},
+        "verify": result,
+        "groups": [_group_json(g, width_after[g.id]) for g in graph.groups],
+        "kept": {k: {str(d): v.tolist() for d, v in dims.items()} for k, dims in kept.items()},
+        "declared_rules": sorted(f"{getattr(k, '__name__', k)}={fn.__name__}" for k, fn in DECLARED.items()),
+    }
+    return slim_model, report
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("hwprune")
+    except PackageNotFoundError:
+        return "0+local"
+
+
+def apply(report: dict, model: nn.Module, example_inputs, *, progress=None) -> nn.Module:
+    """Cut another checkpoint of the same architecture exactly as `report["kept"]` says."""
+    a = analyze(model, example_inputs, progress=progress)
+    removed = _removed_from_kept(a.graph, report.get("kept") or {})
+    config = SlimConfig(ratio=float(report.get("config", {}).get("ratio", 0.0)), strict=True)
+    slim_model, _ = _cut_verified(a, removed, config, progress)
+    return slim_model
+
+
+def _removed_from_kept(graph: ChannelGraph, kept: dict) -> np.ndarray:
+    removed = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
+    slots = {(fqn, d): (tid, d) for tid, d, fqn in graph.param_slots}
+    for fqn, dims in kept.items():
+        for d, idx in dims.items():
+            if (fqn, int(d)) not in slots:
+                raise InputError(f"the report cuts {fqn} dim {d}, which this model does not have: "
+                                 "apply a report only to the architecture it was made for")
+            tid, d = slots[(fqn, int(d))]
+            lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + graph.shapes[tid][d]]
+            drop = np.setdiff1d(np.arange(len(lab)), np.asarray(idx, dtype=int))
+            removed[lab[drop]] = True
+    got = {k: {str(d): v.tolist() for d, v in dims.items()} for k, dims in graph.param_kept(removed).items()}
+    if got != {k: {str(d): list(v) for d, v in dims.items()} for k, dims in kept.items()}:
+        raise InputError("the report's kept channels are not a valid cut of this model's channel groups: "
+                         "was it made for another architecture or input shape?")
+    return removed

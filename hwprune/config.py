@@ -1,0 +1,36 @@
+"""Configuration of one run of the pass: frozen dataclasses, validated on construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+IMPORTANCES = ("l2", "l1", "bn", "random")
+
+
+@dataclass(frozen=True)
+class SlimConfig:
+    """What to cut and how to check it.
+
+    ratio: fraction of every prunable group's channels to remove, in [0, 1).
+    importance: how channels are ranked inside a group (see hwprune.importance).
+    strict: any frozen group becomes an error instead of a note in the report.
+    rtol: the mask-equivalence tolerance on max relative error.
+    """
+
+    ratio: float = 0.5
+    importance: str = "l2"
+    strict: bool = False
+    seed: int = 0
+    rtol: float = 1e-4
+    verify_batches: int = 2
+    custom_rules: tuple = field(default=())
+
+    def __post_init__(self):
+        if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) < 1.0:
+            raise InputError(
+                f"ratio {self.ratio!r} is outside [0, 1): give the fraction of channels to remove, "
+                "for example --ratio 0.5")
+        if self.importance not in IMPORTANCES:
+            raise InputError(
+                f"importance {self.importance!r} is unknown: choose one of {', '.join(IMPORTANCES)}")

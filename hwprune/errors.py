@@ -1,0 +1,30 @@
+"""One error hierarchy. Every message names what the user gave, what is wrong, and what to do."""
+from __future__ import annotations
+
+
+class HwpruneError(Exception):
+    """Base of every error hwprune raises on purpose. The CLI maps it to exit code 2."""
+
+
+class ModelLoadError(HwpruneError):
+    """A model spec could not be turned into a module (missing file, not a model, refused pickle)."""
+
+
+class InputError(HwpruneError):
+    """Example inputs or an option value do not fit the model (wrong shape, ratio out of range)."""
+
+
+class TraceError(HwpruneError):
+    """Neither torch.export nor torch.fx.symbolic_trace could trace the model."""
+
+
+class FrozenGroupError(HwpruneError):
+    """--strict was given and at least one channel group is frozen."""
+
+
+class NothingToPruneError(HwpruneError):
+    """Every channel group is frozen, so no cut is possible."""
+
+
+class VerificationError(HwpruneError):
+    """The slim model does not equal the masked original; nothing is written."""

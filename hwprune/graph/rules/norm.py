@@ -1,0 +1,54 @@
+"""Normalizations. Per-channel statistics (batch, instance norm) cut freely; group norm cuts
+whole groups; layer and RMS norm normalize over their dims, so those stay (see --prune-hidden)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import Coupling, Freeze, Link, identity_all, rule, same
+
+aten = torch.ops.aten
+
+
+def _per_channel(op, x, out, params) -> Coupling:
+    links = identity_all(x, out, op.rank(x))
+    links += [same(p, 0, x, 1) for p in params if p is not None]
+    return Coupling(tuple(links))
+
+
+@rule(aten.batch_norm.default, aten.instance_norm.default)
+def batch_norm(op):
+    return _per_channel(op, op.t(0), op.out, [op.t(i) for i in (1, 2, 3, 4)])
+
+
+@rule(aten._native_batch_norm_legit_no_training.default)
+def batch_norm_no_training(op):
+    x, (out, *stats) = op.t(0), op.outs()
+    c = _per_channel(op, x, out, [op.t(i) for i in (1, 2, 3, 4)])
+    stat_links = tuple(same(s, 0, x, 1) for s in stats if op.rank(s) == 1 and op.shape(s)[0] == op.shape(x)[1])
+    stat_free = tuple((s, d) for s in stats for d in range(op.rank(s)))
+    return c._replace(links=c.links + stat_links, free=stat_free)
+
+
+@rule(aten.group_norm.default)
+def group_norm(op):
+    x, groups = op.t(0), op.arg(1)
+    c = op.shape(x)[1]
+    per = c // groups
+    whole = Link((x, 1), (x, 1), np.arange(c), (np.arange(c) // per) * per)  # a group goes as one
+    c = _per_channel(op, x, op.out, [op.t(2), op.t(3)])
+    return c._replace(links=c.links + (whole,))
+
+
+@rule(aten.layer_norm.default, aten.rms_norm.default)
+def layer_norm(op):
+    x, shape = op.t(0), list(op.arg(1))
+    rx, k = op.rank(x), len(shape)
+    links = [same(x, d, op.out, d) for d in range(rx)]
+    freezes = []
+    for j in range(k):
+        d = rx - k + j
+        freezes.append(Freeze((x, d), f"{op.target.__name__.split('.')[0]} normalizes over this dim, so "
+                                      "cutting it is not mask-equivalent (hidden-size pruning is opt-in)"))
+        links += [same(p, j, x, d) for p in (op.t(2), op.t(3)) if p is not None]
+    return Coupling(tuple(links), tuple(freezes))

@@ -1,0 +1,267 @@
+"""Ops that move elements without computing: reshape, permute, cat/split, slicing, padding.
+
+A reshape is cut into chunks of in-dims and out-dims with equal products. A chunk that merges
+dims maps the outer dim block-wise (flatten into a linear: channel c is features
+[c*k, (c+1)*k)). A chunk that splits one dim into several can carry channels through one
+factor only; which one forward computes at run time cannot be read from the trace, so the
+innermost is taken (view(b, groups, -1) in a channel shuffle: exact). Where forward computes
+another, the cut breaks forward or changes the output, and verification freezes the group.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+
+from . import Coupling, Freeze, Link, block, broadcast, offset, positions, rule, same
+
+aten = torch.ops.aten
+
+
+def _chunks(a: tuple, b: tuple) -> list:
+    """Split two shapes of equal numel into runs of dims with equal products: [([i..], [j..]), ...]."""
+    out, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        ia, jb = [i], [j]
+        pa = a[i] if i < len(a) else 1
+        pb = b[j] if j < len(b) else 1
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb:
+                pa *= a[i]; ia.append(i); i += 1
+            else:
+                pb *= b[j]; jb.append(j); j += 1
+        out.append(([k for k in ia if k < len(a)], [k for k in jb if k < len(b)]))
+    return out
+
+
+@rule(aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
+      aten.unflatten.int, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
+      aten.unsqueeze.default, aten.view_as.default, aten.reshape_as.default)
+def reshape(op):
+    x, out = op.t(0), op.out
+    sx, so = op.shape(x), op.shape(out)
+    links, freezes = [], []
+    where = f"{op.target} at {op.where}"
+    for ins, outs in _chunks(sx, so):
+        big_in = [d for d in ins if sx[d] > 1]
+        big_out = [d for d in outs if so[d] > 1]
+        freezes += positions(x, [d for d in ins if sx[d] == 1], "a size-1 dim")
+        freezes += positions(out, [d for d in outs if so[d] == 1], "a size-1 dim")
+        if not big_in and not big_out:
+            continue
+        if len(big_in) == 1 and len(big_out) == 1:
+            links.append(same(x, big_in[0], out, big_out[0]))
+        elif len(big_out) == 1:  # merge: the outer in-dim carries channels block-wise
+            inner = int(np.prod([sx[d] for d in big_in[1:]]))
+            links.append(block(x, big_in[0], out, big_out[0], sx[big_in[0]], inner))
+            freezes += [Freeze((x, d), f"{where} merges this dim into an outer one") for d in big_in[1:]]
+        elif len(big_in) == 1:  # split: the innermost factor carries channels, as
+            # channel_shuffle's view(b, groups, C // groups) computes it; a forward that computes
+            # another factor breaks the cut, and verification then freezes this group by its line
+            carrier, inner = big_out[-1], so[big_out[-1]]
+            n = sx[big_in[0]]
+            links.append(Link((x, big_in[0]), (out, carrier), np.arange(n), np.arange(n) % inner))
+            why = f"{where} splits a dim of size {n} into {'x'.join(str(so[d]) for d in big_out)}; only the last factor is cut"
+            freezes += [Freeze((out, d), why) for d in big_out[:-1]]
+        else:
+            why = f"{where} regroups dims {big_in} into {big_out}"
+            freezes += [Freeze((x, d), why) for d in big_in] + [Freeze((out, d), why) for d in big_out]
+    return Coupling(tuple(links), tuple(freezes))
+
+
+@rule(aten.permute.default)
+def permute(op):
+    x, dims = op.t(0), [op.dim(d, op.t(0)) for d in op.arg(1)]
+    return Coupling(tuple(same(x, d, op.out, i) for i, d in enumerate(dims)))
+
+
+@rule(aten.transpose.int, aten.swapaxes.default, aten.t.default, aten.movedim.int)
+def transpose(op):
+    x = op.t(0)
+    order = list(range(op.rank(x)))
+    if op.target == aten.t.default:
+        order = order[::-1]
+    elif op.target == aten.movedim.int:
+        order.insert(op.dim(op.arg(2), x), order.pop(op.dim(op.arg(1), x)))
+    else:
+        a, b = op.dim(op.arg(1), x), op.dim(op.arg(2), x)
+        order[a], order[b] = order[b], order[a]
+    return Coupling(tuple(same(x, d, op.out, i) for i, d in enumerate(order)))
+
+
+@rule(aten.expand.default, aten.expand_as.default)
+def expand(op):
+    x, out = op.t(0), op.out
+    rx, ro = op.rank(x), op.rank(out)
+    links, freezes = broadcast(op, x, out)
+    why = f"expand at {op.where} broadcasts to a size fixed in forward"
+    freezes += [Freeze((out, d), why) for d in range(ro - rx)]
+    freezes += [Freeze((out, ro - 1 - i), why) for i in range(rx) if op.shape(x)[rx - 1 - i] != op.shape(out)[ro - 1 - i]]
+    return Coupling(tuple(links), tuple(freezes))
+
+
+def _others(x, y, rank: int, skip: int) -> list:
+    return [same(x, d, y, d) for d in range(rank) if d != skip]
+
+
+@rule(aten.cat.default, aten.concat.default)
+def cat(op):
+    xs = [t for t in op.ts(0) if op.shape(t) != (0,)]
+    out = op.out
+    dim = op.dim(op.arg(1, "dim", 0), out)
+    links, start = [], 0
+    for t in xs:
+        n = op.shape(t)[dim]
+        links += _others(t, out, op.rank(out), dim) + [offset(t, dim, out, dim, n, start)]
+        start += n
+    return Coupling(tuple(links))
+
+
+def _split(op, sizes: list, dim: int) -> Coupling:
+    x, links, start = op.t(0), [], 0
+    for o, n in zip(op.outs(), sizes):
+        links += _others(o, x, op.rank(x), dim) + [offset(o, dim, x, dim, n, start)]
+        start += n
+    return Coupling(tuple(links))
+
+
+@rule(aten.split_with_sizes.default)
+def split_with_sizes(op):
+    """Sizes are given: a cut that changes them breaks forward, which verification reports."""
+    x = op.t(0)
+    dim = op.dim(op.arg(2, "dim", 0), x)
+    return _split(op, [op.shape(o)[dim] for o in op.outs()], dim)
+
+
+@rule(aten.split.Tensor, aten.chunk.default, aten.tensor_split.sections)
+def split(op):
+    """Equal pieces stay equal after a cut only if every piece drops the same local channels."""
+    x = op.t(0)
+    dim = op.dim(op.arg(2, "dim", 0), x)
+    outs = op.outs()
+    sizes = [op.shape(o)[dim] for o in outs]
+    c = _split(op, sizes, dim)
+    if len(set(sizes)) == 1:
+        n = sizes[0]
+        equal = tuple(Link((outs[0], dim), (o, dim), np.arange(n), np.arange(n)) for o in outs[1:])
+        return c._replace(links=c.links + equal)
+    why = f"{op.target} at {op.where} cuts unequal pieces, whose sizes forward computes"
+    return c._replace(freezes=c.freezes + (Freeze((x, dim), why),))
+
+
+@rule(aten.unbind.int)
+def unbind(op):
+    x = op.t(0)
+    dim = op.dim(op.arg(1, "dim", 0), x)
+    links = []
+    for o in op.outs():
+        links += [same(x, d, o, d - (d > dim)) for d in range(op.rank(x)) if d != dim]
+    why = f"unbind at {op.where} turns each element of this dim into a separate tensor"
+    return Coupling(tuple(links), (Freeze((x, dim), why),))
+
+
+@rule(operator.getitem)
+def getitem(op):
+    src, k = op.node.args
+    t = f"{src.name}#{k}"
+    return Coupling(tuple(same(t, d, op.out, d) for d in range(op.rank(op.out))), free=())
+
+
+@rule(aten.slice.Tensor)
+def slice_(op):
+    """A slice over the whole dim passes channels through; a partial or strided one has bounds
+    fixed in forward, so a cut dim would select other channels: freeze it."""
+    x, out = op.t(0), op.out
+    dim = op.dim(op.arg(1, "dim", 0), x)
+    n, size = op.shape(out)[dim], op.shape(x)[dim]
+    start = op.arg(2, "start", 0) or 0
+    start = max(0, min(size, start + size if start < 0 else start))
+    step = op.arg(4, "step", 1) or 1
+    links = _others(x, out, op.rank(x), dim)
+    links.append(Link((out, dim), (x, dim), np.arange(n), start + step * np.arange(n)))
+    if n == size:
+        return Coupling(tuple(links))
+    why = f"slice at {op.where} has bounds fixed in forward"
+    return Coupling(tuple(links), (Freeze((x, dim), why),))
+
+
+@rule(aten.select.int)
+def select(op):
+    x = op.t(0)
+    dim = op.dim(op.arg(1), x)
+    idx = op.arg(2) % op.shape(x)[dim]
+    links = [same(x, d, op.out, d - (d > dim)) for d in range(op.rank(x)) if d != dim]
+    why = f"select at {op.where} reads element {idx} of this dim"
+    return Coupling(tuple(links), (Freeze((x, dim), why, "stop", np.array([idx])),))
+
+
+@rule(aten.flip.default)
+def flip(op):
+    """Reversal commutes with removing elements, so a flipped dim maps index i to n-1-i."""
+    x, out = op.t(0), op.out
+    dims = [op.dim(d, x) for d in op.arg(1)]
+    links = [same(x, d, out, d) for d in range(op.rank(x)) if d not in dims]
+    links += [Link((out, d), (x, d), np.arange(op.shape(x)[d]), np.arange(op.shape(x)[d])[::-1].copy()) for d in dims]
+    return Coupling(tuple(links))
+
+
+@rule(aten.roll.default)
+def roll(op):
+    """A roll wraps around at the dim's size, so cutting a rolled dim moves the wrap: freeze it."""
+    x, out = op.t(0), op.out
+    dims = [op.dim(d, x) for d in op.arg(2, "dims", [])] or list(range(op.rank(x)))
+    why = f"roll at {op.where} wraps around at this dim's size"
+    links = [same(x, d, out, d) for d in range(op.rank(x)) if d not in dims]
+    return Coupling(tuple(links), tuple(Freeze((t, d), why) for t in (x, out) for d in dims))
+
+
+@rule(aten.constant_pad_nd.default, aten.pad.default)
+def pad(op):
+    x, out = op.t(0), op.out
+    pads = list(op.arg(1))
+    links, freezes = [], []
+    padded = {op.rank(x) - 1 - i // 2 for i in range(0, len(pads), 2) if pads[i] or pads[i + 1]}
+    for d in range(op.rank(x)):
+        if d not in padded:
+            links.append(same(x, d, out, d))
+            continue
+        lo = pads[2 * (op.rank(x) - 1 - d)]
+        n = op.shape(x)[d] - max(0, -lo) - max(0, -pads[2 * (op.rank(x) - 1 - d) + 1])
+        links.append(Link((x, d), (out, d), max(0, -lo) + np.arange(n), max(0, lo) + np.arange(n)))
+        fill = np.setdiff1d(np.arange(op.shape(out)[d]), max(0, lo) + np.arange(n))
+        if fill.size:
+            freezes.append(Freeze((out, d), f"padding at {op.where} has a size fixed in forward", "stop", fill))
+    return Coupling(tuple(links), tuple(freezes))
+
+
+@rule(aten.channel_shuffle.default, aten.native_channel_shuffle.default)
+def channel_shuffle(op):
+    """out[k*g + i] = in[i*(C/g) + k]: local channel k of every group goes together, g stays."""
+    x, g = op.t(0), op.arg(1)
+    c = op.shape(x)[1]
+    per = c // g
+    src = np.arange(c)
+    links = [same(x, d, op.out, d) for d in range(op.rank(x)) if d != 1]
+    links.append(Link((x, 1), (op.out, 1), src, (src % per) * g + src // per))
+    links.append(Link((x, 1), (x, 1), src, src % per))
+    return Coupling(tuple(links))
+
+
+@rule(aten.pixel_shuffle.default, aten.pixel_unshuffle.default)
+def pixel_shuffle(op):
+    """pixel_shuffle: output channel c is input channels [c*r^2, (c+1)*r^2); unshuffle the reverse."""
+    x, out, r = op.t(0), op.out, op.arg(1)
+    shuffle = op.target == aten.pixel_shuffle.default
+    small, big = (out, x) if shuffle else (x, out)
+    links = [same(x, 0, out, 0), block(small, 1, big, 1, op.shape(small)[1], r * r)]
+    freezes = positions(x, range(2, op.rank(x)), "spatial") + positions(out, range(2, op.rank(out)), "spatial")
+    return Coupling(tuple(links), tuple(freezes))
+
+
+@rule(aten.index.Tensor, aten.gather.default, aten.index_select.default, aten.take_along_dim.default)
+def index(op):
+    tensors = op.tensor_inputs() + [op.out]
+    why = f"{op.target} at {op.where} gathers by index values, which the trace cannot follow"
+    return Coupling(freezes=tuple(Freeze((t, d), why) for t in tensors for d in range(op.rank(t))))

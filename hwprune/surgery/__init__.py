@@ -1,0 +1,92 @@
+"""Physical surgery: slice parameters and buffers, then let each module's cutter fix its own
+size attributes. Cutters are a registry keyed by module type (found along the MRO)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+CUTTERS = Registry("cutter")
+register_cutter = CUTTERS.register  # @register_cutter(ModuleType): one cutter per module type
+
+
+@dataclass(frozen=True)
+class ModuleCut:
+    """What a cutter knows of its module after the cut: the input shape of its first call,
+    before and after (None when the module is never called in the traced graph)."""
+    path: str
+    old_in_shape: tuple | None
+    new_in_shape: tuple | None
+
+
+def cutter_for(module: nn.Module):
+    """The cutter of the module's type or its nearest registered base; None if there is none."""
+    from . import cutters  # noqa: F401  (registers the built-in cutters)
+    for t in type(module).__mro__:
+        if t in CUTTERS:
+            return CUTTERS[t]
+    return None
+
+
+def _aliases(model: nn.Module) -> dict:
+    """id(tensor) -> every (module, attribute, is_param) that holds it (tied weights, shared modules)."""
+    out: dict = {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for name, p in mod._parameters.items():
+            if p is not None:
+                out.setdefault(id(p), []).append((mod, name, True))
+        for name, b in mod._buffers.items():
+            if b is not None:
+                out.setdefault(id(b), []).append((mod, name, False))
+    return out
+
+
+def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
+    owner, _, name = fqn.rpartition(".")
+    mod = model.get_submodule(owner) if owner else model
+    t = mod._parameters.get(name)
+    return t if t is not None else mod._buffers[name]
+
+
+def slice_tensors(model: nn.Module, kept: dict) -> set:
+    """Replace each tensor in `kept` ({fqn: {dim: indices}}) by its slice, everywhere it is held.
+    Returns the ids of the modules that changed."""
+    aliases = _aliases(model)
+    changed = set()
+    for fqn, dims in kept.items():
+        old = _tensor(model, fqn)
+        new = old.detach()
+        for d, idx in sorted(dims.items()):
+            new = new.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
+        fresh = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if isinstance(
+            old, nn.Parameter) else new.clone()
+        for mod, name, is_param in aliases[id(old)]:  # tied tensors stay one tensor
+            (mod._parameters if is_param else mod._buffers)[name] = fresh
+            changed.add(id(mod))
+    return changed
+
+
+def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None) -> nn.Module:
+    """A deep copy of `model` with `kept` applied and every affected module's attributes fixed.
+    calls: {module path: (old input shape, new input shape)} of its first call in the graph.
+    graph_shapes: (old, new) shape functions when the model is its own exported graph (a .pt2),
+    whose size arguments are rewritten instead."""
+    slim = copy.deepcopy(model)
+    changed = slice_tensors(slim, kept)
+    if graph_shapes is not None:
+        from .graph_args import fix_graph_args
+        fix_graph_args(slim, *graph_shapes)
+        return slim
+    for path, mod in slim.named_modules():
+        old_in, new_in = calls.get(path, (None, None))
+        if id(mod) not in changed and old_in == new_in:
+            continue
+        fn = cutter_for(mod)
+        if fn is not None:
+            fn(mod, ModuleCut(path, old_in, new_in))
+    return slim

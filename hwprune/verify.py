@@ -1,0 +1,111 @@
+"""The oracle: the slim model must equal the original with the removed channels zeroed where
+they are consumed (mask equivalence).
+
+The reference is computed independently of the surgery: the original traced graph is run
+node by node with the original weights, and every activation argument of every op has its
+removed elements set to zero before the op reads it. Parameters are never masked, so a
+removed channel's bias or BN shift reaches its consumer only through an activation, where
+the mask catches it. In-place ops run in place (Swin builds its attention mask with fill_
+on slice views); a masked argument is a copy, so masking never mutates a shared tensor.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import VerificationError
+from .graph.groups import ChannelGraph
+
+def _masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
+    """{tensor id: [(dim, bool keep vector)]} for activations with removed elements."""
+    out = {}
+    params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+    for tid, shape in graph.shapes.items():
+        if tid in params:
+            continue
+        for d in range(len(shape)):
+            keep = ~removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]]
+            if not keep.all():
+                out.setdefault(tid, []).append((d, torch.from_numpy(keep)))
+    return out
+
+
+def _apply_mask(x, masks):
+    for d, keep in masks:
+        shape = [1] * x.dim()
+        shape[d] = -1
+        x = torch.where(keep.view(shape).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x
+
+
+def run_graph(graph: ChannelGraph, model, inputs: tuple, removed: np.ndarray | None = None) -> list:
+    """Run the traced graph with `model`'s tensors; zero removed channels at every consumer."""
+    tg = graph.traced
+    masks = _masks(graph, removed) if removed is not None else {}
+    named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    flat_in = torch.utils._pytree.tree_leaves(inputs)
+    env = {}
+
+    def read(n):
+        v = env[n.name]
+        return _apply_mask(v, masks[n.name]) if n.name in masks else v
+
+    for node in tg.graph.nodes:
+        if node.op in ("placeholder", "get_attr") and node.name in tg.placeholders:
+            kind, what = tg.placeholders[node.name]
+            env[node.name] = flat_in[what] if kind == "input" else (
+                tg.constants[what] if kind == "constant" else named[what])
+        elif node.op == "call_function":
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), read)
+            env[node.name] = node.target(*args, **kwargs)
+            if isinstance(env[node.name], (list, tuple)):
+                for k, v in enumerate(env[node.name]):
+                    env[f"{node.name}#{k}"] = v
+        elif node.op == "get_attr":
+            env[node.name] = getattr(tg.gm, node.target)
+    return [env[n] for n in tg.outputs]
+
+
+def _random_like(example: tuple, seed: int) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if t.is_floating_point():
+            return torch.randn(t.shape, generator=g, dtype=t.dtype) * (t.std() if t.numel() > 1 else 1) + t.mean()
+        hi = int(t.max()) + 1 if t.numel() else 1
+        return torch.randint(0, max(hi, 1), t.shape, generator=g, dtype=t.dtype)
+    return torch.utils._pytree.tree_map(draw, example)
+
+
+def verify(graph: ChannelGraph, original, slim, example: tuple, removed: np.ndarray,
+           rtol: float = 1e-4, batches: int = 2) -> dict:
+    """Compare slim(x) with the masked original on the example and on random inputs like it."""
+    from .numerics import max_errors
+    worst_abs, worst_rel = 0.0, 0.0
+    with torch.inference_mode():
+        for b in range(batches):
+            x = example if b == 0 else _random_like(example, seed=b)
+            ref = run_graph(graph, original, x, removed)
+            try:
+                got = [t for t in torch.utils._pytree.tree_leaves(slim(*x)) if isinstance(t, torch.Tensor)]
+            except Exception as e:
+                raise VerificationError(
+                    f"the slim model fails to run: {type(e).__name__}: {str(e).splitlines()[0][:300]}. "
+                    "A size in forward did not follow the cut; freeze that group (it is in the report) "
+                    "or register a cutter for the module that owns the size") from e
+            if len(got) != len(ref) or any(a.shape != r.shape for a, r in zip(got, ref)):
+                raise VerificationError(
+                    f"the slim model's outputs {[tuple(a.shape) for a in got]} differ in shape from the "
+                    f"original's {[tuple(r.shape) for r in ref]}")
+            for a, r in zip(got, ref):
+                ea, er = max_errors(a, r)
+                worst_abs, worst_rel = max(worst_abs, ea), max(worst_rel, er)
+    result = {"max_abs_err": worst_abs, "max_rel_err": worst_rel, "rtol": rtol, "batches": batches,
+              "passed": worst_rel <= rtol}
+    if not result["passed"]:
+        raise VerificationError(
+            f"the slim model is not mask-equivalent to the original: max relative error {worst_rel:.3g} "
+            f"> {rtol:g}. This is a bug in a channel rule or cutter; please report it with the model")
+    return result
