@@ -1,0 +1,406 @@
+"""The hwprune command: argument parsing and printing only; the work is in the API.
+
+    hwprune analyze SPEC [--explain] [--json FILE]
+    hwprune slim SPEC --ratio R [--importance l2|l1|bn|random] [-o OUT.pt] [--report OUT.json]
+                 [--onnx OUT.onnx] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
+                 [--trust-pickle] [--strict] [--force]
+    hwprune apply REPORT.json SPEC -o OUT.pt
+
+Every HwpruneError becomes one line on stderr and exit code 2, as do usage errors. Any other
+exception is a bug in hwprune and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import IMPORTANCES, SlimConfig
+from .errors import HwpruneError, InputError
+from .io import OutputError, atomic_write, check_output
+from .load import LoadedModel, format_shapes, load_spec, spec_name, spec_path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _UsageError(Exception):
+    """An argparse error, reported like an HwpruneError: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        return args.command(args)
+    except (HwpruneError, _UsageError) as e:
+        print(f"hwprune: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        print("hwprune: interrupted (outputs are written whole or not at all)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# ---------------------------------------------------------------- parser
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hwprune", description="Hardware-aware structured pruning for PyTorch.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    analyze = sub.add_parser("analyze", help="show the coupled channel groups; why any are frozen")
+    _add_model_arguments(analyze)
+    analyze.add_argument("--explain", action="store_true", help="one line per group, with reasons")
+    analyze.add_argument("--json", type=Path, metavar="FILE", help="write the analysis as JSON")
+    analyze.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    analyze.set_defaults(command=_cmd_analyze)
+
+    slim = sub.add_parser("slim", help="cut channels, verify, and write the slim model")
+    _add_model_arguments(slim)
+    slim.add_argument("--ratio", type=float, required=True,
+                      help="fraction of each prunable group's channels to remove, in [0, 1)")
+    slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
+                      help="how channels are ranked inside a group (default l2)")
+    slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
+                      help="slim model file (default <name>.slim.pt in the current directory)")
+    slim.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")
+    slim.add_argument("--onnx", type=Path, metavar="OUT.onnx",
+                      help="also export ONNX, checked in onnxruntime against PyTorch")
+    slim.add_argument("--strict", action="store_true", help="fail if any channel group is frozen")
+    slim.add_argument("--force", action="store_true", help="overwrite existing output files")
+    slim.set_defaults(command=_cmd_slim)
+
+    apply = sub.add_parser("apply", help="re-apply a report's kept channels to another checkpoint")
+    apply.add_argument("report", type=Path, metavar="REPORT.json", help="report written by slim")
+    _add_model_arguments(apply)
+    apply.add_argument("-o", "--output", type=Path, metavar="OUT.pt", required=True,
+                       help="slim model file")
+    apply.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    apply.set_defaults(command=_cmd_apply)
+
+    from .cli_hardware import add_hardware_commands
+    add_hardware_commands(sub, _add_model_arguments)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC",
+                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, pkg.module:factory")
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
+                        help="a tuple of tensors saved with torch.save")
+    inputs.add_argument("--input-shape", metavar="1,3,224,224",
+                        help="random example input of this shape (';' between several inputs)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a torch.save pickle, which can run code: trusted files only")
+    parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
+                        help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
+                             "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
+
+
+# ---------------------------------------------------------------- commands
+
+def _cmd_analyze(args) -> int:
+    import hwprune
+
+    if args.json:
+        check_output(args.json, force=args.force, inputs=[spec_path(args.spec)])
+    loaded = _load(args)
+    analysis = hwprune.analyze(loaded.module, loaded.example_inputs)
+    data = analysis.to_json()
+    if args.json:
+        atomic_write(args.json, lambda tmp: _write_json(tmp, data), force=args.force)
+    console = _console()
+    console.print(_analysis_table(loaded, data))
+    if args.explain:  # one line per group, never wrapped: it is meant to be grepped
+        console.print(analysis.explain(), markup=False, soft_wrap=True)
+    return 0
+
+
+def _cmd_slim(args) -> int:
+    import hwprune
+
+    # validate the options before loading, which can take a while
+    SlimConfig(ratio=args.ratio, importance=args.importance, strict=args.strict)
+    outputs = _slim_outputs(args)
+    loaded = _load(args)
+    with _progress() as progress:
+        model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
+                                     importance=args.importance, strict=args.strict,
+                                     progress=progress)
+    report = dict(report)
+    report["source"] = _source_record(loaded)
+    _write_slim_outputs(model, report, loaded, outputs, force=args.force)
+    console = _console()
+    console.print(_slim_table(loaded, report, outputs))
+    frozen = _frozen_table(report["groups"])
+    if frozen is not None:
+        console.print(frozen)
+    return 0
+
+
+def _cmd_apply(args) -> int:
+    import hwprune
+
+    report = _read_report(args.report)
+    check_output(args.output, force=args.force, inputs=[spec_path(args.spec), args.report])
+    shape = report.get("source", {}).get("input_shape")
+    loaded = _load(args, default_shape=shape,
+                   default_from=f"the input shape recorded in {args.report}")
+    before = _count_params(loaded.module)
+    model = hwprune.apply(report, loaded.module, loaded.example_inputs)
+    after = _count_params(model)
+    atomic_write(args.output, lambda tmp: _save_module(model, tmp, loaded.example_inputs), force=args.force)
+    _console().print(f"wrote {args.output}: params {_num(before)} → {_num(after)} "
+                     f"({_change(before, after)})", highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------- loading and writing
+
+@dataclass(frozen=True)
+class SlimOutputs:
+    model: Path
+    report: Path | None
+    onnx: Path | None
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.onnx, self.model, self.report) if p is not None]
+
+
+def _slim_outputs(args) -> SlimOutputs:
+    """Resolve and check every output before any work, so a clash costs nothing."""
+    suffix = ".pt2" if str(args.spec).endswith(".pt2") else ".pt"  # a graph in, a graph out
+    outputs = SlimOutputs(args.output or Path(f"{spec_name(args.spec)}.slim{suffix}"),
+                          args.report, args.onnx)
+    paths = outputs.paths()
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise OutputError(f"outputs {', '.join(map(str, paths))} name the same file twice: "
+                          "give -o, --report and --onnx different paths")
+    inputs = [spec_path(args.spec), args.example_inputs]
+    for path in paths:
+        check_output(path, force=args.force, inputs=inputs)
+    return outputs
+
+
+def _declare_rules(specs: list) -> None:
+    import hwprune
+    for spec in specs:
+        name, sep, family = spec.partition("=")
+        if not sep or not name or not family:
+            raise InputError(f"--rule {spec!r} is not OP=FAMILY: write for example --rule mylib::swish=elementwise")
+        try:
+            hwprune.declare_rule(name, like=family)
+        except (ValueError, AttributeError, RuntimeError) as e:
+            raise InputError(f"--rule {spec!r}: {e}") from e
+
+
+def _load(args, default_shape: str | None = None, default_from: str = "") -> LoadedModel:
+    _declare_rules(getattr(args, "rule", []))
+    with _cwd_on_path():
+        return load_spec(args.spec, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
+                         example_inputs=args.example_inputs, default_input_shape=default_shape,
+                         default_from=default_from)
+
+
+@contextmanager
+def _cwd_on_path():
+    """Factory specs and pickled classes import from the current directory, as `python -m` does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _write_slim_outputs(model, report: dict, loaded: LoadedModel, outputs: SlimOutputs, *,
+                        force: bool) -> None:
+    """ONNX first: its onnxruntime check can still fail, and then nothing has been written.
+
+    export_onnx writes atomically itself, and names a >2 GiB model's weight file after the
+    .onnx path, so it gets the final path, not a temporary one."""
+    if outputs.onnx is not None:
+        from .export.onnx import export_onnx
+
+        check_output(outputs.onnx, force=force)
+        report["onnx"] = export_onnx(model, loaded.example_inputs, outputs.onnx)
+    atomic_write(outputs.model, lambda tmp: _save_module(model, tmp, loaded.example_inputs), force=force)
+    if outputs.report is not None:
+        atomic_write(outputs.report, lambda tmp: _write_json(tmp, report), force=force)
+
+
+def _source_record(loaded: LoadedModel) -> dict:
+    return {"spec": loaded.spec, "family": loaded.family,
+            "input_shape": format_shapes(tuple(t.shape) for t in loaded.example_inputs),
+            "inputs_from": loaded.inputs_from}
+
+
+def _save_module(model, path: Path, example_inputs: tuple) -> None:
+    """A module with torch.save; a model that is an exported graph (from a .pt2) is exported
+    again and saved with torch.export.save, since such graphs do not pickle."""
+    import torch
+
+    from .graph.trace import is_exported_graph
+    if is_exported_graph(model):
+        torch.export.save(torch.export.export(model, tuple(example_inputs), strict=False), path)
+    else:
+        torch.save(model, path)
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_value) + "\n", encoding="utf-8")
+
+
+def _json_value(value):
+    """Tensors, numpy scalars and paths that reports may carry."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"report value of type {type(value).__name__} is not JSON serializable")
+
+
+def _read_report(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: no such report file: give the --report JSON written by "
+                         "hwprune slim")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: is not valid JSON ({e}): give the --report file written by "
+                         "hwprune slim") from e
+    if not isinstance(report, dict) or "kept" not in report:
+        raise InputError(f"{path}: has no 'kept' channels: give the --report file written by "
+                         "hwprune slim")
+    return report
+
+
+# ---------------------------------------------------------------- printing
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@contextmanager
+def _progress():
+    """A rich progress display on a terminal; None (no display) when stderr is a file or pipe."""
+    console = _console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn)
+
+    tasks: dict[str, int] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as display:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:  # stages run in order: a new one means the others are done
+                for task in tasks.values():
+                    display.update(task, completed=display.tasks[task].total)
+                tasks[stage] = display.add_task(stage, total=total)
+            display.update(tasks[stage], completed=done, total=total)
+
+        yield progress
+
+
+def _slim_table(loaded: LoadedModel, report: dict, outputs: SlimOutputs):
+    table = _summary_table(f"hwprune slim {loaded.spec}")
+    params, macs, verify = report["params"], report["macs"], report["verify"]
+    groups = report["groups"]
+    table.add_row("input", f"{report['source']['input_shape']} ({loaded.inputs_from})")
+    table.add_row("trace", str(report["trace"]))
+    table.add_row("params", _before_after(params["before"], params["after"]))
+    table.add_row("MACs", _before_after(macs["before"], macs["after"]))
+    table.add_row("verify", f"max abs err {verify['max_abs_err']:.2e}, "
+                            f"max rel err {verify['max_rel_err']:.2e}")
+    table.add_row("groups", _group_counts(groups))
+    if "onnx" in report:
+        onnx = report["onnx"]
+        table.add_row("onnx", f"opset {onnx['opset']}, onnxruntime vs PyTorch max abs err "
+                              f"{onnx['max_abs_err']:.2e}, max rel err {onnx['max_rel_err']:.2e}")
+    table.add_row("wrote", ", ".join(map(str, outputs.paths())))
+    return table
+
+
+def _analysis_table(loaded: LoadedModel, data: dict):
+    table = _summary_table(f"hwprune analyze {loaded.spec}")
+    table.add_row("input", f"{format_shapes(tuple(t.shape) for t in loaded.example_inputs)} "
+                           f"({loaded.inputs_from})")
+    table.add_row("trace", str(data["trace"]))
+    table.add_row("params", _num(data["params"]))
+    table.add_row("MACs", _num(data["macs"]))
+    groups = data["groups"]
+    frozen = sum(1 for g in groups if g["frozen"])
+    table.add_row("groups", f"{len(groups)} ({len(groups) - frozen} prunable, {frozen} frozen)")
+    return table
+
+
+def _frozen_table(groups: list, limit: int = 20):
+    from rich.table import Table
+
+    frozen = [g for g in groups if g["frozen"]]
+    if not frozen:
+        return None
+    table = Table(title=f"frozen groups ({len(frozen)})", title_justify="left")
+    for column in ("group", "width", "reason"):
+        table.add_column(column, overflow="fold")
+    for group in frozen[:limit]:
+        table.add_row(str(group["id"]), str(group["width_before"]), str(group["frozen"]))
+    if len(frozen) > limit:
+        table.add_row("…", "", f"{len(frozen) - limit} more in the --report JSON")
+    return table
+
+
+def _summary_table(title: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    return table
+
+
+def _group_counts(groups: list) -> str:
+    frozen = sum(1 for g in groups if g["frozen"])
+    cut = sum(1 for g in groups if g["width_after"] < g["width_before"])
+    return f"{len(groups)} ({cut} cut, {frozen} frozen)"
+
+
+def _before_after(before, after) -> str:
+    return f"{_num(before)} → {_num(after)} ({_change(before, after)})"
+
+
+def _change(before, after) -> str:
+    return f"{(after - before) / before:+.1%}" if before else "n/a"
+
+
+def _num(n) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
