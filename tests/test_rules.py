@@ -1,0 +1,415 @@
+"""One row per channel rule and per module cutter: a tiny model that reaches the rule through
+torch.export, cut at 0.5 and checked by the mask-equivalence oracle (inside hwprune.slim).
+
+A row says which aten op must appear and what must come of it: `prunable` (some group is cut),
+or `frozen:<words>` (a group is frozen with that reason). A registered rule or cutter
+without a row fails test_every_rule_has_a_row / test_every_cutter_has_a_row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hwprune
+from hwprune.graph.rules import RULES, load_all
+from hwprune.surgery import CUTTERS, cutter_for
+
+aten = torch.ops.aten
+
+
+class Lambda(nn.Module):
+    """conv -> f(x) -> conv, so that f sits between two prunable layers."""
+
+    def __init__(self, f: Callable, c_in=4, c=8, c_out=None, after: nn.Module | None = None):
+        super().__init__()
+        self.f = f
+        self.a = nn.Conv2d(c_in, c, 3, padding=1)
+        self.b = after if after is not None else nn.Conv2d(c, c_out or c, 1)
+
+    def forward(self, x):
+        return self.b(self.f(self.a(x)))
+
+
+class MLP(nn.Module):
+    def __init__(self, f: Callable, d=8, h=16):
+        super().__init__()
+        self.f, self.a, self.b = f, nn.Linear(d, h), nn.Linear(h, d)
+
+    def forward(self, x):
+        return self.b(self.f(self.a(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x):
+        return self.o(F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x)))
+
+
+class MatmulScores(nn.Module):
+    def __init__(self, d=8, h=12):
+        super().__init__()
+        self.a, self.b, self.o = nn.Linear(d, h), nn.Linear(d, h), nn.Linear(5, d)
+
+    def forward(self, x):  # contract the hidden dim of a and b: zeroed channels add nothing
+        return self.o(torch.matmul(self.a(x), self.b(x).transpose(-1, -2)))
+
+
+class Addmm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w, self.bias = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.addmm(self.w.bias, x, self.w.weight.t())
+        return self.bias(h)
+
+
+class Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.e, self.o = nn.Embedding(20, 12), nn.Linear(12, 3)
+
+    def forward(self, ids):
+        return self.o(self.e(ids))
+
+
+class Convolution(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = torch.ops.aten.convolution(x, self.a.weight, self.a.bias, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+        return self.b(y)
+
+
+class NativeBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        bn = self.bn
+        y = torch.ops.aten._native_batch_norm_legit_no_training(
+            self.a(x), bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5)[0]
+        return self.b(y)
+
+
+def shuffle_by_views(x, groups: int = 2):
+    """torchvision's channel_shuffle: the group count is fixed, the group size computed."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class Split(nn.Module):
+    """YOLOv8 C2f: chunk the channels, run one half, concat everything."""
+
+    def __init__(self):
+        super().__init__()
+        self.cv1, self.m, self.cv2 = nn.Conv2d(3, 8, 1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        a, b = self.cv1(x).chunk(2, 1)
+        return self.cv2(torch.cat([a, b, self.m(b)], 1))
+
+
+class SplitSizes(Split):
+    def forward(self, x):
+        a, b = torch.split(self.cv1(x), [4, 4], 1)
+        return self.cv2(torch.cat([a, b, self.m(b)], 1))
+
+
+class Unbind(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):  # (B, 2, 4): unbind the token dim, add the two tokens
+        p, q = self.a(x).unbind(1)
+        return self.b(p + q)
+
+
+class Select(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):  # ViT-style: read the first token
+        return self.b(self.a(x)[:, 0])
+
+
+class Creation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x) + torch.ones(8, 1, 1))
+
+
+class Metadata(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        torch.ops.aten._assert_tensor_metadata(y, dtype=torch.float32)
+        return self.b(y)
+
+
+class ConvLayerNorm(nn.Module):
+    """LayerNorm over a spatial dim: the channels stay prunable and the cutter keeps its shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.ln, self.b = nn.Conv1d(3, 8, 1), nn.LayerNorm(10), nn.Conv1d(8, 4, 1)
+
+    def forward(self, x):
+        return self.b(self.ln(self.a(x)))
+
+
+@dataclass(frozen=True)
+class Case:
+    rule: str
+    op: object
+    build: Callable
+    shape: tuple = (2, 4, 8, 8)
+    expect: str = "prunable"
+    ints: int = 0  # >0: integer inputs below this bound
+
+    def inputs(self):
+        if self.ints:
+            return (torch.randint(0, self.ints, self.shape),)
+        return (torch.randn(self.shape),)
+
+
+RULE_CASES = [
+    Case("conv", aten.conv2d.default, lambda: Lambda(nn.Identity())),
+    Case("conv", aten.conv1d.default, lambda: nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Conv1d(8, 2, 1)), (2, 4, 9)),
+    Case("conv", aten.conv3d.default, lambda: nn.Sequential(nn.Conv3d(4, 8, 3), nn.Conv3d(8, 2, 1)), (1, 4, 5, 5, 5)),
+    Case("conv", aten.conv2d.default, lambda: Lambda(nn.Conv2d(8, 8, 3, padding=1, groups=2))),
+    Case("conv", aten.conv2d.default, lambda: Lambda(nn.Conv2d(8, 8, 3, padding=1, groups=8))),
+    Case("conv", aten.conv2d.default, lambda: Lambda(nn.Conv2d(8, 16, 3, padding=1, groups=8), c_out=4,
+                                                       after=nn.Conv2d(16, 4, 1))),
+    Case("conv_transpose", aten.conv_transpose2d.input, lambda: Lambda(nn.ConvTranspose2d(8, 8, 2, stride=2))),
+    Case("conv_transpose", aten.conv_transpose2d.input,
+         lambda: Lambda(nn.ConvTranspose2d(8, 8, 2, stride=2, groups=2))),
+    Case("conv_transpose", aten.conv_transpose2d.input,
+         lambda: Lambda(nn.ConvTranspose2d(8, 8, 2, stride=2, groups=8))),
+    Case("conv_transpose", aten.conv_transpose1d.default,
+         lambda: nn.Sequential(nn.Conv1d(4, 8, 1), nn.ConvTranspose1d(8, 6, 2), nn.Conv1d(6, 2, 1)), (2, 4, 9)),
+    Case("convolution", aten.convolution.default, Convolution, (1, 3, 8, 8)),
+    Case("linear", aten.linear.default, lambda: MLP(nn.ReLU()), (2, 3, 8)),
+    Case("matmul", aten.matmul.default, MatmulScores, (2, 5, 8)),
+    Case("addmm", aten.addmm.default, Addmm, (3, 8)),
+    Case("embedding", aten.embedding.default, Embed, (2, 7), ints=20),
+    Case("sdpa", aten.scaled_dot_product_attention.default, Attention, (2, 5, 16)),
+    Case("batch_norm", aten.batch_norm.default, lambda: Lambda(nn.BatchNorm2d(8))),
+    Case("batch_norm", aten.instance_norm.default, lambda: Lambda(nn.InstanceNorm2d(8, affine=True))),
+    Case("batch_norm_no_training", aten._native_batch_norm_legit_no_training.default, NativeBN, (1, 3, 4, 4)),
+    Case("group_norm", aten.group_norm.default, lambda: Lambda(nn.GroupNorm(4, 8))),
+    Case("layer_norm", aten.layer_norm.default, lambda: MLP(nn.LayerNorm(16)), (2, 3, 8), "frozen:normalizes"),
+    Case("layer_norm", aten.rms_norm.default, lambda: MLP(nn.RMSNorm(16)), (2, 3, 8), "frozen:normalizes"),
+    Case("layer_norm", aten.layer_norm.default, ConvLayerNorm, (2, 3, 10)),
+    Case("elementwise", aten.relu.default, lambda: Lambda(nn.ReLU())),
+    Case("elementwise", aten.hardswish.default, lambda: Lambda(nn.Hardswish())),
+    Case("elementwise", aten.add.Tensor, lambda: Lambda(lambda y: y + y.sigmoid())),
+    Case("elementwise", aten.mul.Tensor, lambda: Lambda(lambda y: y * y.mean((2, 3), keepdim=True).sigmoid())),
+    Case("elementwise", aten.div.Tensor, lambda: Lambda(lambda y: y / (y.abs() + 1))),
+    Case("elementwise", aten.sub.Tensor, lambda: Lambda(lambda y: y - y.amax((2, 3), keepdim=True))),
+    Case("prelu", aten.prelu.default, lambda: Lambda(nn.PReLU(8))),
+    Case("prelu", aten.prelu.default, lambda: Lambda(nn.PReLU(1))),
+    Case("softmax", aten.softmax.int, lambda: Lambda(lambda y: y.softmax(1)), expect="frozen:softmax"),
+    Case("softmax", aten.softmax.int, lambda: Lambda(lambda y: y.softmax(-1))),
+    Case("reshape", aten.flatten.using_ints,
+         lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8 * 36, 3))),
+    Case("reshape", aten.view.default, lambda: MLP(lambda y: y.view(y.shape[0], -1, y.shape[-1])), (2, 3, 8)),
+    Case("reshape", aten.view.default, lambda: MLP(lambda y: y.view(y.shape[0], -1, 16)), (2, 3, 8),
+         "frozen:does not follow"),
+    Case("reshape", aten.unflatten.int, lambda: MLP(lambda y: y.unflatten(-1, (4, 4)).flatten(-2)),
+         (2, 3, 8), "frozen:merges"),
+    Case("reshape", aten.view.default, lambda: Lambda(shuffle_by_views), expect="prunable"),
+    Case("reshape", aten.view.default, lambda: Lambda(lambda y: y.view(y.shape[0], -1, 4, 8, 8).transpose(1, 2)
+                                                       .reshape(y.shape[0], 8, 8, 8)), expect="frozen:does not follow"),
+    Case("permute", aten.permute.default, lambda: Lambda(lambda y: y.permute(0, 2, 3, 1).permute(0, 3, 1, 2))),
+    Case("transpose", aten.transpose.int, lambda: MLP(lambda y: y.transpose(1, 2).transpose(1, 2)), (2, 3, 8)),
+    Case("transpose", aten.t.default, lambda: Addmm(), (3, 8)),
+    Case("expand", aten.expand.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand(-1, -1, 8, 8))),
+    Case("cat", aten.cat.default, lambda: Lambda(lambda y: torch.cat([y, y.relu()], 1), c_out=4,
+                                                   after=nn.Conv2d(16, 4, 1))),
+    Case("cat", aten.cat.default, lambda: Lambda(lambda y: torch.cat([y, y], 2)[:, :, ::2])),
+    Case("split", aten.chunk.default, Split, (1, 3, 4, 4)),
+    Case("split_with_sizes", aten.split_with_sizes.default, SplitSizes, (1, 3, 4, 4)),
+    Case("split", aten.split.Tensor, lambda: Lambda(lambda y: torch.cat(y.split(3, 1)[::-1], 1)), (1, 4, 4, 4),
+         "frozen:unequal pieces"),
+    Case("unbind", aten.unbind.int, Unbind, (3, 2, 4)),
+    Case("getitem", __import__("operator").getitem, Split, (1, 3, 4, 4)),
+    Case("slice_", aten.slice.Tensor, lambda: Lambda(lambda y: y[:, :, 1:-1]), expect="prunable"),
+    Case("slice_", aten.slice.Tensor, lambda: Lambda(lambda y: y[:, :4], c_out=2, after=nn.Conv2d(4, 2, 1)),
+         expect="frozen:bounds fixed"),
+    Case("select", aten.select.int, Select, (2, 3, 4)),
+    Case("roll", aten.roll.default, lambda: Lambda(lambda y: torch.roll(y, 1, 1)), expect="frozen:wraps"),
+    Case("roll", aten.roll.default, lambda: Lambda(lambda y: torch.roll(y, (1, 2), (2, 3)))),
+    Case("flip", aten.flip.default, lambda: Lambda(lambda y: torch.flip(y, [1]))),
+    Case("pad", aten.pad.default, lambda: Lambda(lambda y: F.pad(y, (1, 1, 1, 1)))),
+    Case("pad", aten.pad.default, lambda: Lambda(lambda y: F.pad(y, (0, 0, 0, 0, 2, 2)), after=nn.Conv2d(12, 4, 1))),
+    Case("channel_shuffle", aten.channel_shuffle.default, lambda: Lambda(nn.ChannelShuffle(2))),
+    Case("pixel_shuffle", aten.pixel_shuffle.default, lambda: Lambda(nn.PixelShuffle(2), c=16, after=nn.Conv2d(4, 2, 1))),
+    Case("pixel_shuffle", aten.pixel_unshuffle.default, lambda: Lambda(nn.PixelUnshuffle(2), after=nn.Conv2d(32, 2, 1))),
+    Case("index", aten.index.Tensor, lambda: Lambda(lambda y: y[:, torch.tensor([0, 2, 4, 6])], c_out=2,
+                                                     after=nn.Conv2d(4, 2, 1)), expect="frozen:gathers"),
+    Case("spatial", aten.max_pool2d.default, lambda: Lambda(nn.MaxPool2d(2))),
+    Case("spatial", aten.avg_pool2d.default, lambda: Lambda(nn.AvgPool2d(2))),
+    Case("spatial", aten.adaptive_avg_pool2d.default, lambda: Lambda(nn.AdaptiveAvgPool2d(3))),
+    Case("spatial", aten.upsample_bilinear2d.vec, lambda: Lambda(lambda y: F.interpolate(y, scale_factor=2, mode="bilinear"))),
+    Case("spatial", aten.upsample_nearest2d.vec, lambda: Lambda(nn.Upsample(scale_factor=2))),
+    Case("sum_", aten.sum.dim_IntList, lambda: Lambda(lambda y: y.sum(1, keepdim=True) * y)),
+    Case("expand", aten.expand.default, lambda: Lambda(lambda y: y.sum(1, keepdim=True).expand(-1, 8, -1, -1) * y),
+         expect="frozen:broadcasts to a size"),
+    Case("vector_norm", aten.linalg_vector_norm.default, lambda: Lambda(lambda y: y / (1 + torch.linalg.vector_norm(y, dim=1, keepdim=True)))),
+    Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y - y.mean(1, keepdim=True)), expect="frozen:mean"),
+    Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y * y.mean((2, 3), keepdim=True))),
+    Case("max_dim", aten.max.dim, lambda: Lambda(lambda y: y * y.max(1, keepdim=True)[0]), expect="frozen:picks"),
+    Case("metadata", aten._assert_tensor_metadata.default, Metadata, (1, 3, 4, 4)),
+    Case("creation", aten.ones.default, Creation, (1, 3, 4, 4), "frozen:fixed in forward"),
+]
+
+
+def _case_id(c: Case) -> str:
+    return f"{c.rule}-{getattr(c.op, '__name__', str(c.op))}-{RULE_CASES.index(c)}"
+
+
+def _check(model: nn.Module, inputs: tuple, expect: str):
+    a = hwprune.analyze(model, inputs)
+    groups = a.to_json()["groups"]
+    if a.prunable:
+        slim, report = hwprune.slim(model, inputs, ratio=0.5)
+        assert report["verify"]["passed"] and report["verify"]["max_rel_err"] <= 1e-4
+        groups = report["groups"]
+        if expect == "prunable":
+            assert any(g["width_after"] < g["width_before"] for g in groups), "a prunable group was left whole"
+            assert report["params"]["after"] < report["params"]["before"]
+    else:
+        assert expect != "prunable", a.explain()
+    if expect.startswith("frozen:"):
+        words = expect.split(":", 1)[1]
+        assert any(g["frozen"] and words in g["frozen"] for g in groups), groups
+
+
+@pytest.mark.parametrize("case", RULE_CASES, ids=_case_id)
+def test_rule(case: Case):
+    torch.manual_seed(0)
+    model = case.build().eval()
+    inputs = case.inputs()
+    a = hwprune.analyze(model, inputs)
+    targets = {n.target for n in a.graph.traced.graph.nodes if n.op == "call_function"}
+    assert case.op in targets, f"{case.op} not in the traced graph: {sorted(map(str, targets))}"
+    assert RULES[case.op].__name__ == case.rule
+    _check(model, inputs, case.expect)
+
+
+def test_every_rule_has_a_row():
+    names = {fn.__name__ for fn in load_all().values()}
+    missing = names - {c.rule for c in RULE_CASES}
+    assert not missing, f"rules without a RULE_CASES row: {sorted(missing)}"
+
+
+def test_duplicate_rule_is_rejected():
+    from hwprune.graph.rules import rule
+    with pytest.raises(ValueError, match="two rules"):
+        rule(aten.conv2d.default)(lambda op: None)
+
+
+CUTTER_CASES = [
+    ("conv", lambda: Lambda(nn.Conv2d(8, 8, 3, padding=1, groups=8)), (1, 4, 6, 6)),
+    ("conv", lambda: Lambda(nn.ConvTranspose2d(8, 8, 2, groups=8)), (1, 4, 6, 6)),
+    ("linear", lambda: MLP(nn.GELU()), (2, 8)),
+    ("batch_norm", lambda: Lambda(nn.BatchNorm2d(8)), (2, 4, 6, 6)),
+    ("group_norm", lambda: Lambda(nn.GroupNorm(4, 8)), (2, 4, 6, 6)),
+    ("layer_norm", ConvLayerNorm, (2, 3, 10)),
+    ("prelu", lambda: Lambda(nn.PReLU(8)), (2, 4, 6, 6)),
+    ("embedding", Embed, (2, 7)),
+]
+
+
+@pytest.mark.parametrize("name,build,shape", CUTTER_CASES, ids=[c[0] + str(i) for i, c in enumerate(CUTTER_CASES)])
+def test_cutter(name, build, shape):
+    torch.manual_seed(0)
+    model = build().eval()
+    inputs = (torch.randint(0, 20, shape),) if name == "embedding" else (torch.randn(shape),)
+    slim, report = hwprune.slim(model, inputs, ratio=0.5)
+    cut_modules = [m for m in slim.modules() if cutter_for(m) is not None and cutter_for(m).__name__ == name]
+    assert cut_modules
+    for m in cut_modules:  # the module's size attributes agree with its tensors
+        assert _attrs_match(m), f"{type(m).__name__} attributes disagree with its weights: {m}"
+
+
+def _attrs_match(m: nn.Module) -> bool:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        w = m.weight.shape
+        return (w[0] == m.out_channels and w[1] * m.groups == m.in_channels) if not m.transposed else (
+            w[0] == m.in_channels and w[1] * m.groups == m.out_channels)
+    if isinstance(m, nn.Linear):
+        return tuple(m.weight.shape) == (m.out_features, m.in_features)
+    if isinstance(m, nn.GroupNorm):
+        return m.weight.shape[0] == m.num_channels and m.num_channels % m.num_groups == 0
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        return m.weight.shape[0] == m.num_features
+    if isinstance(m, nn.LayerNorm):
+        return tuple(m.weight.shape) == tuple(m.normalized_shape)
+    if isinstance(m, nn.PReLU):
+        return m.weight.numel() == m.num_parameters
+    if isinstance(m, nn.Embedding):
+        return tuple(m.weight.shape) == (m.num_embeddings, m.embedding_dim)
+    return False
+
+
+def test_every_cutter_has_a_row():
+    cutter_for(nn.Linear(1, 1))  # loads the built-in cutters
+    missing = {fn.__name__ for fn in CUTTERS.values()} - {c[0] for c in CUTTER_CASES}
+    assert not missing, f"cutters without a CUTTER_CASES row: {sorted(missing)}"
+
+
+class SilentLiteral(nn.Module):
+    """view(b, -1, 4) with a literal inner size: after a cut of the inner factor the view
+    still succeeds but regroups channels, so the output is silently wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        b, c, h, w = y.shape
+        z = y.view(b, -1, 4, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.b(z)
+
+
+def test_a_silently_wrong_cut_is_found_by_bisection_and_frozen():
+    x = (torch.randn(1, 3, 4, 4),)
+    slim, report = hwprune.slim(SilentLiteral().eval(), x, ratio=0.5)
+    assert report["verify"]["passed"]
+    assert any(g["frozen"] and "bisection" in g["frozen"] for g in report["groups"]), report["groups"]
+
+
+def test_widths_keep_the_most_important_channels_of_each_listed_group():
+    model = Lambda(nn.ReLU()).eval()
+    x = (torch.randn(1, 4, 6, 6),)
+    a = hwprune.analyze(model, x)
+    g = a.prunable[0]
+    slim, report = hwprune.slim(model, x, widths={g.id: 3})
+    assert [r["width_after"] for r in report["groups"] if r["id"] == g.id] == [3]
+    norms = model.a.weight.detach().pow(2).sum((1, 2, 3)) + model.b.weight.detach().pow(2).sum((0, 2, 3)) \
+        + model.a.bias.detach().pow(2)
+    assert sorted(report["kept"]["a.weight"]["0"]) == sorted(norms.argsort(descending=True)[:3].tolist())
+    with pytest.raises(hwprune.InputError, match="cannot keep 0"):
+        hwprune.slim(model, x, widths={g.id: 0})
