@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .io import OutputError, atomic_write, check_output
@@ -77,6 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="also export ONNX, checked in onnxruntime against PyTorch")
     slim.add_argument("--strict", action="store_true", help="fail if any channel group is frozen")
     slim.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_target_arguments(slim)
     slim.set_defaults(command=_cmd_slim)
 
     apply = sub.add_parser("apply", help="re-apply a report's kept channels to another checkpoint")
@@ -87,7 +89,6 @@ def _build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--force", action="store_true", help="overwrite an existing output file")
     apply.set_defaults(command=_cmd_apply)
 
-    from .cli_hardware import add_hardware_commands
     add_hardware_commands(sub, _add_model_arguments)
     return parser
 
@@ -131,14 +132,18 @@ def _cmd_slim(args) -> int:
 
     # validate the options before loading, which can take a while
     SlimConfig(ratio=args.ratio, importance=args.importance, strict=args.strict)
+    check_target(args)
     outputs = _slim_outputs(args)
     loaded = _load(args)
     with _progress() as progress:
         model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress)
+        latency = slim_latency(args, loaded, model, progress)
     report = dict(report)
     report["source"] = _source_record(loaded)
+    if latency is not None:
+        report["latency_ms"] = latency
     _write_slim_outputs(model, report, loaded, outputs, force=args.force)
     console = _console()
     console.print(_slim_table(loaded, report, outputs))
@@ -335,8 +340,19 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: SlimOutputs):
         onnx = report["onnx"]
         table.add_row("onnx", f"opset {onnx['opset']}, onnxruntime vs PyTorch max abs err "
                               f"{onnx['max_abs_err']:.2e}, max rel err {onnx['max_rel_err']:.2e}")
+    if "latency_ms" in report:
+        table.add_row("latency", _latency_row(report["latency_ms"]))
     table.add_row("wrote", ", ".join(map(str, outputs.paths())))
     return table
+
+
+def _latency_row(lat: dict) -> str:
+    text = (f"{lat['target']} predicted {lat['predicted_before']:.3f} → {lat['predicted_after']:.3f} ms "
+            f"({lat['speedup']['predicted']:.2f}x, {lat['how']['latency_model']})")
+    if lat["measured_before"] is not None:
+        text += (f"; measured {lat['measured_before']:.3f} → {lat['measured_after']:.3f} ms "
+                 f"({lat['speedup']['measured']:.2f}x, median, interleaved)")
+    return text
 
 
 def _analysis_table(loaded: LoadedModel, data: dict):

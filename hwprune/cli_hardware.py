@@ -1,20 +1,86 @@
 """The hardware commands of the hwprune CLI (argument parsing and printing only):
 
     hwprune targets [--json]
-    hwprune profile SPEC --target cpu [--out LUT.json] [--plot DIR] [--grid N]
-    hwprune bench SPEC [SLIM.pt] --target cpu [--threads N]
+    hwprune profile SPEC --target cpu [--out LUT.json] [--plot DIR] [--grid N] [--threads N]
+    hwprune bench SPEC [SLIM.pt] --target cpu [--threads N] [--json FILE]
 
-and the --target/--lut options of `hwprune slim`. cli.py calls add_hardware_commands."""
+and the --target/--lut/--threads options of `hwprune slim`. cli.py calls add_hardware_commands
+and, for slim, add_target_arguments and slim_latency."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from .errors import InputError
 
 
 def add_hardware_commands(sub, add_model_arguments) -> None:
     targets = sub.add_parser("targets", help="list the built-in hardware targets and their lattices")
     targets.add_argument("--json", action="store_true", help="print the table as JSON")
     targets.set_defaults(command=_cmd_targets)
+
+    profile = sub.add_parser("profile", help="measure a model's kernels into a latency table (LUT)")
+    add_model_arguments(profile)
+    _add_target(profile, required=True)
+    profile.add_argument("--out", type=Path, metavar="LUT.json",
+                         help="the table to write or extend (default: this machine's cache, "
+                              "$XDG_CACHE_HOME/hwprune)")
+    profile.add_argument("--plot", type=Path, metavar="DIR",
+                         help="also write DIR/<name>.staircase.png: the latency staircase of the most "
+                              "expensive layer against C_out and C_in")
+    profile.add_argument("--grid", type=int, default=8, metavar="N",
+                         help="lattice widths per channel sweep (default 8)")
+    profile.set_defaults(command=_cmd_profile)
+
+    bench = sub.add_parser("bench", help="measure a model, or a model and its slim version, in one run")
+    add_model_arguments(bench)
+    bench.add_argument("slim", nargs="?", metavar="SLIM.pt", help="a slim model written by hwprune slim")
+    _add_target(bench, required=False)
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the measurements as JSON")
+    bench.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    bench.set_defaults(command=_cmd_bench)
+
+
+def _add_target(parser, required: bool) -> None:
+    parser.add_argument("--target", required=required, default=None if required else "cpu", metavar="T",
+                        help="hardware target (`hwprune targets` lists them)" + ("" if required else "; default cpu"))
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="onnxruntime intra-op threads for measuring (default 1)")
+
+
+def add_target_arguments(slim) -> None:
+    slim.add_argument("--target", metavar="T", help="also predict (and, on cpu, measure) latency before and "
+                      "after on this target (`hwprune targets`)")
+    slim.add_argument("--lut", metavar="LUT.json", help="latency table from `hwprune profile` (default for cpu: "
+                      "this machine's cache, measured as needed)")
+    slim.add_argument("--threads", type=int, default=1, metavar="N",
+                      help="onnxruntime intra-op threads for --target cpu (default 1)")
+
+
+def _settings(args):
+    from .hardware.measure import OrtSettings
+    if args.threads < 1:
+        raise InputError(f"--threads {args.threads}: give 1 or more")
+    return OrtSettings(threads=args.threads)
+
+
+def slim_latency(args, loaded, slim_model, progress) -> dict | None:
+    """report['latency_ms'] for `slim --target`, or None without --target."""
+    if args.target is None:
+        if args.lut:
+            raise InputError("--lut needs --target: name the target the table was measured for")
+        return None
+    from .hardware import get_target
+    from .hardware.compare import latency_compare
+    return latency_compare(loaded.module, slim_model, loaded.example_inputs, get_target(args.target),
+                           lut=args.lut, settings=_settings(args), progress=progress)
+
+
+def check_target(args) -> None:
+    """Fail on a bad --target before any work."""
+    if getattr(args, "target", None) is not None:
+        from .hardware import get_target
+        get_target(args.target)
 
 
 def _cmd_targets(args) -> int:
@@ -42,3 +108,91 @@ def _cmd_targets(args) -> int:
     for reason, names in reasons.items():
         console.print(f"- {reason} [{', '.join(names)}]", markup=False)
     return 0
+
+
+def _cmd_profile(args) -> int:
+    from .cli import _console, _load, _progress
+    from .export.onnx import onnx_graph
+    from .hardware import get_target
+    from .hardware.latency import MeasuredLatency, open_table
+    from .hardware.lut import LatencyTableError
+    from .hardware.profile import profile
+    from .load import spec_name
+
+    target = get_target(args.target)
+    if args.grid < 2:
+        raise InputError(f"--grid {args.grid}: give 2 or more widths per sweep")
+    if not target.local:
+        raise LatencyTableError(
+            f"profile --target {target.name} measures {target.runtime} on the device itself: run this command "
+            f"there (with TensorRT installed) and pass its --out file to `hwprune slim --target {target.name} "
+            "--lut FILE` here; without a table, slim uses the analytic model")
+    settings = _settings(args)
+    loaded = _load(args)
+    table = open_table(target, settings, str(args.out) if args.out else None)
+    if args.out:
+        table.path = args.out
+    name = spec_name(args.spec)
+    with _progress() as progress:
+        result = profile(onnx_graph(loaded.module, loaded.example_inputs), name, target,
+                         MeasuredLatency(table, settings=settings), grid=args.grid, plot_dir=args.plot,
+                         progress=progress)
+    console = _console()
+    cal = table.calibration()
+    console.print(f"profiled {loaded.spec} on {target.name}: {result.kernels} kernels and widths "
+                  f"({result.measured} measured, {result.reused} already in the table)\n"
+                  f"end to end: measured {result.measured_ms:.3f} ms, sum of kernels {result.kernels_ms:.3f} ms, "
+                  f"predicted {result.predicted_ms:.3f} ms (scale {cal.scale:.3f}, offset {cal.offset_ms:.3f} ms "
+                  f"from {cal.points} model(s))\nwrote {result.table_path}"
+                  + "".join(f"\nwrote {p}" for p in result.plots), highlight=False)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import torch
+
+    from .cli import _console, _load, _write_json
+    from .hardware import get_target
+    from .hardware.compare import measure_graphs, onnx_graphs
+    from .io import atomic_write, check_output
+    from .load import format_shapes, load_spec, spec_path
+
+    target = get_target(args.target)
+    if not target.local:
+        raise InputError(f"bench measures on this machine; target {target.name} is not attached here: use "
+                         "--target cpu, or run bench on the device")
+    settings = _settings(args)
+    if args.json:
+        check_output(args.json, force=args.force, inputs=[spec_path(args.spec), args.slim and spec_path(args.slim)])
+    loaded = _load(args)
+    models, names = [loaded.module], [loaded.spec]
+    if args.slim:
+        shape = format_shapes(tuple(t.shape) for t in loaded.example_inputs)
+        slim = load_spec(args.slim, trust_pickle=args.trust_pickle, default_input_shape=shape,
+                         default_from=f"the inputs of {args.spec}")
+        models.append(slim.module)
+        names.append(args.slim)
+    with torch.inference_mode():
+        graphs = onnx_graphs(models, loaded.example_inputs)
+    timings = measure_graphs(graphs, settings)
+    result = {"target": target.name, "how": settings.how() | {"order": "interleaved" if len(models) > 1 else "single"},
+              "models": [{"spec": n, **t.to_json()} for n, t in zip(names, timings)]}
+    if len(timings) == 2:
+        result["speedup"] = round(timings[0].median_ms / timings[1].median_ms, 4)
+    if args.json:
+        atomic_write(args.json, lambda tmp: _write_json(tmp, result), force=args.force)
+    _console().print(_bench_table(result))
+    return 0
+
+
+def _bench_table(result: dict):
+    from rich.table import Table
+    table = Table(title=f"hwprune bench on {result['target']} ({result['how']['runtime']}, "
+                        f"{result['how']['intra_op_threads']} thread(s))", title_justify="left")
+    for column in ("model", "median ms", "min ms", "max ms", "runs"):
+        table.add_column(column, overflow="fold")
+    for m in result["models"]:
+        table.add_row(m["spec"], f"{m['median_ms']:.3f}", f"{m['min_ms']:.3f}", f"{m['max_ms']:.3f}", str(m["repeats"]))
+    if "speedup" in result:
+        table.caption = f"speedup {result['speedup']:.3f}x (median before / median after, interleaved in one run)"
+    return table

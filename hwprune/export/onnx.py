@@ -86,6 +86,21 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
             raise HwpruneError(f"both ONNX exporters failed. {first} / {second}") from second
 
 
+def onnx_graph(model: nn.Module, example_inputs, *, opset: int = 17) -> onnx.ModelProto:
+    """The model as an in-memory ONNX graph with static shapes, for latency tables and
+    analytic models (unchecked: what is timed need not be written). TorchScript first,
+    dynamo where it fails, as export_onnx does."""
+    inputs = _as_tuple(example_inputs)
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="hwprune-onnx-") as tmp:
+        staged = Path(tmp) / "model.onnx"
+        try:
+            _export(model, inputs, staged, opset, EXPORTERS[0], external=False)
+        except HwpruneError:
+            _export(model, inputs, staged, opset, EXPORTERS[1], external=False)
+        return onnx.load(str(staged), load_external_data=True)
+
+
 def _export_checked(model, inputs: tuple, expected: list, dest: Path, opset: int, rtol: float,
                     exporter: str) -> dict:
     """One exporter: export into a temp folder beside `dest`, check, then move into place."""

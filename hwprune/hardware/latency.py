@@ -1,0 +1,213 @@
+"""Latency models: a model's predicted time as the sum of its kernels plus an overhead term.
+
+Two families, one interface (`kernel_ms(block) -> (ms, source)`, `predict(blocks)`):
+- MeasuredLatency: a LatencyTable. On the machine the target runs on (`cpu` here), a kernel
+  missing from the table is measured and added; elsewhere (a table imported from a Jetson)
+  it is interpolated from the kernel's channel sweeps, and a kernel with neither is an error.
+- AnalyticLatency: hwprune.hardware.analytic for a GPU that is not attached.
+
+The sum of kernel times is not the model time: each kernel's time is measured in a session
+of its own, which pays a per-run overhead and layout reorders the whole model does not. The
+end-to-end prediction is `scale * sum + offset`, fitted on whole models (LatencyTable.
+calibration), and always reported beside a measurement where one can be made.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import analytic
+from .blocks import Block, channels, with_channels
+from .lut import Calibration, LatencyTable, LatencyTableError, default_path
+from .measure import OrtSettings, time_model
+
+FREE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}  # views: no kernel
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    name: str
+    desc: str
+    ms: float
+    source: str  # measured | table | interpolated | analytic
+
+
+@dataclass(frozen=True)
+class Prediction:
+    total_ms: float
+    kernels_ms: float
+    kernels: tuple
+    model: str  # where the figures come from
+    calibration: dict
+
+    def to_json(self, top: int = 0) -> dict:
+        out = {"total_ms": round(self.total_ms, 4), "kernels_ms": round(self.kernels_ms, 4),
+               "model": self.model, "calibration": self.calibration,
+               "sources": {s: sum(k.source == s for k in self.kernels) for s in sorted({k.source for k in self.kernels})}}
+        if top:
+            worst = sorted(self.kernels, key=lambda k: -k.ms)[:top]
+            out["slowest"] = [{"name": k.name, "kernel": k.desc, "ms": round(k.ms, 4), "source": k.source}
+                              for k in worst]
+        return out
+
+
+class MeasuredLatency:
+    def __init__(self, table: LatencyTable, *, settings: OrtSettings | None = None, measure: bool = True,
+                 source: str = "measured LUT", progress=None):
+        self.table, self.settings, self.measure = table, settings or OrtSettings(), measure
+        self.source, self.progress = source, progress
+
+    def kernel_ms(self, block: Block) -> tuple[float, str]:
+        entry = self.table.get(block.key)
+        if entry is not None:
+            return max(entry["ms"] - self.table.overhead_ms, 0.0), "table"
+        if self.measure:
+            return max(self.measure_block(block)["ms"] - self.table.overhead_ms, 0.0), "measured"
+        ms = self._interpolated(block)
+        if ms is None:
+            raise LatencyTableError(
+                f"the latency table {self.table.path} has no time for kernel {block.describe()} and no sweep "
+                "to interpolate it from: run `hwprune profile` for this model on the target device")
+        return max(ms - self.table.overhead_ms, 0.0), "interpolated"
+
+    def measure_block(self, block: Block, sweep: str | None = None, chans=None) -> dict:
+        timing = time_model(block.to_model(), self.settings, block.feeds())
+        record = {"ops": block.ops, "desc": block.describe(), "ms": round(timing.median_ms, 5),
+                  "min_ms": round(timing.min_ms, 5), "max_ms": round(timing.max_ms, 5), "repeats": timing.repeats}
+        if sweep is not None:
+            record |= {"sweep": sweep, "channels": list(chans)}
+        self.table.put(block.key, record)
+        return record
+
+    def _interpolated(self, block: Block) -> float | None:
+        ch = channels(block)
+        if ch is None:
+            return None
+        points = self.table.sweep(sweep_key(block))
+        return separable(points, ch.c_in, ch.c_out)
+
+    def predict(self, blocks, *, exclude_calibration: str | None = None) -> Prediction:
+        kernels = []
+        for i, b in enumerate(blocks):
+            if self.progress is not None:
+                self.progress("latency", i, len(blocks))
+            ms, source = (0.0, "free") if b.ops in FREE_OPS else self.kernel_ms(b)
+            kernels.append(KernelTime(b.name, b.describe(), ms, source))
+        cal = self.table.calibration(exclude=exclude_calibration)
+        return _prediction(kernels, cal, self.source)
+
+
+class AnalyticLatency:
+    def __init__(self, spec: analytic.GpuSpec, precision: str = "fp16"):
+        self.spec, self.precision = spec, precision
+
+    def kernel_ms(self, block: Block) -> tuple[float, str]:
+        lead = block.nodes[0]
+        size = analytic.BYTES[self.precision]
+        variable = [t for t in block.inputs if not t.constant]
+        if lead.op_type == "Conv":
+            w = next(t for t in block.inputs if t.name == lead.input[1])
+            groups = next((a.i for a in lead.attribute if a.name == "group"), 1) or 1
+            est = analytic.conv_time(variable[0].shape, w.shape, block.outputs[0].shape, groups, self.spec,
+                                     self.precision)
+            extra = sum(math.prod(t.shape) for t in variable[1:]) * size  # a fused residual operand
+            return (est.seconds + extra / (self.spec.bandwidth_gbs * 1e9)) * 1e3, "analytic"
+        if lead.op_type in ("Gemm", "MatMul") and len(variable) >= 1:
+            a = variable[0].shape
+            b = next((t.shape for t in block.inputs if t.name == lead.input[1]), None)
+            if b is not None and len(b) >= 2:
+                k, n = (b[-1], b[-2]) if any(x.name == "transB" and x.i for x in lead.attribute) else (b[-2], b[-1])
+                batch = math.prod(b[:-2]) if len(b) > 2 else 1
+                m = math.prod(a[:-1]) // batch if len(b) > 2 else math.prod(a[:-1])
+                return analytic.gemm_time(m, n, k, self.spec, self.precision, batch=batch).seconds * 1e3, "analytic"
+        moved = sum(math.prod(t.shape) for t in [*variable, *block.outputs]) * size
+        return analytic.memory_time(moved, self.spec) * 1e3, "analytic"
+
+    def predict(self, blocks, **_) -> Prediction:
+        kernels = [KernelTime(b.name, b.describe(), 0.0 if b.ops in FREE_OPS else self.kernel_ms(b)[0], "analytic")
+                   for b in blocks]
+        return _prediction(kernels, Calibration(1.0, 0.0, 0),
+                           f"analytic ({self.spec.name}, {self.precision}: {self.spec.source})")
+
+
+def _prediction(kernels: list, cal: Calibration, source: str) -> Prediction:
+    raw = sum(k.ms for k in kernels)
+    return Prediction(cal.apply(raw), raw, tuple(kernels), source, cal.to_json())
+
+
+def sweep_key(block: Block) -> str:
+    """The kernel with its channel counts left out: what every width of one layer shares."""
+    return with_channels(block, 0, 0).key
+
+
+def separable(points: list, c_in: int, c_out: int) -> float | None:
+    """t(C_in, C_out) from the two sweeps through the full width (C_in0, C_out0):
+    t(a, b) ~ t(a, C_out0) * t(C_in0, b) / t(C_in0, C_out0), each sweep interpolated
+    linearly between measured widths. None without a sweep through the full width."""
+    if not points:
+        return None
+    exact = [ms for a, b, ms in points if a == c_in and b == c_out]
+    if exact:
+        return exact[0]
+    full_in, full_out = max(p[0] for p in points), max(p[1] for p in points)
+    corner = [ms for a, b, ms in points if a == full_in and b == full_out]
+    along_out = sorted((b, ms) for a, b, ms in points if a == full_in)
+    along_in = sorted((a, ms) for a, b, ms in points if b == full_out)
+    if not corner or len(along_out) < 2 and c_out != full_out or len(along_in) < 2 and c_in != full_in:
+        return None
+    t_out = float(np.interp(c_out, *zip(*along_out)))
+    t_in = float(np.interp(c_in, *zip(*along_in)))
+    return t_in * t_out / corner[0]
+
+
+# ---------------------------------------------------------------- per target
+
+def local_identity(target, settings: OrtSettings) -> dict:
+    from .processor import onnxruntime_version, this_processor
+    proc = this_processor()
+    return {"target": target.name, "runtime": f"onnxruntime {onnxruntime_version()}", "processor": proc.name,
+            "isa": sorted(proc.isa), "threads": settings.threads}
+
+
+def open_table(target, settings: OrtSettings, lut: str | None = None) -> LatencyTable:
+    """The table for `target`: the file given, else (for a local target) this machine's cache."""
+    if target.local:
+        identity = local_identity(target, settings)
+        path = lut or default_path(identity)
+        try:
+            return LatencyTable.load(path, expect=identity)
+        except LatencyTableError:
+            if lut is not None or path.exists():
+                raise
+        table = LatencyTable(identity, settings.how(), path=path)
+        table.overhead_ms = run_overhead_ms(settings)
+        return table
+    if lut is None:
+        raise LatencyTableError(f"target {target.name} is not attached here: give --lut FILE measured on the "
+                                "device, or use its analytic model")
+    return LatencyTable.load(lut, expect={"target": target.name})
+
+
+def latency_model(target, *, lut: str | None = None, settings: OrtSettings | None = None, progress=None):
+    """The latency model `target` uses here: measured (local, or an imported --lut), else analytic."""
+    settings = settings or OrtSettings()
+    if target.local or lut is not None:
+        table = open_table(target, settings, lut)
+        source = "measured LUT (this machine)" if target.local else f"imported LUT {lut}"
+        return MeasuredLatency(table, settings=settings, measure=target.local, source=source, progress=progress)
+    if target.gpu is None:
+        raise LatencyTableError(f"target {target.name} has neither a local runtime nor an analytic model")
+    return AnalyticLatency(analytic.GPU_SPECS[target.gpu], target.precision)
+
+
+def run_overhead_ms(settings: OrtSettings) -> float:
+    """What one session.run of an empty graph costs: paid once per kernel by a per-kernel
+    table, once per model end to end."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return round(time_model(model, settings).median_ms, 5)

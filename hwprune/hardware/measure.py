@@ -1,0 +1,111 @@
+"""Timing ONNX models in onnxruntime the way ../shared/MEASURING.md asks.
+
+- The session is fixed: CPUExecutionProvider, ORT_ENABLE_ALL (the NCHWc layout that makes
+  channel alignment matter exists only at that level), `threads` intra-op threads, one
+  inter-op thread, sequential execution.
+- Warm up, then time single runs in rounds until the median moves by less than 1% from one
+  round to the next, within a time bound; min and max are kept beside the median.
+- Several models are compared in one run, interleaved (A B A B ...), never across runs.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+
+    def to_json(self) -> dict:
+        return {"median_ms": round(self.median_ms, 5), "min_ms": round(self.min_ms, 5),
+                "max_ms": round(self.max_ms, 5), "repeats": self.repeats}
+
+    @classmethod
+    def of(cls, samples: list) -> "Timing":
+        ms = [s * 1e3 for s in samples]
+        return cls(statistics.median(ms), min(ms), max(ms), len(ms))
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    threads: int = 1
+    warmup_s: float = 0.05
+    max_s: float = 1.0  # per model: the bound in time on the repeats
+    min_repeats: int = 15
+    settle: float = 0.01  # stop when a round moves the median by less than this
+
+    def session(self, model):
+        """An InferenceSession of an onnx.ModelProto, bytes or a path."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model) \
+            if not isinstance(model, bytes) else model
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+    def how(self) -> dict:
+        from .processor import onnxruntime_version, this_processor
+        return {"runtime": f"onnxruntime {onnxruntime_version()} CPUExecutionProvider",
+                "graph_optimization": "ORT_ENABLE_ALL", "intra_op_threads": self.threads,
+                "inter_op_threads": 1, "processor": this_processor().name,
+                "statistic": f"median of single runs after {self.warmup_s * 1e3:.0f} ms warm-up, rounds until "
+                             f"the median moves < {self.settle:.0%} (at least {self.min_repeats} runs, "
+                             f"at most {self.max_s:g} s per model)"}
+
+
+def _feeds_for(session, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in session.get_inputs():
+        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(double)": np.float64}[i.type]
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        feeds[i.name] = rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f" \
+            else np.zeros(shape, dtype)
+    return feeds
+
+
+def time_sessions(sessions: list, settings: OrtSettings, feeds: list | None = None) -> list[Timing]:
+    """Time several sessions interleaved: one run of each in turn, in rounds, until every
+    median settles or the time bound (max_s per session) is spent."""
+    feeds = feeds or [_feeds_for(s) for s in sessions]
+    runs = [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
+    end = time.perf_counter() + settings.warmup_s * len(runs)
+    for run in runs:
+        run()  # the first run allocates; never timed
+    while time.perf_counter() < end:
+        for run in runs:
+            run()
+    samples: list[list[float]] = [[] for _ in runs]
+    previous = [None] * len(runs)
+    deadline = time.perf_counter() + settings.max_s * len(runs)
+    per_round = settings.min_repeats
+    while True:
+        for _ in range(per_round):
+            for run, out in zip(runs, samples):
+                t0 = time.perf_counter()
+                run()
+                out.append(time.perf_counter() - t0)
+        medians = [statistics.median(s) for s in samples]
+        settled = all(p is not None and abs(m - p) <= settings.settle * m for m, p in zip(medians, previous))
+        if settled or time.perf_counter() > deadline:
+            return [Timing.of(s) for s in samples]
+        previous = medians
+        per_round = max(per_round // 2, 5)
+
+
+def time_model(model, settings: OrtSettings, feeds: dict | None = None) -> Timing:
+    session = settings.session(model)
+    return time_sessions([session], settings, None if feeds is None else [feeds])[0]
