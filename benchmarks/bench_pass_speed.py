@@ -1,7 +1,7 @@
 """Wall time of the whole hwprune pass against Torch-Pruning's build + step, same process.
 
-hwprune:  hwprune.analyze(model, x) + hwprune.slim(model, x, ratio=0.5, importance="l2")
-          (slim traces, groups, scores, cuts and verifies mask equivalence; it always verifies)
+hwprune:  a = hwprune.analyze(model, x) + hwprune.slim(a, ratio=0.5, importance="l2")
+          (analyze traces and groups; slim scores, cuts and verifies mask equivalence; it always verifies)
 TP:       tp.pruner.MetaPruner(model, x, MagnitudeImportance(p=2), pruning_ratio=0.5,
           ignored_layers=[final classifier], num_heads={MHA: heads}) + pruner.step()
 
@@ -44,9 +44,9 @@ TP_CONFIG = ("MetaPruner(importance=MagnitudeImportance(p=2), pruning_ratio=0.5,
 
 def run_hwprune(model: nn.Module, x: torch.Tensor) -> dict:
     t0 = time.perf_counter()
-    hwprune.analyze(model, x)
+    analysis = hwprune.analyze(model, x)
     t1 = time.perf_counter()
-    slim, report = hwprune.slim(model, x, ratio=RATIO, importance="l2")
+    slim, report = hwprune.slim(analysis, ratio=RATIO, importance="l2")
     t2 = time.perf_counter()
     return {"seconds": t2 - t0, "analyze_s": t1 - t0, "slim_s": t2 - t1, "model": slim,
             "verify": report["verify"]}
@@ -155,7 +155,7 @@ def settings(threads: int, repeats: int) -> dict:
             "ratio": RATIO, "repeats": repeats, "order": "interleaved hwprune, TP, hwprune, TP, ...",
             "model_copy": "fresh copy.deepcopy per run, outside the timed region",
             "warm_up": "one untimed run of each tool on resnet18 at 64x64 first",
-            "hwprune": "analyze(model, x) + slim(model, x, ratio=0.5, importance='l2')",
+            "hwprune": "a = analyze(model, x) + slim(a, ratio=0.5, importance='l2')",
             "torch_pruning": TP_CONFIG, "statistic": "median of the runs; min and max beside it"}
 
 
@@ -163,8 +163,8 @@ NOTES = [
     "hwprune.slim verifies the slim model against the masked original (mask equivalence) inside the "
     "timed region; hwprune always verifies, so the comparison is the whole pass against TP's build + step, "
     "which checks nothing.",
-    "hwprune.slim traces the model again (it calls analyze itself), so the timed hwprune pass traces twice; "
-    "parts.analyze_s shows the cost of the first trace.",
+    "hwprune.slim is given the Analysis, so the timed hwprune pass traces the model once (in analyze_s); "
+    "slim_s is score, plan, cut and verification.",
     "The two tools do not cut the same channels: params_after says what each produced. For vit_b_16 both "
     "leave the attention embedding alone and halve the MLP hidden width.",
     "torchvision vit_b_16 zero-initializes heads.head, so with random weights its logits are all zero and "

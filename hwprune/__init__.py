@@ -2,6 +2,7 @@
 
 Public API only:
     slim(model, example_inputs, ratio=0.5, importance="l2", strict=False) -> (slim_model, report)
+    slim(analysis, ratio=0.5, ...) -> (slim_model, report)   (no second trace)
     analyze(model, example_inputs) -> Analysis
     apply(report, model, example_inputs) -> slim_model
     declare_rule(op_or_function, like="elementwise")

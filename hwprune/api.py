@@ -5,6 +5,7 @@ slim and apply share them instead of tracing twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Analysis:
     model: nn.Module
     example_inputs: tuple
     graph: ChannelGraph
+    custom_rules: tuple = ()  # SlimConfig.custom_rules the groups were built with
 
     @property
     def trace(self) -> str:
@@ -50,6 +52,11 @@ class Analysis:
                 "groups": [_group_json(g, g.width) for g in self.groups],
                 "prunable_groups": len(self.prunable), "frozen_groups": len(self.groups) - len(self.prunable),
                 "custom_functions": [f[0] for f in self.graph.traced.functions]}
+
+    def fresh(self) -> "Analysis":
+        """A copy whose groups can be frozen (as slim does when a cut fails) without touching this one."""
+        groups = [dataclasses.replace(g) for g in self.graph.groups]
+        return dataclasses.replace(self, graph=dataclasses.replace(self.graph, groups=groups))
 
     def explain(self) -> str:
         lines = [f"traced with {self.trace}: {len(self.groups)} channel groups, "
@@ -91,7 +98,7 @@ def analyze(model: nn.Module, example_inputs, *, config: SlimConfig | None = Non
     _tick(progress, "group", 2, 3)
     graph = build_channel_graph(traced, model, config.custom_rules)
     _tick(progress, "group", 3, 3)
-    return Analysis(model, example_inputs, graph)
+    return Analysis(model, example_inputs, graph, tuple(config.custom_rules))
 
 
 def _tick(progress, stage: str, done: int, total: int) -> None:
@@ -114,16 +121,19 @@ def _check_prunable(a: Analysis, config: SlimConfig) -> None:
             f"or output or is frozen{why}. Run `hwprune analyze --explain` to see each group")
 
 
-def slim(model: nn.Module, example_inputs, *, ratio: float = 0.5, importance: str = "l2",
+def slim(model, example_inputs=None, *, ratio: float = 0.5, importance: str = "l2",
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
          widths: dict | None = None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
+    model: an nn.Module with its example_inputs, or the Analysis that `analyze` returned for
+    it, without example_inputs (the analysis carries them and the model is not traced again).
     widths: {group id: channels to keep} instead of a ratio (the planners' interface); groups
-    not listed keep all their channels. The input model is not modified. The slim model is
-    verified mask-equivalent before it is returned (VerificationError otherwise)."""
+    not listed keep all their channels. Neither the input model nor the analysis is modified.
+    The slim model is verified mask-equivalent before it is returned (VerificationError otherwise)."""
     config = config or SlimConfig(ratio=ratio, importance=importance, strict=strict, seed=seed)
-    a = analyze(model, example_inputs, config=config, progress=progress)
+    a = _analysis_for(model, example_inputs, config, progress)
+    model = a.model
     _check_prunable(a, config)
     _tick(progress, "score", 0, 1)
     tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
@@ -136,6 +146,24 @@ def slim(model: nn.Module, example_inputs, *, ratio: float = 0.5, importance: st
         except ValueError as e:
             raise InputError(f"widths: {e}") from e
     return _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+
+
+def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analysis:
+    """The model's analysis: traced now, or the one given (copied, since slim may freeze groups)."""
+    if not isinstance(model, Analysis):
+        if example_inputs is None:
+            raise InputError(f"slim was given a {type(model).__name__} without example inputs: "
+                             "give the inputs to trace it with, or the Analysis from hwprune.analyze")
+        return analyze(model, example_inputs, config=config, progress=progress)
+    if example_inputs is not None:
+        raise InputError("slim was given an Analysis and example inputs: the analysis carries the inputs "
+                         "it was traced with; give the Analysis alone, or the model with its inputs")
+    if tuple(config.custom_rules) != model.custom_rules:
+        raise InputError("slim was given an Analysis made with other custom rules than its config's: "
+                         "analyze again with the same SlimConfig.custom_rules")
+    if not is_exported_graph(model.model):  # as analyze does
+        model.model.eval()
+    return model.fresh()
 
 
 def _cut_verified(a: Analysis, removed: np.ndarray, config: SlimConfig, progress, attempts: int = 8):
