@@ -17,31 +17,35 @@ from .errors import VerificationError
 from .graph.groups import ChannelGraph
 
 def _masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
-    """{tensor id: [(dim, bool keep vector)]} for activations with removed elements."""
+    """{tensor id: [(dim, indices of its removed elements)]} for activations with removed elements."""
     out = {}
     params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
     for tid, shape in graph.shapes.items():
         if tid in params:
             continue
         for d in range(len(shape)):
-            keep = ~removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]]
-            if not keep.all():
-                out.setdefault(tid, []).append((d, torch.from_numpy(keep)))
+            gone = np.flatnonzero(removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]])
+            if gone.size:
+                out.setdefault(tid, []).append((d, torch.from_numpy(gone)))
     return out
 
 
 def _apply_mask(x, masks):
-    for d, keep in masks:
-        shape = [1] * x.dim()
-        shape[d] = -1
-        x = torch.where(keep.view(shape).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    """A copy of x with the removed elements zeroed (index_fill_ writes only those, where `where`
+    would read a broadcast mask for every element: 3x slower on a 56x56 feature map)."""
+    x = x.clone()
+    for d, gone in masks:
+        x.index_fill_(d, gone.to(x.device), 0)
     return x
 
 
 def run_graph(graph: ChannelGraph, model, inputs: tuple, removed: np.ndarray | None = None) -> list:
     """Run the traced graph with `model`'s tensors; zero removed channels at every consumer."""
+    return _run_masked(graph, model, inputs, _masks(graph, removed) if removed is not None else {})
+
+
+def _run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict) -> list:
     tg = graph.traced
-    masks = _masks(graph, removed) if removed is not None else {}
     named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     flat_in = torch.utils._pytree.tree_leaves(inputs)
     env = {}
@@ -84,10 +88,11 @@ def verify(graph: ChannelGraph, original, slim, example: tuple, removed: np.ndar
     """Compare slim(x) with the masked original on the example and on random inputs like it."""
     from .numerics import max_errors
     worst_abs, worst_rel = 0.0, 0.0
+    masks = _masks(graph, removed)  # the same for every batch
     with torch.inference_mode():
         for b in range(batches):
             x = example if b == 0 else _random_like(example, seed=b)
-            ref = run_graph(graph, original, x, removed)
+            ref = _run_masked(graph, original, x, masks)
             try:
                 got = [t for t in torch.utils._pytree.tree_leaves(slim(*x)) if isinstance(t, torch.Tensor)]
             except Exception as e:
