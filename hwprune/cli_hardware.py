@@ -67,8 +67,6 @@ def _settings(args):
 def slim_latency(args, loaded, slim_model, progress) -> dict | None:
     """report['latency_ms'] for `slim --target`, or None without --target."""
     if args.target is None:
-        if args.lut:
-            raise InputError("--lut needs --target: name the target the table was measured for")
         return None
     from .hardware import get_target
     from .hardware.compare import latency_compare
@@ -77,10 +75,16 @@ def slim_latency(args, loaded, slim_model, progress) -> dict | None:
 
 
 def check_target(args) -> None:
-    """Fail on a bad --target before any work."""
-    if getattr(args, "target", None) is not None:
-        from .hardware import get_target
-        get_target(args.target)
+    """Fail on a bad --target or --lut before any work."""
+    if args.target is None:
+        if args.lut:
+            raise InputError("--lut needs --target: name the target the table was measured for")
+        return
+    from .hardware import get_target
+    from .hardware.latency import open_table
+    target = get_target(args.target)
+    if args.lut:
+        open_table(target, _settings(args), args.lut)
 
 
 def _cmd_targets(args) -> int:
@@ -129,9 +133,7 @@ def _cmd_profile(args) -> int:
             "--lut FILE` here; without a table, slim uses the analytic model")
     settings = _settings(args)
     loaded = _load(args)
-    table = open_table(target, settings, str(args.out) if args.out else None)
-    if args.out:
-        table.path = args.out
+    table = open_table(target, settings, str(args.out) if args.out else None, create=True)
     name = spec_name(args.spec)
     with _progress() as progress:
         result = profile(onnx_graph(loaded.module, loaded.example_inputs), name, target,

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 from ..errors import HwpruneError
 
 ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh"}
-SMALL_CONSTANT = 16  # constants up to this many elements are part of a block's key (shapes, bounds)
+CONV_OPS = {"Conv", "FusedConv"}  # FusedConv: onnxruntime's conv with activation (and residual) inside
+SMALL_INDEX = 64  # integer constants up to this size are shapes, axes or indices: their values matter
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ class Tensor:
     def constant(self) -> bool:
         return self.value is not None
 
+    @property
+    def meaningful(self) -> bool:
+        """A constant whose values change the kernel (a Reshape target, Clip bounds), unlike
+        weights, whose values never change the time."""
+        return self.constant and (self.value.size == 1 or self.value.dtype.kind in "iub" and self.value.size <= SMALL_INDEX)
+
     def signature(self):
         sig = [list(self.shape), onnx.TensorProto.DataType.Name(self.dtype)]
-        if self.constant and self.value.size <= SMALL_CONSTANT:
+        if self.meaningful:
             sig.append(self.value.ravel().tolist())
         return sig
 
@@ -74,12 +81,12 @@ class Block:
 
     def to_model(self, seed: int = 0) -> onnx.ModelProto:
         """This block alone: variable inputs become graph inputs, constants initializers
-        (weights random of the same shape; small constants keep their values)."""
+        (weights random of the same shape; shapes, indices and bounds keep their values)."""
         rng = np.random.default_rng(seed)
         inits, graph_inputs = [], []
         for t in self.inputs:
             if t.constant:
-                value = t.value if t.value.size <= SMALL_CONSTANT else _random(rng, t.value.shape, t.value.dtype)
+                value = t.value if t.meaningful else _random(rng, t.value.shape, t.value.dtype)
                 inits.append(numpy_helper.from_array(value, t.name))
             else:
                 graph_inputs.append(helper.make_tensor_value_info(t.name, t.dtype, list(t.shape)))
@@ -120,94 +127,106 @@ def _attributes(node) -> list:
 
 
 def onnx_blocks(model: onnx.ModelProto) -> list[Block]:
-    """The model's runtime kernels in graph order. Shapes must be static (the exporters give
-    static shapes for fixed example inputs)."""
+    """The model's runtime kernels in graph order, at the shapes one run of the model gives
+    them (the exporters give static shapes for fixed example inputs)."""
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
         raise HwpruneError("the ONNX model keeps its weights in an external file: load it with "
                            "onnx.load(path, load_external_data=True) before cutting it into blocks")
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
-    graph = inferred.graph
-    tensors = _tensor_table(graph)
+    nodes = list(model.graph.node)  # positions identify nodes: protobuf wrappers have no stable id()
+    values = _run_every_tensor(model)
+    constant = {init.name for init in model.graph.initializer}
+    folded = set()
+    for i, node in enumerate(nodes):  # what the runtime folds before it runs anything
+        real = [n for n in node.input if n]
+        if node.op_type in ("Constant", "Shape") or (real and all(n in constant for n in real)):
+            constant.update(node.output)
+            folded.add(i)
+    tensors = {name: Tensor(name, tuple(v.shape), helper.np_dtype_to_tensor_dtype(v.dtype),
+                            v if name in constant else None) for name, v in values.items()}
     consumers: dict[str, list] = {}
-    for node in graph.node:
+    for i, node in enumerate(nodes):
         for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
+            consumers.setdefault(name, []).append(i)
+    graph_outputs = {o.name for o in model.graph.output}
     opset = tuple((o.domain, o.version) for o in model.opset_import)
-    blocks, taken = [], set()
-    for node in graph.node:
-        if id(node) in taken or _is_constant(node, tensors):
-            if node.op_type == "Constant" or _is_constant(node, tensors):
-                _fold(node, tensors)
+    blocks, taken = [], set(folded)
+    for i in range(len(nodes)):
+        if i in taken:
             continue
-        chain = _fusion_chain(node, consumers, graph_outputs, taken)
-        taken.update(id(n) for n in chain)
-        blocks.append(_block(chain, tensors, opset))
+        chain = _fusion_chain(i, nodes, consumers, graph_outputs, taken)
+        taken.update(chain)
+        blocks.append(_block([nodes[j] for j in chain], tensors, opset))
     return blocks
 
 
-def _tensor_table(graph) -> dict:
-    table = {}
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        t = vi.type.tensor_type
-        if not t.HasField("shape"):
-            continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-        table[vi.name] = Tensor(vi.name, dims, t.elem_type)
-    for init in graph.initializer:
-        value = numpy_helper.to_array(init)
-        table[init.name] = Tensor(init.name, tuple(value.shape), init.data_type, value)
-    return table
+def runtime_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph after onnxruntime's hardware-independent fusions (ORT_ENABLE_EXTENDED:
+    conv + activation, conv + add + activation, GELU, LayerNorm, MatMul + bias, ...), so that
+    a block is a kernel the CPU provider really runs. Layout (NCHWc) is left to each block's
+    own session at ORT_ENABLE_ALL."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="hwprune-ort-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        opts.log_severity_level = 3
+        try:
+            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
+            raise HwpruneError(f"onnxruntime cannot load the model's ONNX graph ({type(e).__name__}: {e}); "
+                               "the latency table needs a graph onnxruntime runs") from e
+        return onnx.load(opts.optimized_model_filepath, load_external_data=True)
 
 
-def _is_constant(node, tensors) -> bool:
-    if node.op_type == "Constant":
-        return True
-    if node.op_type == "Shape":  # of a static shape: folded like any constant
-        t = tensors.get(node.input[0])
-        return t is not None and -1 not in t.shape
-    real = [n for n in node.input if n]
-    return bool(real) and all(n in tensors and tensors[n].constant for n in real)
+def _run_every_tensor(model: onnx.ModelProto) -> dict:
+    """{tensor name: value} for every initializer, input and node output: one run of the
+    unoptimized graph in onnxruntime with every tensor made an output."""
+    import onnxruntime as ort
 
-
-def _fold(node, tensors) -> None:
-    """Evaluate a constant node so that what reads it sees a constant (the runtime folds it)."""
-    if node.op_type == "Constant":
-        value = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR \
-            else np.asarray(helper.get_attribute_value(node.attribute[0]))
-        tensors[node.output[0]] = Tensor(node.output[0], tuple(value.shape),
-                                         helper.np_dtype_to_tensor_dtype(value.dtype), value)
-        return
-    if node.op_type == "Shape":
-        start = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "start"), 0)
-        end = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "end"), None)
-        value = np.asarray(tensors[node.input[0]].shape[start:end], dtype=np.int64)
-        tensors[node.output[0]] = Tensor(node.output[0], value.shape, onnx.TensorProto.INT64, value)
-        return
-    from onnx.reference import ReferenceEvaluator
-    feeds = {n: tensors[n].value for n in node.input if n}
-    inputs = [helper.make_tensor_value_info(n, tensors[n].dtype, list(tensors[n].shape)) for n in feeds]
-    outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        probe.graph.output.extend(onnx.ValueInfoProto(name=o) for o in node.output if o and o not in known)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
     try:
-        values = ReferenceEvaluator(helper.make_model(helper.make_graph([node], "fold", inputs, outputs))).run(None, feeds)
-    except Exception:  # noqa: BLE001 -- an op the reference cannot fold stays a (tiny) block input
-        return
-    for name, value in zip(node.output, values):
-        value = np.asarray(value)
-        tensors[name] = Tensor(name, tuple(value.shape), helper.np_dtype_to_tensor_dtype(value.dtype), value)
+        session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
+        raise HwpruneError(f"onnxruntime cannot load the model's ONNX graph ({type(e).__name__}: {e}); "
+                           "the latency table needs a graph onnxruntime runs") from e
+    rng = np.random.default_rng(0)
+    initializers = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        t = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
+        feeds[vi.name] = _random(rng, shape, helper.tensor_dtype_to_np_dtype(t.elem_type))
+    names = [o.name for o in session.get_outputs()]
+    values = dict(zip(names, session.run(names, feeds)))
+    values.update(feeds)
+    values.update({i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
+    return {k: np.asarray(v) for k, v in values.items()}
 
 
-def _fusion_chain(node, consumers, graph_outputs, taken: set) -> list:
+def _fusion_chain(i: int, nodes: list, consumers: dict, graph_outputs: set, taken: set) -> list:
     """conv [+ BatchNormalization] [+ Add] [+ activation], as onnxruntime's CPU provider fuses
     them; any other node is a block of its own. An Add of two conv outputs goes with the
-    first conv in graph order (`taken`), never with both."""
-    chain = [node]
-    if node.op_type != "Conv":
+    first conv in graph order (`taken`), never with both. Returns node positions."""
+    chain = [i]
+    if nodes[i].op_type not in CONV_OPS:
         return chain
     for wanted in (("BatchNormalization",), ("Add",), tuple(ACTIVATIONS)):
-        out = chain[-1].output[0]
+        out = nodes[chain[-1]].output[0]
         users = consumers.get(out, [])
-        if out in graph_outputs or len(users) != 1 or users[0].op_type not in wanted or id(users[0]) in taken:
+        if out in graph_outputs or len(users) != 1 or nodes[users[0]].op_type not in wanted or users[0] in taken:
             continue
         chain.append(users[0])
     return chain
@@ -220,15 +239,11 @@ def _block(chain: list, tensors: dict, opset: tuple) -> Block:
         for name in n.input:
             if name and name not in produced and name not in seen:
                 seen.add(name)
-                if name not in tensors or -1 in tensors[name].shape:
-                    raise HwpruneError(f"ONNX node {n.name or n.op_type} reads {name}, whose shape is not "
-                                       "static: export with fixed example inputs (no dynamic axes)")
+                if name not in tensors:
+                    raise HwpruneError(f"ONNX node {n.name or n.op_type} reads {name}, which no node makes")
                 inputs.append(tensors[name])
     last = chain[-1]
     outputs = [tensors[o] for o in last.output if o in tensors]
-    if not outputs:
-        raise HwpruneError(f"ONNX node {last.name or last.op_type} has no inferred output shape: "
-                           "the latency table needs static shapes")
     return Block(tuple(chain), tuple(inputs), tuple(outputs), opset)
 
 
@@ -282,7 +297,7 @@ def _gemm_dims(block: Block):
     return k, n, 1
 
 
-_CHANNEL_DIMS = {"Conv": _conv_dims, "Gemm": _gemm_dims, "MatMul": _gemm_dims}
+_CHANNEL_DIMS = {"Conv": _conv_dims, "FusedConv": _conv_dims, "Gemm": _gemm_dims, "MatMul": _gemm_dims}
 
 
 def with_channels(block: Block, c_in: int, c_out: int) -> Block:
@@ -295,27 +310,28 @@ def with_channels(block: Block, c_in: int, c_out: int) -> Block:
     if ch.coupled and c_in != c_out:
         raise HwpruneError(f"block {block.describe()} is depthwise: C_in and C_out move together")
     lead = block.nodes[0]
+    conv = lead.op_type in CONV_OPS
     w_name = lead.input[1]
     resized = {}
     for t in block.inputs:
         shape = list(t.shape)
         if t.name == w_name:
-            if lead.op_type == "Conv":
+            if conv:
                 shape[0], shape[1] = c_out, (1 if ch.coupled else c_in)
             else:
                 trans_b = any(a.name == "transB" and helper.get_attribute_value(a) for a in lead.attribute)
                 shape = [c_out, c_in] if trans_b else [c_in, c_out]
         elif t.name == lead.input[0]:
-            shape[1 if lead.op_type == "Conv" else -1] = c_in
+            shape[1 if conv else -1] = c_in
         elif t.constant and t.value.ndim == 1 and len(shape) == 1 and shape[0] == ch.c_out:
             shape[0] = c_out  # bias, BatchNorm parameters
-        elif not t.constant and len(shape) >= 2 and lead.op_type == "Conv" and shape[1] == ch.c_out:
+        elif not t.constant and len(shape) >= 2 and conv and shape[1] == ch.c_out:
             shape[1] = c_out  # the residual operand of a fused Add
         resized[t.name] = _reshaped(t, shape)
     outputs = []
     for t in block.outputs:
         shape = list(t.shape)
-        shape[1 if lead.op_type == "Conv" else -1] = c_out
+        shape[1 if conv else -1] = c_out
         outputs.append(Tensor(t.name, tuple(shape), t.dtype))
     nodes = list(block.nodes)
     if ch.coupled:

@@ -3,7 +3,6 @@ where the target is this machine, measured interleaved (A B A B ...) as ../share
 asks. What `slim --target` puts under `latency_ms` and what `hwprune bench` prints."""
 from __future__ import annotations
 
-from .blocks import onnx_blocks
 from .latency import MeasuredLatency, latency_model
 from .measure import OrtSettings, time_sessions
 
@@ -24,7 +23,7 @@ def latency_compare(model, slim_model, example_inputs, target, *, lut: str | Non
     settings = settings or OrtSettings()
     lm = latency_model(target, lut=lut, settings=settings, progress=progress)
     graphs = onnx_graphs([model, slim_model], example_inputs)
-    before, after = (lm.predict(onnx_blocks(g)) for g in graphs)
+    before, after = (lm.predict(lm.blocks(g)) for g in graphs)
     out = {"target": target.name, "predicted_before": round(before.total_ms, 4),
            "predicted_after": round(after.total_ms, 4), "measured_before": None, "measured_after": None,
            "speedup": {"predicted": round(before.total_ms / after.total_ms, 4) if after.total_ms else None,

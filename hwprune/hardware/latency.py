@@ -6,22 +6,25 @@ Two families, one interface (`kernel_ms(block) -> (ms, source)`, `predict(blocks
   it is interpolated from the kernel's channel sweeps, and a kernel with neither is an error.
 - AnalyticLatency: hwprune.hardware.analytic for a GPU that is not attached.
 
-The sum of kernel times is not the model time: each kernel's time is measured in a session
-of its own, which pays a per-run overhead and layout reorders the whole model does not. The
-end-to-end prediction is `scale * sum + offset`, fitted on whole models (LatencyTable.
-calibration), and always reported beside a measurement where one can be made.
+A kernel's time is measured in a session of its own, from onnxruntime's profiler: the
+kernel's nodes only, without the per-run overhead and the layout reorders that running it
+alone adds. The sum of kernel times is still not the model time (the executor, memory
+traffic between kernels): the end-to-end prediction is `scale * sum + offset`, fitted on
+whole models (LatencyTable.calibration), and always reported beside a measurement where
+one can be made.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import analytic
-from .blocks import Block, channels, with_channels
+from .blocks import Block, channels, onnx_blocks, runtime_graph, with_channels
 from .lut import Calibration, LatencyTable, LatencyTableError, default_path
-from .measure import OrtSettings, time_model
+from .measure import OrtSettings, time_kernels, time_model
 
 FREE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}  # views: no kernel
 
@@ -59,21 +62,26 @@ class MeasuredLatency:
         self.table, self.settings, self.measure = table, settings or OrtSettings(), measure
         self.source, self.progress = source, progress
 
+    def blocks(self, graph) -> list[Block]:
+        """The kernels of an ONNX graph as this table's runtime runs them."""
+        ort = str(self.table.identity.get("runtime", "")).startswith("onnxruntime")
+        return onnx_blocks(runtime_graph(graph) if ort else graph)
+
     def kernel_ms(self, block: Block) -> tuple[float, str]:
         entry = self.table.get(block.key)
         if entry is not None:
-            return max(entry["ms"] - self.table.overhead_ms, 0.0), "table"
+            return entry["ms"], "table"
         if self.measure:
-            return max(self.measure_block(block)["ms"] - self.table.overhead_ms, 0.0), "measured"
+            return self.measure_block(block)["ms"], "measured"
         ms = self._interpolated(block)
         if ms is None:
             raise LatencyTableError(
                 f"the latency table {self.table.path} has no time for kernel {block.describe()} and no sweep "
                 "to interpolate it from: run `hwprune profile` for this model on the target device")
-        return max(ms - self.table.overhead_ms, 0.0), "interpolated"
+        return ms, "interpolated"
 
     def measure_block(self, block: Block, sweep: str | None = None, chans=None) -> dict:
-        timing = time_model(block.to_model(), self.settings, block.feeds())
+        timing = time_kernels(block.to_model(), self.settings, block.feeds())
         record = {"ops": block.ops, "desc": block.describe(), "ms": round(timing.median_ms, 5),
                   "min_ms": round(timing.min_ms, 5), "max_ms": round(timing.max_ms, 5), "repeats": timing.repeats}
         if sweep is not None:
@@ -125,6 +133,9 @@ class AnalyticLatency:
         moved = sum(math.prod(t.shape) for t in [*variable, *block.outputs]) * size
         return analytic.memory_time(moved, self.spec) * 1e3, "analytic"
 
+    def blocks(self, graph) -> list[Block]:
+        return onnx_blocks(graph)
+
     def predict(self, blocks, **_) -> Prediction:
         kernels = [KernelTime(b.name, b.describe(), 0.0 if b.ops in FREE_OPS else self.kernel_ms(b)[0], "analytic")
                    for b in blocks]
@@ -171,16 +182,14 @@ def local_identity(target, settings: OrtSettings) -> dict:
             "isa": sorted(proc.isa), "threads": settings.threads}
 
 
-def open_table(target, settings: OrtSettings, lut: str | None = None) -> LatencyTable:
-    """The table for `target`: the file given, else (for a local target) this machine's cache."""
+def open_table(target, settings: OrtSettings, lut: str | None = None, *, create: bool = False) -> LatencyTable:
+    """The table for `target`: the file given, else (for a local target) this machine's cache.
+    A local target's cache, or with `create` the file given, starts empty when absent."""
     if target.local:
         identity = local_identity(target, settings)
-        path = lut or default_path(identity)
-        try:
+        path = Path(lut) if lut else default_path(identity)
+        if path.exists() or (lut is not None and not create):
             return LatencyTable.load(path, expect=identity)
-        except LatencyTableError:
-            if lut is not None or path.exists():
-                raise
         table = LatencyTable(identity, settings.how(), path=path)
         table.overhead_ms = run_overhead_ms(settings)
         return table

@@ -35,7 +35,7 @@ class LatencyTableError(HwpruneError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """end to end = scale * (sum of kernel times - per-run overhead) + offset_ms."""
+    """end to end = scale * (sum of kernel times) + offset_ms."""
     scale: float
     offset_ms: float
     points: int
@@ -47,17 +47,15 @@ class Calibration:
         return {"scale": round(self.scale, 4), "offset_ms": round(self.offset_ms, 4), "points": self.points}
 
 
-def fit_calibration(points: list[tuple[float, float]], default_offset_ms: float) -> Calibration:
-    """Least squares over (kernels_ms, measured_ms); one point fits the offset alone, none
-    leaves scale 1 and the runtime's per-run overhead."""
+def fit_calibration(points: list[tuple[float, float]], overhead_ms: float) -> Calibration:
+    """measured = scale * kernels + overhead: the offset is the runtime's per-run overhead
+    (measured, not fitted) and the scale is fitted by least squares through it, one number
+    that few whole models pin down well. No points: scale 1."""
     if not points:
-        return Calibration(1.0, default_offset_ms, 0)
+        return Calibration(1.0, overhead_ms, 0)
     x = np.array([p[0] for p in points])
-    y = np.array([p[1] for p in points])
-    if len(points) < 2 or np.ptp(x) < 0.05 * x.mean():
-        return Calibration(1.0, float((y - x).mean()), len(points))
-    scale, offset = np.polyfit(x, y, 1)
-    return Calibration(float(scale), float(offset), len(points))
+    y = np.array([p[1] for p in points]) - overhead_ms
+    return Calibration(float((x * y).sum() / (x * x).sum()), overhead_ms, len(points))
 
 
 @dataclass

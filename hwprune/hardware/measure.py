@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,11 +42,15 @@ class OrtSettings:
     min_repeats: int = 15
     settle: float = 0.01  # stop when a round moves the median by less than this
 
-    def session(self, model):
-        """An InferenceSession of an onnx.ModelProto, bytes or a path."""
+    def session(self, model, profile_prefix: str | None = None):
+        """An InferenceSession of an onnx.ModelProto, bytes or a path; with profile_prefix,
+        onnxruntime's profiler records every node's kernel time."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if profile_prefix is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -109,3 +114,44 @@ def time_sessions(sessions: list, settings: OrtSettings, feeds: list | None = No
 def time_model(model, settings: OrtSettings, feeds: dict | None = None) -> Timing:
     session = settings.session(model)
     return time_sessions([session], settings, None if feeds is None else [feeds])[0]
+
+
+# Layout conversions that onnxruntime inserts around a kernel timed alone (graph inputs and
+# outputs are NCHW); inside a model they run only where the NCHWc region begins and ends.
+ISOLATION_OPS = {"ReorderInput", "ReorderOutput"}
+
+
+def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget_s: float = 0.3) -> Timing:
+    """A kernel's own time: the model run alone with onnxruntime's profiler on, summing the
+    kernel times of its nodes per run, without the session's per-run overhead and without
+    the layout reorders that exist only because the kernel runs alone."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hwprune-prof-") as tmp:
+        session = settings.session(model, profile_prefix=os.path.join(tmp, "p"))
+        feeds = feeds if feeds is not None else _feeds_for(session)
+        session.run(None, feeds)  # allocates; dropped below with the warm-up
+        t0 = time.perf_counter()
+        warm = 1
+        while time.perf_counter() - t0 < settings.warmup_s or warm < 3:
+            session.run(None, feeds)
+            warm += 1
+        per_run = (time.perf_counter() - t0) / (warm - 1)
+        runs = int(min(max(budget_s / max(per_run, 1e-6), settings.min_repeats), 400))
+        for _ in range(runs):
+            session.run(None, feeds)
+        trace = session.end_profiling()
+        with open(trace, encoding="utf-8") as f:
+            events = json.load(f)
+    durations: dict[str, list] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") \
+                and e.get("args", {}).get("op_name") not in ISOLATION_OPS:
+            durations.setdefault(e["name"], []).append(e["dur"] * 1e-6)
+    if not durations:
+        return Timing(0.0, 0.0, 0.0, runs)
+    per_node = [d[warm:] for d in durations.values()]
+    n = min(len(d) for d in per_node)
+    samples = [sum(d[i] for d in per_node) for i in range(n)]
+    return Timing.of(samples)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .blocks import Block, channels, onnx_blocks, with_channels
+from .blocks import Block, channels, with_channels
 from .latency import MeasuredLatency, sweep_key
 from .measure import time_model
 
@@ -59,7 +59,7 @@ def profile(graph, name: str, target, model: MeasuredLatency, *, grid: int = 8, 
             progress=None) -> ProfileResult:
     """Fill `model.table` for the ONNX `graph`; save it; return what was done."""
     table = model.table
-    blocks = onnx_blocks(graph)
+    blocks = model.blocks(graph)
     todo: list[tuple[Block, str | None, tuple | None]] = []
     seen = set()
     for b in blocks:
@@ -102,9 +102,11 @@ def _tick(progress, stage, done, total):
 
 
 def staircase_layer(blocks, model: MeasuredLatency) -> Block | None:
-    """The most expensive dense conv or linear with at least 16 channels in and out."""
-    dense = [b for b in blocks if (ch := channels(b)) and not ch.coupled and min(ch.c_in, ch.c_out) >= 16]
-    return max(dense, key=lambda b: model.kernel_ms(b)[0], default=None)
+    """The most expensive dense conv or linear, preferring those with 16 or more channels in
+    and out (a first conv's 3 input channels make a poor staircase)."""
+    dense = [b for b in blocks if (ch := channels(b)) and not ch.coupled and min(ch.c_in, ch.c_out) >= 2]
+    return max(dense, key=lambda b: (min(channels(b).c_in, channels(b).c_out) >= 16, model.kernel_ms(b)[0]),
+               default=None)
 
 
 def plot_staircase(blocks, model: MeasuredLatency, target, plot_dir: Path, name: str, progress=None,
@@ -120,7 +122,7 @@ def plot_staircase(blocks, model: MeasuredLatency, target, plot_dir: Path, name:
 
     layer = staircase_layer(blocks, model)
     if layer is None:
-        raise HwpruneError(f"{name} has no dense conv or linear with 16 or more channels to plot")
+        raise HwpruneError(f"{name} has no dense conv or linear with 2 or more channels in and out to plot")
     ch = channels(layer)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     lattice = target.lattice
