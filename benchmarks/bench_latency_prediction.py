@@ -34,9 +34,9 @@ import torchvision
 import hwprune
 from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
-from hwprune.hardware.latency import MeasuredLatency, local_identity, run_overhead_ms
+from hwprune.hardware.latency import MeasuredLatency, local_runtime
 from hwprune.hardware.lut import LatencyTable, fit_calibration
-from hwprune.hardware.measure import OrtSettings, time_sessions
+from hwprune.hardware.measure import OrtSettings
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
@@ -72,16 +72,17 @@ def main() -> None:
     torch.set_num_threads(2)
     target = get_target("cpu")
     settings = OrtSettings(threads=args.threads)
-    table = LatencyTable(local_identity(target, settings), settings.how(), path=Path("/tmp/hwprune-bench-lut.json"))
-    table.overhead_ms = run_overhead_ms(settings)
-    lm = MeasuredLatency(table, settings=settings)
+    runtime = local_runtime(target, settings)
+    table = LatencyTable(runtime.identity(), runtime.how(), path=Path("/tmp/hwprune-bench-lut.json"))
+    table.overhead_ms = runtime.overhead_ms()
+    lm = MeasuredLatency(table, runtime)
     rows = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
         x, configs = configs_of(name, args.configs, args.seed, target.lattice)
         graphs = [onnx_graph(m, x) for _, m in configs]
         kernels = [lm.predict(lm.blocks(g)).kernels_ms for g in graphs]
-        timings = time_sessions([settings.session(g) for g in graphs], settings)
+        timings = runtime.models(graphs)
         for (label, m), k, t in zip(configs, kernels, timings):
             rows.append({"model": name, "config": label, "params": sum(p.numel() for p in m.parameters()),
                          "kernels_ms": round(k, 4), "measured_ms": round(t.median_ms, 4),

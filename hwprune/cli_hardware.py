@@ -81,10 +81,10 @@ def check_target(args) -> None:
             raise InputError("--lut needs --target: name the target the table was measured for")
         return
     from .hardware import get_target
-    from .hardware.latency import open_table
+    from .hardware.latency import local_runtime, open_table
     target = get_target(args.target)
     if args.lut:
-        open_table(target, _settings(args), args.lut)
+        open_table(target, local_runtime(target, _settings(args)), args.lut)
 
 
 def _cmd_targets(args) -> int:
@@ -118,7 +118,7 @@ def _cmd_profile(args) -> int:
     from .cli import _console, _load, _progress
     from .export.onnx import onnx_graph
     from .hardware import get_target
-    from .hardware.latency import MeasuredLatency, open_table
+    from .hardware.latency import MeasuredLatency, local_runtime, open_table
     from .hardware.lut import LatencyTableError
     from .hardware.profile import profile
     from .load import spec_name
@@ -126,18 +126,18 @@ def _cmd_profile(args) -> int:
     target = get_target(args.target)
     if args.grid < 2:
         raise InputError(f"--grid {args.grid}: give 2 or more widths per sweep")
-    if not target.local:
+    runtime = local_runtime(target, _settings(args))
+    if runtime is None:
         raise LatencyTableError(
-            f"profile --target {target.name} measures {target.runtime} on the device itself: run this command "
-            f"there (with TensorRT installed) and pass its --out file to `hwprune slim --target {target.name} "
-            "--lut FILE` here; without a table, slim uses the analytic model")
-    settings = _settings(args)
+            f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
+            f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
+            f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
     loaded = _load(args)
-    table = open_table(target, settings, str(args.out) if args.out else None, create=True)
+    table = open_table(target, runtime, str(args.out) if args.out else None, create=True)
     name = spec_name(args.spec)
     with _progress() as progress:
         result = profile(onnx_graph(loaded.module, loaded.example_inputs), name, target,
-                         MeasuredLatency(table, settings=settings), grid=args.grid, plot_dir=args.plot,
+                         MeasuredLatency(table, runtime), grid=args.grid, plot_dir=args.plot,
                          progress=progress)
     console = _console()
     cal = table.calibration()
@@ -155,15 +155,16 @@ def _cmd_bench(args) -> int:
 
     from .cli import _console, _load, _write_json
     from .hardware import get_target
-    from .hardware.compare import measure_graphs, onnx_graphs
+    from .hardware.compare import onnx_graphs
+    from .hardware.latency import local_runtime
     from .io import atomic_write, check_output
     from .load import format_shapes, load_spec, spec_path
 
     target = get_target(args.target)
-    if not target.local:
+    runtime = local_runtime(target, _settings(args))
+    if runtime is None:
         raise InputError(f"bench measures on this machine; target {target.name} is not attached here: use "
                          "--target cpu, or run bench on the device")
-    settings = _settings(args)
     if args.json:
         check_output(args.json, force=args.force, inputs=[spec_path(args.spec), args.slim and spec_path(args.slim)])
     loaded = _load(args)
@@ -176,8 +177,8 @@ def _cmd_bench(args) -> int:
         names.append(args.slim)
     with torch.inference_mode():
         graphs = onnx_graphs(models, loaded.example_inputs)
-    timings = measure_graphs(graphs, settings)
-    result = {"target": target.name, "how": settings.how() | {"order": "interleaved" if len(models) > 1 else "single"},
+    timings = runtime.models(graphs)
+    result = {"target": target.name, "how": runtime.how() | {"order": "interleaved" if len(models) > 1 else "single"},
               "models": [{"spec": n, **t.to_json()} for n, t in zip(names, timings)]}
     if len(timings) == 2:
         result["speedup"] = round(timings[0].median_ms / timings[1].median_ms, 4)

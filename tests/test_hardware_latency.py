@@ -2,9 +2,6 @@
 model over a graph. Structural goldens where shapes are the point; no timed assertions."""
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
@@ -17,7 +14,7 @@ from hwprune.hardware.analytic import GPU_SPECS
 from hwprune.hardware.blocks import channels, onnx_blocks, runtime_graph, with_channels
 from hwprune.hardware.latency import AnalyticLatency, MeasuredLatency, separable, sweep_key
 from hwprune.hardware.lut import LatencyTable, LatencyTableError, fit_calibration
-from hwprune.hardware.measure import OrtSettings
+from hwprune.hardware.measure import OrtRuntime, OrtSettings
 
 FAST = OrtSettings(threads=1, warmup_s=0.005, max_s=0.05, min_repeats=5)
 
@@ -152,7 +149,7 @@ def test_separable_interpolation_is_exact_on_measured_widths_and_hand_computed_b
 def test_an_imported_table_without_the_kernel_or_its_sweep_names_the_kernel(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
     blocks = onnx_blocks(onnx_graph(model, (torch.randn(1, 3, 8, 8),)))
-    lm = MeasuredLatency(_table(tmp_path, target="jetson-orin-nano", runtime="tensorrt 10"), measure=False)
+    lm = MeasuredLatency(_table(tmp_path, target="jetson-orin-nano", runtime="tensorrt 10"))  # imported
     with pytest.raises(LatencyTableError, match=r"no time for kernel Conv\+Relu"):
         lm.predict(blocks)
 
@@ -160,7 +157,7 @@ def test_an_imported_table_without_the_kernel_or_its_sweep_names_the_kernel(tmp_
 def test_measuring_fills_the_table_once(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
     table = _table(tmp_path)
-    lm = MeasuredLatency(table, settings=FAST)
+    lm = MeasuredLatency(table, OrtRuntime(get_target("cpu"), FAST))
     blocks = lm.blocks(onnx_graph(model, (torch.randn(1, 3, 8, 8),)))
     first = lm.predict(blocks)
     assert {k.source for k in first.kernels} == {"measured"} and len(table.entries) == len(blocks)
@@ -179,3 +176,19 @@ def test_analytic_prediction_never_falls_when_channels_grow(target):
         model = nn.Sequential(nn.Conv2d(16, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 16, 3, padding=1)).eval()
         times.append(lm.predict(lm.blocks(onnx_graph(model, (torch.randn(1, 16, 56, 56),)))).total_ms)
     assert times == sorted(times) and times[0] < times[-1]
+
+
+# ---------------------------------------------------------------- TensorRT (on the device only)
+
+@pytest.mark.gpu
+def test_tensorrt_times_a_kernel_on_the_attached_gpu(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is optional and not installed here")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from hwprune.hardware.tensorrt import TensorRTRuntime
+    runtime = TensorRTRuntime(get_target("cuda"))
+    (block,) = onnx_blocks(onnx_graph(nn.Sequential(nn.Conv2d(16, 32, 3), nn.ReLU()).eval(),
+                                      (torch.randn(1, 16, 32, 32),)))
+    timing = runtime.kernel(block)
+    assert timing.median_ms > 0 and timing.repeats == 200
+    assert runtime.identity()["runtime"].startswith("tensorrt ")

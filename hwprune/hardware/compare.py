@@ -3,8 +3,8 @@ where the target is this machine, measured interleaved (A B A B ...) as ../share
 asks. What `slim --target` puts under `latency_ms` and what `hwprune bench` prints."""
 from __future__ import annotations
 
-from .latency import MeasuredLatency, latency_model
-from .measure import OrtSettings, time_sessions
+from .latency import MeasuredLatency, latency_model, local_runtime
+from .measure import OrtSettings
 
 
 def onnx_graphs(models: list, example_inputs) -> list:
@@ -12,16 +12,11 @@ def onnx_graphs(models: list, example_inputs) -> list:
     return [onnx_graph(m, example_inputs) for m in models]
 
 
-def measure_graphs(graphs: list, settings: OrtSettings) -> list:
-    """End-to-end Timing of each ONNX graph, interleaved in one run."""
-    return time_sessions([settings.session(g) for g in graphs], settings)
-
-
 def latency_compare(model, slim_model, example_inputs, target, *, lut: str | None = None,
                     settings: OrtSettings | None = None, measure: bool = True, progress=None) -> dict:
     """{predicted_before, predicted_after, measured_before, measured_after, speedup, how}."""
-    settings = settings or OrtSettings()
-    lm = latency_model(target, lut=lut, settings=settings, progress=progress)
+    runtime = local_runtime(target, settings)
+    lm = latency_model(target, lut=lut, runtime=runtime, progress=progress)
     graphs = onnx_graphs([model, slim_model], example_inputs)
     before, after = (lm.predict(lm.blocks(g)) for g in graphs)
     out = {"target": target.name, "predicted_before": round(before.total_ms, 4),
@@ -32,16 +27,16 @@ def latency_compare(model, slim_model, example_inputs, target, *, lut: str | Non
     how = {"latency_model": before.model, "batch": int(example_inputs[0].shape[0]) if example_inputs else None}
     if isinstance(lm, MeasuredLatency):
         how |= {"table": str(lm.table.path)}
-        if lm.table.dirty and target.local:
+        if lm.table.dirty and runtime is not None:
             lm.table.save()  # kernels measured for this prediction serve the next one
-    if target.local and measure:
+    if runtime is not None and measure:
         if progress is not None:
             progress("measure", 0, 1)
-        t_before, t_after = measure_graphs(graphs, settings)
+        t_before, t_after = runtime.models(graphs)
         out |= {"measured_before": round(t_before.median_ms, 4), "measured_after": round(t_after.median_ms, 4),
                 "measured": {"before": t_before.to_json(), "after": t_after.to_json()}}
         out["speedup"]["measured"] = round(t_before.median_ms / t_after.median_ms, 4)
-        how |= settings.how() | {"order": "interleaved before, after, before, after, ..."}
+        how |= runtime.how() | {"order": "interleaved before, after, before, after, ..."}
         if progress is not None:
             progress("measure", 1, 1)
     out["how"] = how

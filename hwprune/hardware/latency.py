@@ -24,7 +24,7 @@ import numpy as np
 from . import analytic
 from .blocks import Block, channels, onnx_blocks, runtime_graph, with_channels
 from .lut import Calibration, LatencyTable, LatencyTableError, default_path
-from .measure import OrtSettings, time_kernels, time_model
+from .measure import OrtRuntime, OrtSettings
 
 FREE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}  # views: no kernel
 
@@ -57,9 +57,10 @@ class Prediction:
 
 
 class MeasuredLatency:
-    def __init__(self, table: LatencyTable, *, settings: OrtSettings | None = None, measure: bool = True,
-                 source: str = "measured LUT", progress=None):
-        self.table, self.settings, self.measure = table, settings or OrtSettings(), measure
+    def __init__(self, table: LatencyTable, runtime=None, *, source: str = "measured LUT", progress=None):
+        """runtime: what measures missing kernels (OrtRuntime, TensorRTRuntime); None for a
+        table imported from another machine, which interpolates instead."""
+        self.table, self.runtime = table, runtime
         self.source, self.progress = source, progress
 
     def blocks(self, graph) -> list[Block]:
@@ -71,7 +72,7 @@ class MeasuredLatency:
         entry = self.table.get(block.key)
         if entry is not None:
             return entry["ms"], "table"
-        if self.measure:
+        if self.runtime is not None:
             return self.measure_block(block)["ms"], "measured"
         ms = self._interpolated(block)
         if ms is None:
@@ -81,7 +82,7 @@ class MeasuredLatency:
         return ms, "interpolated"
 
     def measure_block(self, block: Block, sweep: str | None = None, chans=None) -> dict:
-        timing = time_kernels(block.to_model(), self.settings, block.feeds())
+        timing = self.runtime.kernel(block)
         record = {"ops": block.ops, "desc": block.describe(), "ms": round(timing.median_ms, 5),
                   "min_ms": round(timing.min_ms, 5), "max_ms": round(timing.max_ms, 5), "repeats": timing.repeats}
         if sweep is not None:
@@ -175,23 +176,24 @@ def separable(points: list, c_in: int, c_out: int) -> float | None:
 
 # ---------------------------------------------------------------- per target
 
-def local_identity(target, settings: OrtSettings) -> dict:
-    from .processor import onnxruntime_version, this_processor
-    proc = this_processor()
-    return {"target": target.name, "runtime": f"onnxruntime {onnxruntime_version()}", "processor": proc.name,
-            "isa": sorted(proc.isa), "threads": settings.threads}
-
-
-def open_table(target, settings: OrtSettings, lut: str | None = None, *, create: bool = False) -> LatencyTable:
-    """The table for `target`: the file given, else (for a local target) this machine's cache.
-    A local target's cache, or with `create` the file given, starts empty when absent."""
+def local_runtime(target, settings: OrtSettings | None = None):
+    """What measures `target` on this machine, or None where it is not attached."""
     if target.local:
-        identity = local_identity(target, settings)
+        return OrtRuntime(target, settings or OrtSettings())
+    from . import tensorrt
+    return tensorrt.TensorRTRuntime(target) if tensorrt.attached(target) else None
+
+
+def open_table(target, runtime, lut: str | None = None, *, create: bool = False) -> LatencyTable:
+    """The table for `target`: the file given, else (where `runtime` measures the target
+    here) this machine's cache. A cache, or with `create` the file given, starts empty."""
+    if runtime is not None:
+        identity = runtime.identity()
         path = Path(lut) if lut else default_path(identity)
         if path.exists() or (lut is not None and not create):
             return LatencyTable.load(path, expect=identity)
-        table = LatencyTable(identity, settings.how(), path=path)
-        table.overhead_ms = run_overhead_ms(settings)
+        table = LatencyTable(identity, runtime.how(), path=path)
+        table.overhead_ms = runtime.overhead_ms()
         return table
     if lut is None:
         raise LatencyTableError(f"target {target.name} is not attached here: give --lut FILE measured on the "
@@ -199,24 +201,13 @@ def open_table(target, settings: OrtSettings, lut: str | None = None, *, create:
     return LatencyTable.load(lut, expect={"target": target.name})
 
 
-def latency_model(target, *, lut: str | None = None, settings: OrtSettings | None = None, progress=None):
-    """The latency model `target` uses here: measured (local, or an imported --lut), else analytic."""
-    settings = settings or OrtSettings()
-    if target.local or lut is not None:
-        table = open_table(target, settings, lut)
-        source = "measured LUT (this machine)" if target.local else f"imported LUT {lut}"
-        return MeasuredLatency(table, settings=settings, measure=target.local, source=source, progress=progress)
+def latency_model(target, *, lut: str | None = None, runtime=None, progress=None):
+    """The latency model `target` uses here: a table measured here or imported with --lut,
+    else the analytic model."""
+    if runtime is not None or lut is not None:
+        table = open_table(target, runtime, lut)
+        source = "measured LUT (this machine)" if runtime is not None else f"imported LUT {lut}"
+        return MeasuredLatency(table, runtime, source=source, progress=progress)
     if target.gpu is None:
         raise LatencyTableError(f"target {target.name} has neither a local runtime nor an analytic model")
     return AnalyticLatency(analytic.GPU_SPECS[target.gpu], target.precision)
-
-
-def run_overhead_ms(settings: OrtSettings) -> float:
-    """What one session.run of an empty graph costs: paid once per kernel by a per-kernel
-    table, once per model end to end."""
-    from onnx import TensorProto, helper
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return round(time_model(model, settings).median_ms, 5)

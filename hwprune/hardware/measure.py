@@ -155,3 +155,35 @@ def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget
     n = min(len(d) for d in per_node)
     samples = [sum(d[i] for d in per_node) for i in range(n)]
     return Timing.of(samples)
+
+
+class OrtRuntime:
+    """This machine's CPU through onnxruntime: what the `cpu` target measures with."""
+
+    def __init__(self, target, settings: OrtSettings):
+        self.target, self.settings = target, settings
+
+    def identity(self) -> dict:
+        from .processor import onnxruntime_version, this_processor
+        proc = this_processor()
+        return {"target": self.target.name, "runtime": f"onnxruntime {onnxruntime_version()}",
+                "processor": proc.name, "isa": sorted(proc.isa), "threads": self.settings.threads}
+
+    def how(self) -> dict:
+        return self.settings.how()
+
+    def kernel(self, block) -> Timing:
+        return time_kernels(block.to_model(), self.settings, block.feeds())
+
+    def models(self, graphs: list) -> list[Timing]:
+        """End to end, interleaved in one run."""
+        return time_sessions([self.settings.session(g) for g in graphs], self.settings)
+
+    def overhead_ms(self) -> float:
+        """What one session.run of an empty graph costs: paid once per model end to end."""
+        from onnx import TensorProto, helper
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return round(time_model(model, self.settings).median_ms, 5)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .blocks import Block, channels, with_channels
 from .latency import MeasuredLatency, sweep_key
-from .measure import time_model
 
 SAVE_EVERY_S = 5.0
 
@@ -84,7 +83,7 @@ def profile(graph, name: str, target, model: MeasuredLatency, *, grid: int = 8, 
     _tick(progress, "measure kernels", len(todo), len(todo))
     _tick(progress, "end to end", 0, 1)
     prediction = model.predict(blocks)
-    e2e = time_model(graph, model.settings)
+    (e2e,) = model.runtime.models([graph])
     table.add_calibration(name, prediction.kernels_ms, e2e.median_ms)
     table.save()
     _tick(progress, "end to end", 1, 1)
