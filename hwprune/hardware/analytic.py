@@ -47,6 +47,7 @@ GPU_SPECS = {s.name: s for s in (
     GpuSpec("agx-orin-64gb", 16, 1300, 42.0, 85.0, 204.8, 6.0, "Jetson AGX Orin 64GB datasheet (MAXN)"),
     GpuSpec("h100-sxm", 132, 1830, 989.0, 1979.0, 3350.0, 4.0, "NVIDIA H100 SXM5 datasheet"),
     GpuSpec("h100-pcie", 114, 1755, 756.0, 1513.0, 2000.0, 4.0, "NVIDIA H100 PCIe datasheet"),
+    GpuSpec("h200-sxm", 132, 1830, 989.0, 1979.0, 4800.0, 4.0, "NVIDIA H200 SXM datasheet"),
 )}
 
 
