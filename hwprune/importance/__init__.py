@@ -21,9 +21,13 @@ def criterion(name: str):
     return register
 
 
-def _per_index(t: torch.Tensor, dim: int, power: int) -> np.ndarray:
+def _powered(t: torch.Tensor, power: int) -> torch.Tensor:
     t = t.detach().float()
-    t = t.abs() if power == 1 else t.pow(2)
+    return t.abs() if power == 1 else t.pow(2)
+
+
+def _per_index(t: torch.Tensor, dim: int) -> np.ndarray:
+    """Sum of an already powered tensor over every dim but `dim`."""
     dims = [d for d in range(t.dim()) if d != dim]
     return (t.sum(dims) if dims else t).cpu().numpy().astype(np.float64)
 
@@ -36,12 +40,15 @@ def _accumulate(graph, tensors: dict, slots, power: int) -> list:
         pos[g.labels] = np.arange(g.width)
         grp[g.labels] = g.id
     scores = [np.zeros(g.width) for g in graph.groups]
+    powered = (None, None)  # (fqn, |w|^power): once per tensor, not per dim (a tensor's slots are adjacent)
     for tid, d, fqn in slots:
         lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + graph.shapes[tid][d]]
         ok = grp[lab] >= 0
         if not ok.any():
             continue
-        v = _per_index(tensors[fqn], d, power)
+        if powered[0] != fqn:
+            powered = (fqn, _powered(tensors[fqn], power))
+        v = _per_index(powered[1], d)
         for gid in np.unique(grp[lab][ok]):
             sel = ok & (grp[lab] == gid)
             np.add.at(scores[gid], pos[lab][sel], v[sel])
