@@ -33,19 +33,6 @@ def cutter_for(module: nn.Module):
     return None
 
 
-def _aliases(model: nn.Module) -> dict:
-    """id(tensor) -> every (module, attribute, is_param) that holds it (tied weights, shared modules)."""
-    out: dict = {}
-    for path, mod in model.named_modules(remove_duplicate=False):
-        for name, p in mod._parameters.items():
-            if p is not None:
-                out.setdefault(id(p), []).append((mod, name, True))
-        for name, b in mod._buffers.items():
-            if b is not None:
-                out.setdefault(id(b), []).append((mod, name, False))
-    return out
-
-
 def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
     owner, _, name = fqn.rpartition(".")
     mod = model.get_submodule(owner) if owner else model
@@ -53,22 +40,24 @@ def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
     return t if t is not None else mod._buffers[name]
 
 
-def slice_tensors(model: nn.Module, kept: dict) -> set:
-    """Replace each tensor in `kept` ({fqn: {dim: indices}}) by its slice, everywhere it is held.
-    Returns the ids of the modules that changed."""
-    aliases = _aliases(model)
-    changed = set()
+def sliced_tensors(model: nn.Module, kept: dict) -> dict:
+    """{id(tensor): its slice} for each tensor in `kept` ({fqn: {dim: indices}}): a fresh
+    tensor, a Parameter where the original is one."""
+    out = {}
     for fqn, dims in kept.items():
         old = _tensor(model, fqn)
         new = old.detach()
         for d, idx in sorted(dims.items()):
             new = new.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
-        fresh = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if isinstance(
+        out[id(old)] = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if isinstance(
             old, nn.Parameter) else new.clone()
-        for mod, name, is_param in aliases[id(old)]:  # tied tensors stay one tensor
-            (mod._parameters if is_param else mod._buffers)[name] = fresh
-            changed.add(id(mod))
-    return changed
+    return out
+
+
+def _holders(model: nn.Module, tensors: set) -> set:
+    """ids of the modules that hold any of the tensors (by id)."""
+    return {id(mod) for mod in model.modules(remove_duplicate=False)
+            if any(id(t) in tensors for t in [*mod._parameters.values(), *mod._buffers.values()])}
 
 
 def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None) -> nn.Module:
@@ -76,8 +65,11 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None) -> nn.Modu
     calls: {module path: (old input shape, new input shape)} of its first call in the graph.
     graph_shapes: (old, new) shape functions when the model is its own exported graph (a .pt2),
     whose size arguments are rewritten instead."""
-    slim = copy.deepcopy(model)
-    changed = slice_tensors(slim, kept)
+    sliced = sliced_tensors(model, kept)
+    # the copy takes each cut tensor's slice in place of copying the whole tensor; a tensor held
+    # in several places (tied weights, shared modules) is one memo entry, so it stays one tensor
+    slim = copy.deepcopy(model, memo=dict(sliced))
+    changed = _holders(slim, {id(t) for t in sliced.values()})
     if graph_shapes is not None:
         from .graph_args import fix_graph_args
         fix_graph_args(slim, *graph_shapes)
