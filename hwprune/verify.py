@@ -10,6 +10,8 @@ on slice views); a masked argument is a copy, so masking never mutates a shared 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -17,25 +19,34 @@ from .errors import VerificationError
 from .graph.groups import ChannelGraph
 
 def _masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
-    """{tensor id: [(dim, indices of its removed elements)]} for activations with removed elements."""
+    """{tensor id: [(dim, removed indices, keep vector)]} for activations with removed elements."""
     out = {}
     params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
     for tid, shape in graph.shapes.items():
         if tid in params:
             continue
         for d in range(len(shape)):
-            gone = np.flatnonzero(removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]])
-            if gone.size:
-                out.setdefault(tid, []).append((d, torch.from_numpy(gone)))
+            keep = ~removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]]
+            if not keep.all():
+                out.setdefault(tid, []).append((d, torch.from_numpy(np.flatnonzero(~keep)), torch.from_numpy(keep)))
     return out
 
 
 def _apply_mask(x, masks):
-    """A copy of x with the removed elements zeroed (index_fill_ writes only those, where `where`
-    would read a broadcast mask for every element: 3x slower on a 56x56 feature map)."""
-    x = x.clone()
-    for d, gone in masks:
-        x.index_fill_(d, gone.to(x.device), 0)
+    """A copy of x with the removed elements zeroed. Where each removed index is a run of
+    elements (a channel of an NCHW map), index_fill_ writes only those; along an innermost dim
+    a broadcast `where` is faster (ms, 2 threads: 0.26 vs 0.79 on 256x56x56 dim 1, 0.79 vs 0.52
+    on 197x3072 dim 2)."""
+    copied = False
+    for d, gone, keep in masks:
+        if math.prod(x.shape[d + 1:]) >= 16:
+            x = x if copied else x.clone()
+            x.index_fill_(d, gone.to(x.device), 0)
+        else:
+            shape = [1] * x.dim()
+            shape[d] = -1
+            x = torch.where(keep.view(shape).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        copied = True
     return x
 
 
