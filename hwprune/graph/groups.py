@@ -232,36 +232,45 @@ def build_channel_graph(tg: TracedGraph, model, extra_rules=()) -> ChannelGraph:
 
 def _bucket(param_slots, shapes, base, labels, position, reason, reasons) -> list:
     """Channels touching the same parameter dims (and equally frozen) form one group."""
-    lab_parts, slot_parts, first_pos = [], [], {}
-    for i, (t, d, _) in enumerate(param_slots):
-        lab = labels[base[(t, d)]: base[(t, d)] + shapes[t][d]]
-        keep = ~position[lab]
-        lab_parts.append(lab[keep])
-        slot_parts.append(np.full(int(keep.sum()), i))
-    if not lab_parts:
-        return []
+    segs = [labels[base[(t, d)]: base[(t, d)] + shapes[t][d]] for t, d, _ in param_slots]
     # unique (label, slot) pairs sorted by label then slot, as one int64 key: a sort and a
     # neighbour compare (np.unique, with axis=0 or its hash table, is 10-40x slower here)
     n_slots = len(param_slots)
-    keys = np.sort(np.concatenate(lab_parts).astype(np.int64) * n_slots + np.concatenate(slot_parts))
+    keys = np.sort(np.concatenate([np.zeros(0, dtype=np.int64)] + [
+        seg[~position[seg]].astype(np.int64) * n_slots + i for i, seg in enumerate(segs)]))
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
-    pair_labs, pair_slots = (keys // n_slots).tolist(), (keys % n_slots).tolist()
-    buckets: dict = {}
-    start = 0
-    for end in (np.flatnonzero(np.diff(keys // n_slots)) + 1).tolist() + [len(pair_labs)]:
-        lab = pair_labs[start]
-        buckets.setdefault((int(reason[lab]), tuple(pair_slots[start:end])), []).append(lab)
-        start = end
     groups = []
-    for (rid, slots), labs in buckets.items():
+    for labs, slots, rid in _same_slots(keys // n_slots, keys % n_slots, reason):
         if len(labs) < 2:
             continue
         t, d, _ = param_slots[slots[0]]
-        seg = labels[base[(t, d)]: base[(t, d)] + shapes[t][d]]
-        order = {l: k for k, l in reversed(list(enumerate(seg.tolist())))}
-        labs = sorted(labs, key=lambda l: order.get(l, 0))
+        pos = _first_index(segs[slots[0]], labs)  # every label of the group is in its first slot
         members = tuple(dict.fromkeys(f"{param_slots[s][2]}:{param_slots[s][1]}" for s in slots))
-        groups.append((min(order.get(l, 0) + base[(t, d)] for l in labs), labs, members, rid))
+        groups.append((int(pos.min()) + base[(t, d)], labs[np.argsort(pos)], members, rid))
     groups.sort(key=lambda g: g[0])
-    return [ChannelGroup(i, np.array(labs), members, reasons[rid] if rid >= 0 else None)
+    return [ChannelGroup(i, labs, members, reasons[rid] if rid >= 0 else None)
             for i, (_, labs, members, rid) in enumerate(groups)]
+
+
+def _same_slots(pair_lab: np.ndarray, pair_slot: np.ndarray, reason: np.ndarray):
+    """(labels, slot tuple, reason id) for each set of labels that touch exactly the same slots
+    and are frozen for the same reason. The pairs are sorted by label, then slot."""
+    starts = np.flatnonzero(np.concatenate([[True], pair_lab[1:] != pair_lab[:-1]]))
+    counts = np.diff(np.append(starts, len(pair_lab)))
+    for k in np.flatnonzero(np.bincount(counts)):  # labels touching k slots are compared as k-rows
+        rows = starts[counts == k]
+        lab = pair_lab[rows]
+        key = np.column_stack([reason[lab], pair_slot[rows[:, None] + np.arange(k)]])
+        order = np.lexsort(key.T[::-1])
+        key, lab = key[order], lab[order]
+        bounds = np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]).any(1)]))
+        for a, b in zip(bounds.tolist(), np.append(bounds[1:], len(lab)).tolist()):
+            yield lab[a:b], tuple(key[a, 1:].tolist()), int(key[a, 0])
+
+
+def _first_index(seg: np.ndarray, labs: np.ndarray) -> np.ndarray:
+    """For each label, the first position in seg that holds it."""
+    order = np.argsort(seg, kind="stable")
+    ordered = seg[order]
+    first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    return order[first][np.searchsorted(ordered[first], labs)]
