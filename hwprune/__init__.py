@@ -10,11 +10,11 @@ Public API only:
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
 from .graph.rules import declare_rule
-from .errors import (FrozenGroupError, HwpruneError, InputError, ModelLoadError,
+from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
     "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
-    "NothingToPruneError", "VerificationError",
+    "NothingToPruneError", "VerificationError", "BudgetError",
 ]

@@ -121,23 +121,34 @@ def _check_prunable(a: Analysis, config: SlimConfig) -> None:
             f"or output or is frozen{why}. Run `hwprune analyze --explain` to see each group")
 
 
-def slim(model, example_inputs=None, *, ratio: float = 0.5, importance: str = "l2",
+def slim(model, example_inputs=None, *, ratio: float | None = None, importance: str = "l2",
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
-         widths: dict | None = None):
+         widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
+         flops: float | None = None, params: float | None = None, target: str = "cpu",
+         lut: str | None = None, threads: int = 1, min_width: int | None = None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
+
+    Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
+    none means ratio 0.5): widths per group are planned on `target`'s lattice for the most
+    retained importance within the budget (hwprune.plan.budget); `lut` is a latency table,
+    `threads` onnxruntime's threads on cpu, `min_width` the narrowest a group may become.
 
     model: an nn.Module with its example_inputs, or the Analysis that `analyze` returned for
     it, without example_inputs (the analysis carries them and the model is not traced again).
     widths: {group id: channels to keep} instead of a ratio (the planners' interface); groups
     not listed keep all their channels. Neither the input model nor the analysis is modified.
     The slim model is verified mask-equivalent before it is returned (VerificationError otherwise)."""
-    config = config or SlimConfig(ratio=ratio, importance=importance, strict=strict, seed=seed)
+    budget = _budget_of(ratio, speedup, latency_ms, flops, params, widths)
+    config = config or SlimConfig(ratio=0.5 if ratio is None else ratio, importance=importance, strict=strict,
+                                  seed=seed)
     a = _analysis_for(model, example_inputs, config, progress)
     model = a.model
     _check_prunable(a, config)
     _tick(progress, "score", 0, 1)
     tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     scores = score(a.graph, tensors, config.importance, config.seed)
+    if budget is not None:
+        return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress)
     if widths is None:
         cuts = plan_uniform(a.groups, scores, config.ratio)
     else:
@@ -146,6 +157,61 @@ def slim(model, example_inputs=None, *, ratio: float = 0.5, importance: str = "l
         except ValueError as e:
             raise InputError(f"widths: {e}") from e
     return _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+
+
+def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
+    from .plan.budget import Budget
+    given = {k: v for k, v in (("ratio", ratio), ("speedup", speedup), ("latency_ms", latency_ms),
+                               ("flops", flops), ("params", params), ("widths", widths)) if v is not None}
+    if len(given) > 1:
+        raise InputError(f"slim was given {' and '.join(given)}: give exactly one budget (ratio, speedup, "
+                         "latency_ms, flops, params) or explicit widths")
+    kind = next(iter(given), None)
+    return Budget(kind, float(given[kind])) if kind not in (None, "ratio", "widths") else None
+
+
+def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str, lut, threads: int,
+                   min_width, progress, attempts: int = 4):
+    """Plan widths for the budget, cut, and for a latency budget check the slim model's own
+    prediction: where it lands above the request (the planner prices kernels other than convs
+    and linears approximately), tighten the planner's limit by the miss and plan again."""
+    from .export.onnx import onnx_graph
+    from .hardware import get_target
+    from .hardware.latency import latency_model, local_runtime
+    from .hardware.measure import OrtSettings
+    from .plan.budget import latency_pricing, plan_budget, size_pricing
+
+    tgt = get_target(target)
+    if threads < 1:
+        raise InputError(f"threads {threads}: give 1 or more")
+    graph = onnx_graph(a.model, a.example_inputs)
+    lm = None
+    if budget.latency:
+        lm = latency_model(tgt, lut=lut, runtime=local_runtime(tgt, OrtSettings(threads=threads)), progress=progress)
+        pricing = latency_pricing(lm, graph, progress)
+    else:
+        pricing = size_pricing(graph, budget.kind)
+    internal, tries = None, []
+    for _ in range(attempts):
+        _tick(progress, "plan", len(tries), attempts)
+        widths, record = plan_budget(a, scores, budget, pricing, tgt.lattice, min_width=min_width, internal=internal)
+        cuts = plan_widths(a.groups, scores, widths)
+        slim_model, report = _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+        if lm is None:
+            break
+        landed = lm.predict(lm.blocks(onnx_graph(slim_model, a.example_inputs))).total_ms
+        tries.append({"limit": record["planner"]["limit"], "predicted_ms": round(landed, 4)})
+        if landed <= record["requested"] * 1.01:
+            break
+        internal = record["planner"]["limit"] * record["requested"] / landed
+    if lm is not None and getattr(lm, "runtime", None) is not None and lm.table.dirty:
+        lm.table.save()  # the kernels measured for the landing checks serve the next prediction
+    record |= {"target": tgt.name, "predicted_before": pricing.full_figure if lm else None,
+               "predicted_after": tries[-1]["predicted_ms"] if tries else None, "attempts": tries}
+    report["plan"] = record
+    report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value}, "target": tgt.name,
+                                           "min_width": min_width}
+    return slim_model, report
 
 
 def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analysis:
@@ -291,7 +357,7 @@ def apply(report: dict, model: nn.Module, example_inputs, *, progress=None) -> n
     """Cut another checkpoint of the same architecture exactly as `report["kept"]` says."""
     a = analyze(model, example_inputs, progress=progress)
     removed = _removed_from_kept(a.graph, report.get("kept") or {})
-    config = SlimConfig(ratio=float(report.get("config", {}).get("ratio", 0.0)), strict=True)
+    config = SlimConfig(ratio=float(report.get("config", {}).get("ratio") or 0.0), strict=True)
     slim_model, _ = _cut_verified(a, removed, config, progress)
     return slim_model
 

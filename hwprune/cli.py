@@ -1,7 +1,8 @@
 """The hwprune command: argument parsing and printing only; the work is in the API.
 
     hwprune analyze SPEC [--explain] [--json FILE]
-    hwprune slim SPEC --ratio R [--importance l2|l1|bn|random] [-o OUT.pt] [--report OUT.json]
+    hwprune slim SPEC (--ratio R | --speedup S | --latency-ms L | --flops F | --params P)
+                 [--importance l2|l1|bn|random] [--min-width N] [-o OUT.pt] [--report OUT.json]
                  [--onnx OUT.onnx] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt
@@ -67,8 +68,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     slim = sub.add_parser("slim", help="cut channels, verify, and write the slim model")
     _add_model_arguments(slim)
-    slim.add_argument("--ratio", type=float, required=True,
-                      help="fraction of each prunable group's channels to remove, in [0, 1)")
+    budget = slim.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--ratio", type=float,
+                        help="fraction of each prunable group's channels to remove, in [0, 1)")
+    budget.add_argument("--speedup", type=float, metavar="S",
+                        help="predicted latency on --target (default cpu) at most the original's / S")
+    budget.add_argument("--latency-ms", type=float, metavar="L",
+                        help="predicted latency on --target (default cpu) at most L ms")
+    budget.add_argument("--flops", type=float, metavar="F", help="keep at most this fraction of the MACs")
+    budget.add_argument("--params", type=float, metavar="P",
+                        help="keep at most this fraction of the conv and linear parameters")
+    slim.add_argument("--min-width", type=int, metavar="N",
+                      help="narrowest width a planned group may get (default: one lattice step)")
     slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
                       help="how channels are ranked inside a group (default l2)")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
@@ -131,14 +142,23 @@ def _cmd_slim(args) -> int:
     import hwprune
 
     # validate the options before loading, which can take a while
-    SlimConfig(ratio=args.ratio, importance=args.importance, strict=args.strict)
+    SlimConfig(ratio=0.5 if args.ratio is None else args.ratio, importance=args.importance, strict=args.strict)
+    budget = {k: getattr(args, k) for k in ("speedup", "latency_ms", "flops", "params") if getattr(args, k) is not None}
+    if budget:
+        from .plan.budget import Budget
+        Budget(*next(iter(budget.items())))
+        if args.target is None and ("speedup" in budget or "latency_ms" in budget):
+            args.target = "cpu"
+    if args.min_width is not None and args.min_width < 1:
+        raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
     check_target(args)
     outputs = _slim_outputs(args)
     loaded = _load(args)
     with _progress() as progress:
         model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
-                                     progress=progress)
+                                     progress=progress, **budget, target=args.target or "cpu",
+                                     lut=args.lut, threads=args.threads, min_width=args.min_width)
         latency = slim_latency(args, loaded, model, progress)
     report = dict(report)
     report["source"] = _source_record(loaded)
@@ -340,10 +360,22 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: SlimOutputs):
         onnx = report["onnx"]
         table.add_row("onnx", f"opset {onnx['opset']}, onnxruntime vs PyTorch max abs err "
                               f"{onnx['max_abs_err']:.2e}, max rel err {onnx['max_rel_err']:.2e}")
+    if "plan" in report:
+        table.add_row("plan", _plan_row(report["plan"]))
     if "latency_ms" in report:
         table.add_row("latency", _latency_row(report["latency_ms"]))
     table.add_row("wrote", ", ".join(map(str, outputs.paths())))
     return table
+
+
+def _plan_row(plan: dict) -> str:
+    b = plan["budget"]
+    text = f"--{b['kind'].replace('_', '-')} {b['value']:g} on {plan['target']} ({plan['model']})"
+    if plan.get("requested") is not None:
+        text += (f": asked {plan['requested']:.3f} ms, planned {plan['predicted_after']:.3f} ms "
+                 f"(from {plan['predicted_before']:.3f})")
+    cut = sum(1 for g in plan["groups"] if g["width_after"] < g["width_before"])
+    return text + f"; {cut} of {len(plan['groups'])} groups narrower"
 
 
 def _latency_row(lat: dict) -> str:

@@ -28,3 +28,8 @@ class NothingToPruneError(HwpruneError):
 
 class VerificationError(HwpruneError):
     """The slim model does not equal the masked original; nothing is written."""
+
+
+class BudgetError(HwpruneError):
+    """A budget (--speedup, --latency-ms, --flops, --params) cannot be met even with every
+    group at its minimum width; the message gives the best reachable figure."""

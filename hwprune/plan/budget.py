@@ -1,0 +1,162 @@
+"""Budgets and the budgeted plan: widths per group from a latency, MAC or parameter budget.
+
+    Budget("speedup", 2.0)      predicted latency <= predicted latency of the original / 2
+    Budget("latency_ms", 5.0)   predicted latency <= 5 ms
+    Budget("flops", 0.5)        conv and linear MACs <= half of the original's
+    Budget("params", 0.5)       conv and linear weights <= half of the original's
+
+Latency comes from the target's model (hwprune.hardware.latency): each conv and linear is
+priced from its measured (or analytic) C_in and C_out sweeps on the target's lattice, the
+end-to-end calibration turns the budget in ms into a budget on the sum of kernels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..hardware.blocks import channels, onnx_blocks, with_channels
+from .allocate import Problem, retained, solve
+from .costs import build_cost_model
+
+KINDS = ("speedup", "latency_ms", "flops", "params")
+LATENCY = ("speedup", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str
+    value: float
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise InputError(f"budget {self.kind!r} is unknown: choose one of {', '.join(KINDS)}")
+        v = self.value
+        ok = {"speedup": v >= 1.0, "latency_ms": v > 0, "flops": 0 < v <= 1, "params": 0 < v <= 1}[self.kind]
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or not ok:
+            need = {"speedup": "1 or more (2 = twice as fast)", "latency_ms": "a positive number of ms",
+                    "flops": "a fraction in (0, 1] of the MACs to keep", "params": "a fraction in (0, 1] of "
+                    "the parameters to keep"}[self.kind]
+            raise InputError(f"--{self.kind.replace('_', '-')} {v!r} is out of range: give {need}")
+
+    @property
+    def latency(self) -> bool:
+        return self.kind in LATENCY
+
+    def flag(self) -> str:
+        return f"--{self.kind.replace('_', '-')} {self.value:g}"
+
+
+def candidates(width: int, lattice, min_width: int | None) -> list[int]:
+    """Lattice widths from the minimum width (default one lattice step) up, and the full width."""
+    m = lattice.multiple
+    low = max(1, min_width if min_width is not None else m)
+    if width <= low:
+        return [width]
+    start = -(-low // m) * m
+    return sorted({*range(start, width + 1, m), width})
+
+
+@dataclass
+class Pricing:
+    """How kernels are priced for a budget, and the figure the budget is stated in."""
+    blocks: list
+    kernel_cost: object  # (block, c_in, c_out) -> cost
+    unit: str
+    to_internal: object  # budget figure -> budget on the sum of kernel costs
+    full_figure: float  # the original's figure (ms, MACs, params)
+    source: str
+    full_cost: object = None  # block -> its cost at full width (default: kernel_cost at full channels)
+
+
+def latency_pricing(lm, graph, progress=None) -> Pricing:
+    """Kernels priced from the latency model: sweeps for a table, the formula when analytic."""
+    from ..hardware.latency import MeasuredLatency, separable, sweep_key
+    from ..hardware.profile import sweeps
+
+    blocks = lm.blocks(graph)
+    full = lm.predict(blocks)
+    if isinstance(lm, MeasuredLatency):
+        table = lm.table
+        jobs = [(b, ci, co) for b in blocks if channels(b) for ci, co in sweeps(b, _lattice_of(lm), 8)]
+        for i, (b, ci, co) in enumerate(jobs):  # what the table lacks is measured once and kept
+            if progress is not None:
+                progress("latency sweeps", i, len(jobs))
+            variant = with_channels(b, ci, co)
+            if table.get(variant.key) is None and lm.runtime is not None:
+                lm.measure_block(variant, sweep_key(b), (ci, co))
+        if table.dirty and lm.runtime is not None:
+            table.save()
+
+        def kernel_cost(block, c_in, c_out):
+            ms = separable(table.sweep(sweep_key(block)), c_in, c_out)
+            return ms if ms is not None else lm.kernel_ms(with_channels(block, c_in, c_out))[0]
+    else:
+        def kernel_cost(block, c_in, c_out):
+            return lm.kernel_ms(with_channels(block, c_in, c_out))[0]
+    scale, offset = full.calibration["scale"], full.calibration["offset_ms"]
+    at_full = {b.key: k.ms for b, k in zip(blocks, full.kernels)}
+    return Pricing(blocks, kernel_cost, "ms", lambda ms: (ms - offset) / scale, full.total_ms, full.model,
+                   lambda b: at_full[b.key])
+
+
+def _lattice_of(lm):
+    from ..hardware import get_target
+    return get_target(lm.table.identity["target"]).lattice
+
+
+def size_pricing(graph, kind: str) -> Pricing:
+    """MACs or parameters of the convs and linears (other kernels count nothing)."""
+    blocks = onnx_blocks(graph)
+
+    def kernel_cost(block, c_in, c_out):
+        ch = channels(block)
+        if ch is None:
+            return 0.0
+        w = next(t for t in block.inputs if t.name == block.nodes[0].input[1])
+        per_in = 1 if ch.coupled else c_in / ch.c_in
+        n = math.prod(w.shape) * per_in * c_out / ch.c_out
+        if kind == "params":
+            return n + (c_out if len(block.nodes[0].input) > 2 and block.nodes[0].input[2] else 0)
+        spatial = math.prod(block.outputs[0].shape) / (block.outputs[0].shape[1 if len(w.shape) > 2 else -1])
+        return n * spatial
+
+    total = sum(kernel_cost(b, *(_full(b))) for b in blocks)
+    unit = "MACs" if kind == "flops" else "parameters"
+    return Pricing(blocks, kernel_cost, unit, lambda fraction: fraction * total, total, f"{unit} of convs and linears")
+
+
+def _full(block):
+    ch = channels(block)
+    return (ch.c_in, ch.c_out) if ch else (0, 0)
+
+
+def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattice, *, min_width=None,
+                internal: float | None = None):
+    """(widths {group id: width}, record for the report). `internal` overrides the budget on
+    the kernel sum (the caller tightens it when the cut model lands above the request)."""
+    cost = build_cost_model(analysis, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
+    groups = [g for g in analysis.groups if g.frozen is None and g.id in cost.full]
+    cands = {g.id: candidates(g.width, lattice, min_width) for g in groups}
+    value = {g.id: retained(s, cands[g.id]) for g, s in zip(analysis.groups, scores) if g.id in cands}
+    target_figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
+        budget.value if budget.kind == "latency_ms" else None
+    limit = internal if internal is not None else (
+        pricing.to_internal(target_figure) if target_figure is not None else pricing.to_internal(budget.value))
+    plan = solve(Problem(cands, value, cost), limit)
+    shares = _shares(cost, plan.widths)
+    record = {"budget": {"kind": budget.kind, "value": budget.value}, "unit": pricing.unit,
+              "model": pricing.source, "full": pricing.full_figure, "requested": target_figure,
+              "planner": {"limit": limit, "cost_before": plan.full_cost, "cost_after": plan.cost,
+                          "retained_importance": plan.value, "moves": plan.moves},
+              "groups": [{"id": g.id, "width_before": g.width, "width_after": plan.widths[g.id],
+                          "lattice": cands[g.id][:1] + cands[g.id][-1:], "share_of_saving": shares.get(g.id, 0.0)}
+                         for g in groups]}
+    return plan.widths, record
+
+
+def _shares(cost, widths: dict) -> dict:
+    """Each group's share of what the plan saves: the cost of restoring that group alone."""
+    back = {g: cost.delta(widths, {g: cost.full[g]}) for g, w in widths.items() if w < cost.full[g]}
+    total = sum(back.values())
+    return {g: round(v / total, 4) for g, v in back.items()} if total > 0 else {}

@@ -1,0 +1,184 @@
+"""The budgeted planner: against exhaustive search on small instances, monotone in the
+budget, widths on the lattice, an unmeetable budget named, and budgets end to end."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import hwprune
+from hwprune.cli import main
+from hwprune.hardware import get_target
+from hwprune.plan.allocate import BudgetError, Problem, retained, solve
+from hwprune.plan.budget import Budget, candidates
+
+
+class ChainCost:
+    """Synthetic conv chain: kernel i costs a_i * pad(w_i) * pad(w_i+1) (a staircase: widths
+    pad up to 8, as a GPU tile would), plus a first kernel that sees only group 0."""
+    unit = "units"
+
+    def __init__(self, coeffs, first):
+        self.coeffs, self.first = coeffs, first
+        self.terms = []
+
+    @staticmethod
+    def pad(w):
+        return math.ceil(w / 8) * 8
+
+    def total(self, w):
+        n = len(self.coeffs) + 1
+        return self.first * self.pad(w[0]) + sum(a * self.pad(w[i]) * self.pad(w[i + 1]) / 64
+                                                 for i, a in enumerate(self.coeffs) if i + 1 < n)
+
+    def delta(self, w, changes):
+        return self.total({**w, **changes}) - self.total(w)
+
+
+def _problem(data):
+    n = data.draw(st.integers(2, 4))
+    widths = [data.draw(st.sampled_from([16, 24, 32])) for _ in range(n)]
+    cands = {g: candidates(w, get_target("jetson").lattice, None) for g, w in enumerate(widths)}
+    scores = {g: [data.draw(st.floats(0.01, 10)) for _ in range(w)] for g, w in enumerate(widths)}
+    value = {g: retained(scores[g], cands[g]) for g in cands}
+    cost = ChainCost([data.draw(st.floats(0.5, 5)) for _ in range(n - 1)], data.draw(st.floats(0.0, 1.0)))
+    return Problem(cands, value, cost)
+
+
+def _exhaustive(problem, budget):
+    best = None
+    groups = list(problem.candidates)
+    for combo in itertools.product(*(range(len(problem.candidates[g])) for g in groups)):
+        w = {g: problem.candidates[g][i] for g, i in zip(groups, combo)}
+        if problem.cost.total(w) <= budget + 1e-9:
+            v = sum(problem.value[g][i] for g, i in zip(groups, combo))
+            best = v if best is None else max(best, v)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), fraction=st.floats(0.3, 0.95))
+def test_within_one_percent_of_exhaustive_search(data, fraction):
+    problem = _problem(data)
+    full = problem.cost.total({g: c[-1] for g, c in problem.candidates.items()})
+    budget = full * fraction
+    optimum = _exhaustive(problem, budget)
+    if optimum is None:
+        with pytest.raises(BudgetError):
+            solve(problem, budget)
+        return
+    plan = solve(problem, budget)
+    assert plan.cost <= budget + 1e-9
+    assert plan.value >= 0.99 * optimum, (plan, optimum, problem.candidates, problem.value, problem.cost.coeffs, problem.cost.first)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), a=st.floats(0.3, 1.0), b=st.floats(0.3, 1.0))
+def test_a_tighter_budget_never_keeps_more_cost(data, a, b):
+    problem = _problem(data)
+    full = problem.cost.total({g: c[-1] for g, c in problem.candidates.items()})
+    tight, loose = sorted((a * full, b * full))
+    try:
+        plan_tight = solve(problem, tight)
+    except BudgetError:
+        return
+    plan_loose = solve(problem, loose)
+    assert plan_tight.cost <= tight + 1e-9 and plan_loose.cost <= loose + 1e-9
+    assert plan_tight.value <= plan_loose.value + 1e-9
+
+
+@pytest.mark.parametrize("width, multiple, min_width, expected", [
+    (64, 8, None, [8, 16, 24, 32, 40, 48, 56, 64]),
+    (70, 8, None, [8, 16, 24, 32, 40, 48, 56, 64, 70]),  # the full width is always a candidate
+    (64, 16, 20, [32, 48, 64]),
+    (6, 8, None, [6]),  # narrower than one step: stays
+])
+def test_candidates_are_lattice_widths_from_the_minimum(width, multiple, min_width, expected):
+    class Lat:
+        pass
+    lat = Lat()
+    lat.multiple = multiple
+    assert candidates(width, lat, min_width) == expected
+
+
+def test_unmeetable_budget_names_the_best_reachable_figure():
+    problem = Problem({0: [8, 16], 1: [8, 16]}, {0: [1.0, 2.0], 1: [1.0, 2.0]}, ChainCost([1.0], 1.0))
+    with pytest.raises(BudgetError, match="best reachable is 9 units"):
+        solve(problem, 1.0)
+
+
+@pytest.mark.parametrize("kind, value", [("speedup", 0.5), ("flops", 0.0), ("params", 1.5), ("latency_ms", -1)])
+def test_bad_budgets_say_what_to_give(kind, value):
+    with pytest.raises(hwprune.InputError, match="out of range: give"):
+        Budget(kind, value)
+
+
+# ---------------------------------------------------------------- end to end on small nets
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+                                  nn.Conv2d(48, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.Conv2d(64, 40, 3, padding=1), nn.BatchNorm2d(40), nn.ReLU())
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def _net(size=32):
+    torch.manual_seed(0)
+    return Net().eval(), (torch.randn(1, 3, size, size),)
+
+
+def test_flops_budget_lands_under_and_widths_sit_on_the_lattice():
+    model, x = _net()
+    slim, report = hwprune.slim(model, x, flops=0.5, target="jetson")
+    plan = report["plan"]
+    assert plan["planner"]["cost_after"] <= 0.5 * plan["full"] * (1 + 1e-9)
+    assert report["verify"]["passed"]
+    for g in plan["groups"]:
+        w = g["width_after"]
+        assert w == g["width_before"] or w % 8 == 0, g
+    assert sum(g["share_of_saving"] for g in plan["groups"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_speedup_on_the_analytic_model_lands_where_asked():
+    model, x = _net(224)  # at 32x32 every kernel is launch-bound: no width buys 1.5x
+    slim, report = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano")
+    plan = report["plan"]
+    assert plan["predicted_after"] <= plan["requested"] * 1.01
+    assert plan["requested"] == pytest.approx(plan["predicted_before"] / 1.5)
+
+
+def test_an_unreachable_speedup_says_the_best_reachable_and_the_costly_kernels():
+    model, x = _net()
+    with pytest.raises(BudgetError, match=r"best reachable is .* ms .*most expensive kernels then are: Conv"):
+        hwprune.slim(model, x, speedup=1.5, target="jetson-agx-orin")
+
+
+def test_two_budgets_are_refused():
+    model, x = _net()
+    with pytest.raises(hwprune.InputError, match="give exactly one budget"):
+        hwprune.slim(model, x, ratio=0.5, speedup=2.0)
+
+
+def test_cli_speedup_writes_the_plan_into_the_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))
+    assert main(["slim", "models_for_cli:tiny_convnet", "--flops", "0.6", "--report", "r.json", "-o", "s.pt"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["budget"] == {"flops": 0.6} and report["plan"]["groups"]
+
+
+def test_cli_refuses_a_speedup_below_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slim", "models_for_cli:tiny_convnet", "--speedup", "0.5"]) == 2
+    assert "--speedup 0.5 is out of range" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
