@@ -49,7 +49,7 @@ def retained(scores: np.ndarray, widths: list) -> np.ndarray:
 
 
 def solve(problem: Problem, budget: float, max_moves: int = 100_000, kick_seconds: float = 10.0) -> Plan:
-    cands, value, cost = problem.candidates, problem.value, problem.cost
+    cands, cost = problem.candidates, problem.cost
     idx = {g: len(c) - 1 for g, c in cands.items()}
     widths = {g: cands[g][i] for g, i in idx.items()}
     full = cost.total(widths)
