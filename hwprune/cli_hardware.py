@@ -190,8 +190,9 @@ def _cmd_bench(args) -> int:
 
 def _bench_table(result: dict):
     from rich.table import Table
-    table = Table(title=f"hwprune bench on {result['target']} ({result['how']['runtime']}, "
-                        f"{result['how']['intra_op_threads']} thread(s))", title_justify="left")
+    how = result["how"]
+    threads = f", {how['intra_op_threads']} thread(s)" if "intra_op_threads" in how else ""
+    table = Table(title=f"hwprune bench on {result['target']} ({how['runtime']}{threads})", title_justify="left")
     for column in ("model", "median ms", "min ms", "max ms", "runs"):
         table.add_column(column, overflow="fold")
     for m in result["models"]:

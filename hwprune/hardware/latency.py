@@ -97,14 +97,14 @@ class MeasuredLatency:
         points = self.table.sweep(sweep_key(block))
         return separable(points, ch.c_in, ch.c_out)
 
-    def predict(self, blocks, *, exclude_calibration: str | None = None) -> Prediction:
+    def predict(self, blocks) -> Prediction:
         kernels = []
         for i, b in enumerate(blocks):
             if self.progress is not None:
                 self.progress("latency", i, len(blocks))
             ms, source = (0.0, "free") if b.ops in FREE_OPS else self.kernel_ms(b)
             kernels.append(KernelTime(b.name, b.describe(), ms, source))
-        cal = self.table.calibration(exclude=exclude_calibration)
+        cal = self.table.calibration()
         return _prediction(kernels, cal, self.source)
 
 
@@ -137,7 +137,7 @@ class AnalyticLatency:
     def blocks(self, graph) -> list[Block]:
         return onnx_blocks(graph)
 
-    def predict(self, blocks, **_) -> Prediction:
+    def predict(self, blocks) -> Prediction:
         kernels = [KernelTime(b.name, b.describe(), 0.0 if b.ops in FREE_OPS else self.kernel_ms(b)[0], "analytic")
                    for b in blocks]
         return _prediction(kernels, Calibration(1.0, 0.0, 0),

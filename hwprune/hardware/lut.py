@@ -83,8 +83,8 @@ class LatencyTable:
                                         "measured_ms": round(measured_ms, 4)})
         self.dirty = True
 
-    def calibration(self, exclude: str | None = None) -> Calibration:
-        points = [(p["kernels_ms"], p["measured_ms"]) for p in self.calibration_points if p["model"] != exclude]
+    def calibration(self) -> Calibration:
+        points = [(p["kernels_ms"], p["measured_ms"]) for p in self.calibration_points]
         return fit_calibration(points, self.overhead_ms)
 
     def sweep(self, sweep_key: str) -> list[tuple[int, int, float]]:
