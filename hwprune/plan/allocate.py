@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import BudgetError
 
+LOOKAHEAD = 8  # candidates a single descent step may skip
 
 @dataclass(frozen=True)
 class Problem:
@@ -57,8 +58,12 @@ def solve(problem: Problem, budget: float, max_moves: int = 100_000, kick_second
     total, moves = _descend(problem, idx, widths, full, budget, eps, max_moves)
     if total > budget + eps:
         total = cost.total(widths)  # exact, not accumulated
+    if total > budget + eps:  # descent stalled: start from every minimum, which fits or nothing does
+        idx.update({g: 0 for g in idx})
+        widths.update({g: c[0] for g, c in cands.items()})
+        total = cost.total(widths)
         if total > budget + eps:
-            raise _unmeetable(problem, widths, total, budget)
+            raise _unmeetable(problem, budget)
     total, gained = _exchange(problem, idx, widths, total, budget, eps, max_moves)
     idx, widths, kicks = _kick(problem, idx, widths, budget, eps, kick_seconds)
     return Plan(dict(widths), cost.total(widths), _value(problem, idx), full, moves + gained + kicks)
@@ -70,7 +75,9 @@ def _value(problem: Problem, idx: dict) -> float:
 
 def _descend(problem: Problem, idx: dict, widths: dict, total: float, budget: float, eps: float,
              max_moves: int, fixed=()) -> tuple[float, int]:
-    """Cut one step at a time, the least importance lost per unit of cost saved first."""
+    """Cut, the least importance lost per unit of cost saved first. A cut may go several
+    candidates down at once (up to LOOKAHEAD, or straight to the minimum): measured costs
+    have plateaus and noise, where the next narrower width alone saves nothing."""
     cands, value, cost = problem.candidates, problem.value, problem.cost
     moves = 0
     while total > budget + eps and moves < max_moves:
@@ -78,17 +85,18 @@ def _descend(problem: Problem, idx: dict, widths: dict, total: float, budget: fl
         for g, i in idx.items():
             if i == 0 or g in fixed:
                 continue
-            saved = -cost.delta(widths, {g: cands[g][i - 1]})
-            if saved <= eps:
-                continue
-            key = (value[g][i] - value[g][i - 1]) / saved
-            if best is None or key < best[0]:
-                best = (key, g, saved)
+            for j in {0, *range(max(0, i - LOOKAHEAD), i)}:
+                saved = -cost.delta(widths, {g: cands[g][j]})
+                if saved <= eps:
+                    continue
+                key = (value[g][i] - value[g][j]) / saved
+                if best is None or key < best[0]:
+                    best = (key, g, j, saved)
         if best is None:
             break
-        _, g, saved = best
-        idx[g] -= 1
-        widths[g] = cands[g][idx[g]]
+        _, g, j, saved = best
+        idx[g] = j
+        widths[g] = cands[g][j]
         total -= saved
         moves += 1
     return total, moves
@@ -173,8 +181,10 @@ def _cheapest_cut(problem: Problem, idx: dict, widths: dict, changes: dict, excl
     return None if best is None else best[1:]
 
 
-def _unmeetable(problem: Problem, widths: dict, total: float, budget: float) -> BudgetError:
+def _unmeetable(problem: Problem, budget: float) -> BudgetError:
     cost = problem.cost
+    widths = {g: c[0] for g, c in problem.candidates.items()}  # the figure at every minimum
+    total = cost.total(widths)
     shares = []
     for i, t in enumerate(cost.terms):
         shares.append((cost.term(i, widths), t))
