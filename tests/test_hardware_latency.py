@@ -84,7 +84,8 @@ def test_with_channels_gives_a_runnable_kernel_of_those_channels(c_in, c_out, de
     out = ort.InferenceSession(resized.to_model().SerializeToString(), providers=["CPUExecutionProvider"]) \
         .run(None, resized.feeds())
     assert out[0].shape == (1, c_out, 5, 5)
-    assert sweep_key(resized) == sweep_key(block)  # every width of one layer shares its sweep
+    if not (depthwise and c_out == 1):  # a 1-channel depthwise conv is a dense one: its own sweep
+        assert sweep_key(resized) == sweep_key(block)  # every width of one layer shares its sweep
 
 
 # ---------------------------------------------------------------- tables and files
