@@ -28,7 +28,7 @@ def available() -> bool:
 def attached(target) -> bool:
     """A TensorRT target is attached when TensorRT and a CUDA GPU are here; a Jetson target
     only on an Orin (the device's name says so)."""
-    if target.runtime != "TensorRT" and not target.name.startswith("cuda") or not available():
+    if target.gpu is None or not available():  # only the GPU targets run on TensorRT
         return False
     import torch
     return "orin" in torch.cuda.get_device_name().lower() if target.name.startswith("jetson") else True

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..hardware.blocks import channels, onnx_blocks, with_channels
 from .allocate import Problem, retained, solve
-from .costs import build_cost_model
+from .costs import build_cost_model, full_channels
 
 KINDS = ("speedup", "latency_ms", "flops", "params")
 LATENCY = ("speedup", "latency_ms")
@@ -121,14 +121,9 @@ def size_pricing(graph, kind: str) -> Pricing:
         spatial = math.prod(block.outputs[0].shape) / (block.outputs[0].shape[1 if len(w.shape) > 2 else -1])
         return n * spatial
 
-    total = sum(kernel_cost(b, *(_full(b))) for b in blocks)
+    total = sum(kernel_cost(b, *full_channels(b)) for b in blocks)
     unit = "MACs" if kind == "flops" else "parameters"
     return Pricing(blocks, kernel_cost, unit, lambda fraction: fraction * total, total, f"{unit} of convs and linears")
-
-
-def _full(block):
-    ch = channels(block)
-    return (ch.c_in, ch.c_out) if ch else (0, 0)
 
 
 def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattice, *, min_width=None,

@@ -130,7 +130,7 @@ def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=N
 
     terms, last_kernel = [], None
     for b in blocks:
-        cost = full_cost(b) if full_cost else kernel_cost(b, *_full_channels(b))
+        cost = full_cost(b) if full_cost else kernel_cost(b, *full_channels(b))
         ch = channels(b)
         path = module_path(b.nodes[0].name, modules) if ch else None
         if ch is not None and path is not None:
@@ -146,7 +146,8 @@ def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=N
     return CostModel(terms, planned, kernel_cost, unit)
 
 
-def _full_channels(block: Block):
+def full_channels(block: Block) -> tuple[int, int]:
+    """(C_in, C_out) of a conv or linear kernel; (0, 0) for any other."""
     ch = channels(block)
     return (ch.c_in, ch.c_out) if ch else (0, 0)
 
