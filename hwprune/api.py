@@ -172,9 +172,12 @@ def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
 
 def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str, lut, threads: int,
                    min_width, progress, attempts: int = 4):
-    """Plan widths for the budget, cut, and for a latency budget check the slim model's own
-    prediction: where it lands above the request (the planner prices kernels other than convs
-    and linears approximately), tighten the planner's limit by the miss and plan again."""
+    """Plan widths for the budget, cut, and for a latency budget check where the slim model
+    lands. Where the target runs here the check is a measurement (original and slim end to
+    end, interleaved), else the slim model's own prediction. A miss re-plans: the planner's
+    limit moves along the line through the original and the last try (kernel cost against
+    landed latency), since the part of the run time that no kernel accounts for does not
+    shrink with the widths. The try that meets the budget with the least to spare is kept."""
     from .export.onnx import onnx_graph
     from .hardware import get_target
     from .hardware.latency import latency_model, local_runtime
@@ -191,27 +194,65 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
         pricing = latency_pricing(lm, graph, progress)
     else:
         pricing = size_pricing(graph, budget.kind)
-    internal, tries = None, []
+    measures = lm is not None and getattr(lm, "runtime", None) is not None
+    internal, tries, results = None, [], []
     for _ in range(attempts):
         _tick(progress, "plan", len(tries), attempts)
         widths, record = plan_budget(a, scores, budget, pricing, tgt.lattice, min_width=min_width, internal=internal)
         cuts = plan_widths(a.groups, scores, widths)
         slim_model, report = _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+        results.append((slim_model, report, record))
         if lm is None:
             break
-        landed = lm.predict(lm.blocks(onnx_graph(slim_model, a.example_inputs))).total_ms
-        tries.append({"limit": record["planner"]["limit"], "predicted_ms": round(landed, 4)})
-        if landed <= record["requested"] * 1.01:
+        slim_graph = onnx_graph(slim_model, a.example_inputs)
+        landed = lm.predict(lm.blocks(slim_graph)).total_ms
+        planner = record["planner"]
+        tried = {"limit": planner["limit"], "cost": planner["cost_after"], "predicted_ms": round(landed, 4)}
+        full, goal = planner["cost_before"], record["requested"]
+        if measures:
+            _tick(progress, "measure landing", len(tries), attempts)
+            before, after = lm.runtime.models([graph, slim_graph])
+            tried |= {"measured_before_ms": round(before.median_ms, 4), "measured_after_ms": round(after.median_ms, 4)}
+            landed, full_ms = after.median_ms, before.median_ms
+            goal = full_ms / budget.value if budget.kind == "speedup" else budget.value
+        else:
+            full_ms = pricing.full_figure
+        tried["landed_ms"], tried["goal_ms"] = round(landed, 4), round(goal, 4)
+        tries.append(tried)
+        if goal * 0.9 <= landed <= goal * 1.01:  # within 1% above and 10% below: done
             break
-        internal = record["planner"]["limit"] * record["requested"] / landed
+        internal = _secant(full, full_ms, tried["cost"], landed, goal * 0.99)
+    pick = _pick_try(tries) if tries else 0
+    slim_model, report, record = results[pick]
     if lm is not None and getattr(lm, "runtime", None) is not None and lm.table.dirty:
         lm.table.save()  # the kernels measured for the landing checks serve the next prediction
+    kept = tries[pick] if tries else None
     record |= {"target": tgt.name, "predicted_before": pricing.full_figure if lm else None,
-               "predicted_after": tries[-1]["predicted_ms"] if tries else None, "attempts": tries}
+               "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
+               "landing": None if lm is None else "measured here, end to end" if measures else "predicted"}
+    if kept and measures:
+        record["measured"] = {"before_ms": kept["measured_before_ms"], "after_ms": kept["measured_after_ms"],
+                              "speedup": round(kept["measured_before_ms"] / kept["measured_after_ms"], 4)}
     report["plan"] = record
     report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value}, "target": tgt.name,
                                            "min_width": min_width}
     return slim_model, report
+
+
+def _pick_try(tries: list) -> int:
+    """The try that meets its goal with the least to spare, else the nearest miss."""
+    met = [i for i, t in enumerate(tries) if t["landed_ms"] <= t["goal_ms"] * 1.01]
+    if met:
+        return max(met, key=lambda i: tries[i]["landed_ms"])
+    return min(range(len(tries)), key=lambda i: tries[i]["landed_ms"] / tries[i]["goal_ms"])
+
+
+def _secant(cost_full: float, ms_full: float, cost: float, ms: float, goal_ms: float) -> float:
+    """The kernel-cost limit at which the line through (cost_full, ms_full) and (cost, ms)
+    reaches goal_ms; a proportional step where the two points do not define a line."""
+    if ms_full - ms <= 1e-9 or cost_full - cost <= 1e-9:
+        return cost * goal_ms / ms
+    return max(cost + (goal_ms - ms) * (cost_full - cost) / (ms_full - ms), 1e-9)
 
 
 def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analysis:

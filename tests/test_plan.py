@@ -182,3 +182,25 @@ def test_cli_refuses_a_speedup_below_one(tmp_path, monkeypatch, capsys):
     assert main(["slim", "models_for_cli:tiny_convnet", "--speedup", "0.5"]) == 2
     assert "--speedup 0.5 is out of range" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tries, picked", [
+    ([{"landed_ms": 11.0, "goal_ms": 10.0}, {"landed_ms": 9.0, "goal_ms": 10.0}], 1),  # the miss is dropped
+    ([{"landed_ms": 8.0, "goal_ms": 10.0}, {"landed_ms": 9.9, "goal_ms": 10.0}], 1),  # least to spare
+    ([{"landed_ms": 10.05, "goal_ms": 10.0}, {"landed_ms": 9.0, "goal_ms": 10.0}], 0),  # 1% tolerance
+    ([{"landed_ms": 12.0, "goal_ms": 10.0}, {"landed_ms": 11.0, "goal_ms": 10.0}], 1),  # none met: nearest
+    ([{"landed_ms": 12.0, "goal_ms": 10.0}, {"landed_ms": 12.0, "goal_ms": 11.0}], 1),  # nearest, relative
+])
+def test_the_landing_check_keeps_the_try_that_meets_the_budget_with_least_to_spare(tries, picked):
+    from hwprune.api import _pick_try
+    assert _pick_try(tries) == picked
+
+
+@given(full=st.floats(50, 200), frac=st.floats(0.2, 0.9), fixed=st.floats(0, 20), goal_frac=st.floats(0.3, 0.95))
+def test_the_replan_step_is_exact_when_latency_is_linear_in_kernel_cost(full, frac, fixed, goal_frac):
+    # latency = cost + fixed (a part no kernel accounts for): one secant step lands exactly
+    from hwprune.api import _secant
+    cost = full * frac
+    goal = (full + fixed) * goal_frac
+    limit = _secant(full, full + fixed, cost, cost + fixed, goal)
+    assert limit == pytest.approx(max(goal - fixed, 1e-9), rel=1e-6, abs=1e-9)
