@@ -88,16 +88,23 @@ def _engine(onnx_bytes: bytes, precision: str):
 
 def time_onnx(model, precision: str, runs: int = 200, warmup: int = 20) -> Timing:
     """Median per-run time of the kernel's engine (CUDA events around each run)."""
+    return time_engine(_engine(model.SerializeToString(), precision), runs, warmup)
+
+
+def time_engine(engine, runs: int = 200, warmup: int = 20) -> Timing:
+    """Median per-run time of a deserialized engine (CUDA events around each run), random inputs."""
     import tensorrt as trt
     import torch
 
-    engine = _engine(model.SerializeToString(), precision)
     context = engine.create_execution_context()
     buffers = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         dtype = torch.from_numpy(np.zeros(1, trt.nptype(engine.get_tensor_dtype(name)))).dtype
-        t = torch.randn(tuple(engine.get_tensor_shape(name)), device="cuda").to(dtype)
+        shape = tuple(engine.get_tensor_shape(name))
+        # indices (token ids) must be valid: 0 is, for any gather
+        t = torch.randn(shape, device="cuda").to(dtype) if dtype.is_floating_point else \
+            torch.zeros(shape, dtype=dtype, device="cuda")
         buffers.append(t)
         context.set_tensor_address(name, t.data_ptr())
     stream = torch.cuda.Stream()
