@@ -8,7 +8,7 @@ speedup within -7% / +25% of the request.
 
     python benchmarks/bench_speedup_accuracy.py [--models a,b] [--speedups 1.5,2]
 
-Writes benchmarks/results/speedup_accuracy.json.
+Writes benchmarks/results/speedup_accuracy.json and .png (--replot redraws the plot from the JSON).
 """
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--speedups", default="1.5,2")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--replot", action="store_true", help="only draw the plot of an existing JSON")
     args = ap.parse_args()
+    if args.replot:
+        return plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
     warnings.filterwarnings("ignore")
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
@@ -70,6 +73,31 @@ def main() -> None:
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(rows, args.out.with_suffix(".png"))
+
+
+def plot(rows: list, path: Path) -> None:
+    """Measured against requested speedup per model, with the goal's band (-7% / +25%)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if "measured_speedup" in r]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    top = max([r["requested"] for r in rows] + [2.0]) * 1.3
+    grid = [1.0, top]
+    ax.plot(grid, grid, "k-", lw=0.8, label="as requested")
+    ax.fill_between(grid, [g * 0.93 for g in grid], [g * 1.25 for g in grid], color="0.9", label="goal: -7% / +25%")
+    for i, name in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        mine = [r for r in rows if r["model"] == name]
+        ax.plot([r["requested"] for r in mine], [r["measured_speedup"] for r in mine], "o", color=f"C{i}", label=name)
+    ax.set_xlim(1.2, top)
+    ax.set_ylim(1.0, top * 1.1)
+    ax.set_xlabel("requested speedup (--speedup)")
+    ax.set_ylabel("measured speedup (onnxruntime CPU, 1 thread)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
