@@ -19,7 +19,7 @@ changed groups size.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class Problem:
     candidates: dict  # group id -> ascending widths; the last is the full width
     value: dict  # group id -> retained importance at each candidate
     cost: object  # CostModel: total(widths), delta(widths, changes)
+    names: dict = field(default_factory=dict)  # group id -> what to call it in messages
 
 
 @dataclass(frozen=True)
@@ -185,14 +186,16 @@ def _unmeetable(problem: Problem, budget: float) -> BudgetError:
     cost = problem.cost
     widths = {g: c[0] for g, c in problem.candidates.items()}  # the figure at every minimum
     total = cost.total(widths)
-    shares = []
-    for i, t in enumerate(cost.terms):
-        shares.append((cost.term(i, widths), t))
-    shares.sort(key=lambda s: -s[0])
+    shares = sorted(((cost.term(i, widths), t) for i, t in enumerate(cost.terms)), key=lambda s: -s[0])
     fixed = sum(c for c, t in shares if not t.groups and t.follows is None)
     top = "; ".join(f"{t.name} {c:.3g} {cost.unit}" for c, t in shares[:3])
+    by_group = sorted(((sum(cost.term(i, widths) for i in set(terms)), g) for g, terms in cost.by_group.items()
+                       if g in widths), key=lambda s: -s[0])
+    limiting = "; ".join(f"group {g} ({problem.names.get(g, '?')}) at its minimum {widths[g]} of "
+                         f"{problem.candidates[g][-1]} channels: {c:.3g} {cost.unit}" for c, g in by_group[:3])
     return BudgetError(
         f"the budget of {budget:.4g} {cost.unit} cannot be met: with every group at its minimum width the "
         f"best reachable is {total:.4g} {cost.unit} ({fixed:.3g} of it in kernels no prunable group sizes). "
+        f"The groups that limit it: {limiting or 'none (no prunable group sizes a priced kernel)'}. "
         f"The most expensive kernels then are: {top}. Ask for less, lower --min-width, or unfreeze groups "
         "(`hwprune analyze --explain` says why each is frozen)")

@@ -138,7 +138,8 @@ def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattic
         budget.value if budget.kind == "latency_ms" else None
     limit = internal if internal is not None else (
         pricing.to_internal(target_figure) if target_figure is not None else pricing.to_internal(budget.value))
-    plan = solve(Problem(cands, value, cost), limit)
+    names = {g.id: g.members[0] + (f" (+{len(g.members) - 1})" if len(g.members) > 1 else "") for g in groups}
+    plan = solve(Problem(cands, value, cost, names), limit)
     shares = _shares(cost, plan.widths)
     record = {"budget": {"kind": budget.kind, "value": budget.value}, "unit": pricing.unit,
               "model": pricing.source, "full": pricing.full_figure, "requested": target_figure,
