@@ -6,15 +6,17 @@ Public API only:
     analyze(model, example_inputs) -> Analysis
     apply(report, model, example_inputs) -> slim_model
     declare_rule(op_or_function, like="elementwise")
+    SlimPass(target="jetson", speedup=2)(model, example_inputs) -> slim_model; .report
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
 from .graph.rules import declare_rule
+from .pipeline import SlimPass
 from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
-    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule",
+    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
     "NothingToPruneError", "VerificationError", "BudgetError",
 ]

@@ -1,9 +1,10 @@
 """The hwprune command: argument parsing and printing only; the work is in the API.
 
     hwprune analyze SPEC [--explain] [--json FILE]
-    hwprune slim SPEC (--ratio R | --speedup S | --latency-ms L | --flops F | --params P)
-                 [--importance l2|l1|bn|random] [--min-width N] [-o OUT.pt] [--report OUT.json]
-                 [--onnx OUT.onnx] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
+    hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
+                 [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance l2|l1|bn|random]
+                 [--min-width N] [-o OUT.pt] [--report OUT.json] [--onnx OUT.onnx] [--html OUT.html]
+                 [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt
 
@@ -17,14 +18,15 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
-from .io import OutputError, atomic_write, check_output
+from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
+from .io import atomic_write, check_output
 from .load import LoadedModel, format_shapes, load_spec, spec_name, spec_path
+from .pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -66,13 +68,20 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     analyze.set_defaults(command=_cmd_analyze)
 
-    slim = sub.add_parser("slim", help="cut channels, verify, and write the slim model")
+    slim = sub.add_parser(
+        "slim", help="cut channels, verify, and write the slim model",
+        description="Cut channels, verify, and write the slim model. With --target, also write the deployment "
+                    "bundle next to -o OUT.pt: OUT.onnx (checked in onnxruntime), OUT.report.json, OUT.report.html "
+                    "(plots), OUT.engine where TensorRT and a GPU are here (else the trtexec command for the device); "
+                    f"without a budget flag, --target plans --speedup {DEFAULT_SPEEDUP:g}. Nothing is written until "
+                    "every output is verified; then all are moved into place at once.")
     _add_model_arguments(slim)
-    budget = slim.add_mutually_exclusive_group(required=True)
+    budget = slim.add_mutually_exclusive_group()
     budget.add_argument("--ratio", type=float,
                         help="fraction of each prunable group's channels to remove, in [0, 1)")
     budget.add_argument("--speedup", type=float, metavar="S",
-                        help="predicted latency on --target (default cpu) at most the original's / S")
+                        help="predicted latency on --target (default cpu) at most the original's / S; "
+                             f"with --target and no budget flag, {DEFAULT_SPEEDUP:g}")
     budget.add_argument("--latency-ms", type=float, metavar="L",
                         help="predicted latency on --target (default cpu) at most L ms")
     budget.add_argument("--flops", type=float, metavar="F", help="keep at most this fraction of the MACs")
@@ -84,9 +93,17 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="how channels are ranked inside a group (default l2)")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
-    slim.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")
+    slim.add_argument("--report", type=Path, metavar="OUT.json",
+                      help="write the JSON report (with --target: default OUT.report.json)")
     slim.add_argument("--onnx", type=Path, metavar="OUT.onnx",
-                      help="also export ONNX, checked in onnxruntime against PyTorch")
+                      help="also export ONNX, checked in onnxruntime against PyTorch (with --target: default OUT.onnx)")
+    slim.add_argument("--html", type=Path, metavar="OUT.html",
+                      help="write the report as one HTML file with plots (with --target: default OUT.report.html)")
+    slim.add_argument("--pt2", type=Path, metavar="OUT.pt2",
+                      help="also write a torch.export ExportedProgram, reloaded and checked against PyTorch")
+    slim.add_argument("--precision", choices=("fp16", "int8"),
+                      help="TensorRT precision for a GPU --target: int8 plans on its int8 lattice (%% 32) and builds "
+                           "an int8 engine (default: the target's, fp16)")
     slim.add_argument("--strict", action="store_true", help="fail if any channel group is frozen")
     slim.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_target_arguments(slim)
@@ -141,9 +158,17 @@ def _cmd_analyze(args) -> int:
 def _cmd_slim(args) -> int:
     import hwprune
 
-    # validate the options before loading, which can take a while
+    from .deploy.bundle import write_bundle
+
+    # validate the options and the outputs before loading, which can take a while
     SlimConfig(ratio=0.5 if args.ratio is None else args.ratio, importance=args.importance, strict=args.strict)
+    _resolve_precision(args)
     budget = {k: getattr(args, k) for k in ("speedup", "latency_ms", "flops", "params") if getattr(args, k) is not None}
+    if not budget and args.ratio is None:
+        if args.target is None:
+            raise InputError("slim needs a budget: give --ratio R, --speedup S, --latency-ms L, --flops F or --params P, "
+                             f"or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
+        budget = {"speedup": DEFAULT_SPEEDUP}
     if budget:
         from .plan.budget import Budget
         Budget(*next(iter(budget.items())))
@@ -152,25 +177,65 @@ def _cmd_slim(args) -> int:
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
     check_target(args)
-    outputs = _slim_outputs(args)
+    _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
     loaded = _load(args)
+    outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
+    stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
     with _progress() as progress:
         model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress, **budget, target=args.target or "cpu",
                                      lut=args.lut, threads=args.threads, min_width=args.min_width)
+        report = dict(report)
+        report["source"] = _source_record(loaded)
         latency = slim_latency(args, loaded, model, progress)
-    report = dict(report)
-    report["source"] = _source_record(loaded)
-    if latency is not None:
-        report["latency_ms"] = latency
-    _write_slim_outputs(model, report, loaded, outputs, force=args.force)
+        if latency is not None:
+            report["latency_ms"] = latency
+            report |= _latency_detail(args, loaded, model, progress)
+        report = write_bundle(model, report, loaded.example_inputs, stage, target=_target(args),
+                              precision=args.precision or "fp16", progress=progress)
     console = _console()
     console.print(_slim_table(loaded, report, outputs))
     frozen = _frozen_table(report["groups"])
     if frozen is not None:
         console.print(frozen)
+    trt = report.get("tensorrt")
+    if trt is not None and trt["engine"] is None:
+        console.print(f"TensorRT: {trt['why_not_built']}. On the device, build and time the engine with:",
+                      markup=False)
+        console.print(trt["trtexec"]["command"], markup=False, soft_wrap=True)
     return 0
+
+
+def _resolve_precision(args) -> None:
+    """--precision int8 picks the target's int8 variant (its lattice is % 32)."""
+    if args.precision is None:
+        return
+    if args.target is None:
+        raise InputError(f"--precision {args.precision} needs --target: name a GPU target (`hwprune targets`)")
+    from .hardware import TARGETS, get_target
+    target = get_target(args.target)
+    if target.gpu is None:
+        raise InputError(f"--precision {args.precision}: target {target.name} runs {target.precision} on "
+                         f"{target.runtime}, not TensorRT: drop --precision, or choose a GPU target")
+    base = target.name.removesuffix("-int8")
+    want = base if args.precision == "fp16" else f"{base}-int8"
+    if not any(t.name == want for t in TARGETS):
+        raise InputError(f"--precision {args.precision}: target {target.name} has no {args.precision} variant")
+    args.target = want
+
+
+def _target(args):
+    from .hardware import get_target
+    return None if args.target is None else get_target(args.target)
+
+
+def _latency_detail(args, loaded, model, progress) -> dict:
+    """report["layers"] and report["staircases"] for the HTML report's plots."""
+    from .cli_hardware import _settings
+    from .deploy.layers import detail_for
+    return detail_for(_target(args), loaded.module, model, loaded.example_inputs, lut=args.lut,
+                      settings=_settings(args), progress=progress)
 
 
 def _cmd_apply(args) -> int:
@@ -192,29 +257,27 @@ def _cmd_apply(args) -> int:
 
 # ---------------------------------------------------------------- loading and writing
 
-@dataclass(frozen=True)
-class SlimOutputs:
-    model: Path
-    report: Path | None
-    onnx: Path | None
-
-    def paths(self) -> list[Path]:
-        return [p for p in (self.onnx, self.model, self.report) if p is not None]
-
-
-def _slim_outputs(args) -> SlimOutputs:
-    """Resolve and check every output before any work, so a clash costs nothing."""
+def _slim_outputs(args, *, hf: bool) -> Bundle:
+    """Every output path: -o, --report, --onnx, --html, --pt2, and with --target the deployment
+    files named after -o (OUT.onnx, OUT.report.json, OUT.report.html, OUT.engine where TensorRT
+    builds here); a Hugging Face model also gets OUT/ (save_pretrained)."""
     suffix = ".pt2" if str(args.spec).endswith(".pt2") else ".pt"  # a graph in, a graph out
-    outputs = SlimOutputs(args.output or Path(f"{spec_name(args.spec)}.slim{suffix}"),
-                          args.report, args.onnx)
-    paths = outputs.paths()
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise OutputError(f"outputs {', '.join(map(str, paths))} name the same file twice: "
-                          "give -o, --report and --onnx different paths")
-    inputs = [spec_path(args.spec), args.example_inputs]
-    for path in paths:
-        check_output(path, force=args.force, inputs=inputs)
-    return outputs
+    model = args.output or Path(f"{spec_name(args.spec)}.slim{suffix}")
+    named = bundle_paths(model)
+    target = _target(args)
+    deploy = target is not None
+    engine = None
+    if target is not None and target.gpu is not None:
+        from .hardware import tensorrt
+        engine = named["engine"] if tensorrt.available() else None
+    return Bundle(model=model, report=args.report or (named["report"] if deploy else None),
+                  onnx=args.onnx or (named["onnx"] if deploy or engine else None),
+                  html=args.html or (named["html"] if deploy else None), pt2=args.pt2,
+                  hf=named["hf"] if hf else None, engine=engine)
+
+
+def _inputs_of(args) -> list:
+    return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None)]
 
 
 def _declare_rules(specs: list) -> None:
@@ -251,51 +314,14 @@ def _cwd_on_path():
             sys.path.remove(cwd)
 
 
-def _write_slim_outputs(model, report: dict, loaded: LoadedModel, outputs: SlimOutputs, *,
-                        force: bool) -> None:
-    """ONNX first: its onnxruntime check can still fail, and then nothing has been written.
-
-    export_onnx writes atomically itself, and names a >2 GiB model's weight file after the
-    .onnx path, so it gets the final path, not a temporary one."""
-    if outputs.onnx is not None:
-        from .export.onnx import export_onnx
-
-        check_output(outputs.onnx, force=force)
-        report["onnx"] = export_onnx(model, loaded.example_inputs, outputs.onnx)
-    atomic_write(outputs.model, lambda tmp: _save_module(model, tmp, loaded.example_inputs), force=force)
-    if outputs.report is not None:
-        atomic_write(outputs.report, lambda tmp: _write_json(tmp, report), force=force)
-
-
 def _source_record(loaded: LoadedModel) -> dict:
     return {"spec": loaded.spec, "family": loaded.family,
             "input_shape": format_shapes(tuple(t.shape) for t in loaded.example_inputs),
             "inputs_from": loaded.inputs_from}
 
 
-def _save_module(model, path: Path, example_inputs: tuple) -> None:
-    """A module with torch.save; a model that is an exported graph (from a .pt2) is exported
-    again and saved with torch.export.save, since such graphs do not pickle."""
-    import torch
-
-    from .graph.trace import is_exported_graph
-    if is_exported_graph(model):
-        torch.export.save(torch.export.export(model, tuple(example_inputs), strict=False), path)
-    else:
-        torch.save(model, path)
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_value) + "\n", encoding="utf-8")
-
-
-def _json_value(value):
-    """Tensors, numpy scalars and paths that reports may carry."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"report value of type {type(value).__name__} is not JSON serializable")
+_save_module = save_module  # the names cli_hardware and older callers use
+_write_json = write_json
 
 
 def _read_report(path: Path) -> dict:
@@ -345,7 +371,7 @@ def _progress():
         yield progress
 
 
-def _slim_table(loaded: LoadedModel, report: dict, outputs: SlimOutputs):
+def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
     table = _summary_table(f"hwprune slim {loaded.spec}")
     params, macs, verify = report["params"], report["macs"], report["verify"]
     groups = report["groups"]
@@ -353,18 +379,24 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: SlimOutputs):
     table.add_row("trace", str(report["trace"]))
     table.add_row("params", _before_after(params["before"], params["after"]))
     table.add_row("MACs", _before_after(macs["before"], macs["after"]))
-    table.add_row("verify", f"max abs err {verify['max_abs_err']:.2e}, "
+    table.add_row("verify", f"mask equivalence: max abs err {verify['max_abs_err']:.2e}, "
                             f"max rel err {verify['max_rel_err']:.2e}")
     table.add_row("groups", _group_counts(groups))
     if "onnx" in report:
         onnx = report["onnx"]
         table.add_row("onnx", f"opset {onnx['opset']}, onnxruntime vs PyTorch max abs err "
                               f"{onnx['max_abs_err']:.2e}, max rel err {onnx['max_rel_err']:.2e}")
+    for key, label in (("pt2", "pt2"), ("hf", "save_pretrained")):
+        if key in report:
+            table.add_row(label, f"reloaded and checked: max rel err {report[key]['max_rel_err']:.2e}")
     if "plan" in report:
         table.add_row("plan", _plan_row(report["plan"]))
     if "latency_ms" in report:
-        table.add_row("latency", _latency_row(report["latency_ms"]))
-    table.add_row("wrote", ", ".join(map(str, outputs.paths())))
+        lat = report["latency_ms"]
+        table.add_row("predicted", _predicted_row(lat))
+        table.add_row("measured", _measured_row(lat, report.get("tensorrt")))
+        table.add_row("speedup", _speedup_row(lat))
+    table.add_row("wrote", ", ".join(report.get("outputs", {}).values()) or str(outputs.model))
     return table
 
 
@@ -378,13 +410,26 @@ def _plan_row(plan: dict) -> str:
     return text + f"; {cut} of {len(plan['groups'])} groups narrower"
 
 
-def _latency_row(lat: dict) -> str:
-    text = (f"{lat['target']} predicted {lat['predicted_before']:.3f} → {lat['predicted_after']:.3f} ms "
-            f"({lat['speedup']['predicted']:.2f}x, {lat['how']['latency_model']})")
+def _predicted_row(lat: dict) -> str:
+    return (f"{lat['target']}: {lat['predicted_before']:.3f} → {lat['predicted_after']:.3f} ms "
+            f"({lat['how']['latency_model']})")
+
+
+def _measured_row(lat: dict, trt: dict | None) -> str:
     if lat["measured_before"] is not None:
-        text += (f"; measured {lat['measured_before']:.3f} → {lat['measured_after']:.3f} ms "
-                 f"({lat['speedup']['measured']:.2f}x, median, interleaved)")
-    return text
+        return (f"{lat['measured_before']:.3f} → {lat['measured_after']:.3f} ms (median, interleaved, "
+                f"{lat['how'].get('runtime', '')})")
+    if trt is not None and trt.get("engine"):
+        e = trt["engine"]
+        where = "" if e.get("on_target") else f", on {e['device']}, not on {lat['target']}"
+        return f"TensorRT engine {e['timing']['median_ms']:.3f} ms (median{where})"
+    return f"none: {lat['target']} is not attached here, so the figures are predicted only"
+
+
+def _speedup_row(lat: dict) -> str:
+    s = lat["speedup"]
+    text = f"{s['predicted']:.2f}x predicted"
+    return text + (f", {s['measured']:.2f}x measured" if s.get("measured") is not None else "")
 
 
 def _analysis_table(loaded: LoadedModel, data: dict):
