@@ -16,6 +16,7 @@ from torch import nn
 from .config import SlimConfig
 from .errors import FrozenGroupError, InputError, NothingToPruneError, VerificationError
 from .graph.groups import BOUNDARY_REASONS, ChannelGraph, _short, build_channel_graph
+from .graph.heads import head_changes
 from .graph.trace import _FRAME
 from .graph.macs import count_macs
 from .graph.rules import DECLARED
@@ -125,13 +126,16 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
          flops: float | None = None, params: float | None = None, target: str = "cpu",
-         lut: str | None = None, threads: int = 1, min_width: int | None = None):
+         lut: str | None = None, threads: int = 1, min_width: int | None = None,
+         allow_block_removal: bool = False):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
     none means ratio 0.5): widths per group are planned on `target`'s lattice for the most
     retained importance within the budget (hwprune.plan.budget); `lut` is a latency table,
     `threads` onnxruntime's threads on cpu, `min_width` the narrowest a group may become.
+    allow_block_removal: with a budget, residual blocks may be removed whole where that
+    keeps more importance than cutting width for the same budget (hwprune.plan.depth).
 
     model: an nn.Module with its example_inputs, or the Analysis that `analyze` returned for
     it, without example_inputs (the analysis carries them and the model is not traced again).
@@ -148,7 +152,11 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     scores = score(a.graph, tensors, config.importance, config.seed)
     if budget is not None:
-        return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress)
+        return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress,
+                              allow_block_removal)
+    if allow_block_removal:
+        raise InputError("allow_block_removal needs a budget to weigh blocks against width: give speedup, "
+                         "latency_ms, flops or params")
     if widths is None:
         cuts = plan_uniform(a.groups, scores, config.ratio)
     else:
@@ -171,7 +179,7 @@ def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
 
 
 def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str, lut, threads: int,
-                   min_width, progress, attempts: int = 4):
+                   min_width, progress, allow_block_removal: bool = False, attempts: int = 4):
     """Plan widths for the budget, cut, and for a latency budget check where the slim model
     lands. Where the target runs here the check is a measurement (original and slim end to
     end, interleaved), else the slim model's own prediction. A miss re-plans: the planner's
@@ -195,10 +203,14 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     else:
         pricing = size_pricing(graph, budget.kind)
     measures = lm is not None and getattr(lm, "runtime", None) is not None
+    original, plan_for, depth, full_figure = a, budget, None, pricing.full_figure
+    if allow_block_removal:
+        a, scores, pricing, plan_for, depth = _remove_blocks(a, scores, config, budget, pricing, lm, tgt.lattice,
+                                                             min_width, progress)
     internal, tries, results = None, [], []
     for _ in range(attempts):
         _tick(progress, "plan", len(tries), attempts)
-        widths, record = plan_budget(a, scores, budget, pricing, tgt.lattice, min_width=min_width, internal=internal)
+        widths, record = plan_budget(a, scores, plan_for, pricing, tgt.lattice, min_width=min_width, internal=internal)
         cuts = plan_widths(a.groups, scores, widths)
         slim_model, report = _cut_verified(a, a.graph.removed_of(cuts), config, progress)
         results.append((slim_model, report, record))
@@ -211,10 +223,12 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
         full, goal = planner["cost_before"], record["requested"]
         if measures:
             _tick(progress, "measure landing", len(tries), attempts)
-            before, after = lm.runtime.models([graph, slim_graph])
+            anchor = [] if a is original or tries else [onnx_graph(a.model, a.example_inputs)]  # blocks removed
+            before, after, *rest = lm.runtime.models([graph, slim_graph, *anchor])
             tried |= {"measured_before_ms": round(before.median_ms, 4), "measured_after_ms": round(after.median_ms, 4)}
-            landed, full_ms = after.median_ms, before.median_ms
-            goal = full_ms / budget.value if budget.kind == "speedup" else budget.value
+            landed, goal = after.median_ms, before.median_ms / budget.value if budget.kind == "speedup" else budget.value
+            if not tries:  # the model the planner prices, at full width: the secant's anchor
+                full_ms = rest[0].median_ms if rest else before.median_ms
         else:
             full_ms = pricing.full_figure
         tried["landed_ms"], tried["goal_ms"] = round(landed, 4), round(goal, 4)
@@ -227,7 +241,7 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     if lm is not None and getattr(lm, "runtime", None) is not None and lm.table.dirty:
         lm.table.save()  # the kernels measured for the landing checks serve the next prediction
     kept = tries[pick] if tries else None
-    record |= {"target": tgt.name, "predicted_before": pricing.full_figure if lm else None,
+    record |= {"target": tgt.name, "predicted_before": full_figure if lm else None,
                "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
                "landing": None if lm is None else "measured here, end to end" if measures else "predicted"}
     if kept and measures:
@@ -235,8 +249,71 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
                               "speedup": round(kept["measured_before_ms"] / kept["measured_after_ms"], 4)}
     report["plan"] = record
     report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value}, "target": tgt.name,
-                                           "min_width": min_width}
+                                           "min_width": min_width, "allow_block_removal": allow_block_removal}
+    if depth is not None:
+        report["depth"] = depth
+        report["params"]["before"] = _params(original.model)
+        report["macs"]["before"] = count_macs(original.graph.traced.graph, original.graph.shapes.__getitem__)
     return slim_model, report
+
+
+def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm, lattice, min_width, progress):
+    """Width-only plan against plans with the k cheapest residual blocks removed (k = 1, 2, 4,
+    ...; cheapest: least importance kept inside per unit of cost): the removal is kept where
+    the plan for the same budget then retains more importance. Returns the analysis, scores,
+    pricing and budget to plan with (the budget as an absolute figure of the original: a
+    speedup is of the original, not of the model without the blocks) and the report's record."""
+    from .errors import BudgetError
+    from .export.onnx import onnx_graph
+    from .plan.budget import Budget, latency_pricing, plan_budget, size_pricing
+    from .plan.costs import build_cost_model
+    from .plan.depth import block_ranking, remove_blocks, residual_blocks, verify_removal
+
+    _tick(progress, "blocks", 0, 1)
+    blocks = residual_blocks(a)
+    record = {"candidates": [b.path for b in blocks], "tries": [], "removed": [], "verify": None}
+    figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
+        budget.value if budget.kind == "latency_ms" else budget.value * pricing.full_figure
+    try:
+        widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width)
+        best_value, unmet = base["planner"]["retained_importance"], None
+        cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
+        ranked = [b for _, b, _ in block_ranking(a, blocks, cost, widths, scores)]
+    except BudgetError as e:  # width alone cannot meet it: remove the most costly blocks first
+        best_value, unmet, ranked = -np.inf, e, blocks[::-1]
+    record["tries"].append({"removed": 0, "retained_importance": best_value if unmet is None else None})
+    best = (a, scores, pricing, budget, [])
+    k = 1
+    while k <= len(ranked):
+        chosen = ranked[:k]
+        _tick(progress, "blocks", k, len(ranked))
+        model_k = remove_blocks(a.model, chosen)
+        a_k = analyze(model_k, a.example_inputs, config=config)
+        tensors = dict(model_k.named_parameters(remove_duplicate=False)) | dict(model_k.named_buffers(remove_duplicate=False))
+        scores_k = score(a_k.graph, tensors, config.importance, config.seed)
+        graph_k = onnx_graph(model_k, a.example_inputs)
+        pricing_k = latency_pricing(lm, graph_k, progress) if budget.latency else size_pricing(graph_k, budget.kind)
+        budget_k = Budget("latency_ms", figure) if budget.latency else \
+            Budget(budget.kind, min(1.0, figure / pricing_k.full_figure))
+        try:
+            _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width)
+        except BudgetError:
+            record["tries"].append({"removed": k, "retained_importance": None})
+            k *= 2
+            continue
+        value = rec["planner"]["retained_importance"]
+        record["tries"].append({"removed": k, "retained_importance": value})
+        if value <= best_value:
+            break
+        best_value, best = value, (a_k, scores_k, pricing_k, budget_k, chosen)
+        k *= 2
+    if unmet is not None and not best[4]:
+        raise unmet
+    a_best, scores_best, pricing_best, budget_best, chosen = best
+    if chosen:
+        record["verify"] = verify_removal(a, a_best.model, chosen, config.rtol, config.verify_batches)
+        record["removed"] = [b.to_json() for b in chosen]
+    return a_best, scores_best, pricing_best, budget_best, record
 
 
 def _pick_try(tries: list) -> int:
@@ -362,7 +439,8 @@ def _cut_and_verify(a: Analysis, removed: np.ndarray, config: SlimConfig, progre
     _tick(progress, "cut", 0, 1)
     kept = graph.param_kept(removed)
     shapes = (graph.shapes.__getitem__, lambda t: graph.new_shape(t, removed)) if a.trace == GRAPH else None
-    slim_model = cut(a.model, kept, _module_calls(graph, removed), shapes)
+    heads = head_changes(graph, removed) if shapes is None else None
+    slim_model = cut(a.model, kept, _module_calls(graph, removed), shapes, heads)
     if shapes is None:
         slim_model.eval()
     _tick(progress, "verify", 0, 1)
@@ -396,6 +474,10 @@ def _version() -> str:
 
 def apply(report: dict, model: nn.Module, example_inputs, *, progress=None) -> nn.Module:
     """Cut another checkpoint of the same architecture exactly as `report["kept"]` says."""
+    blocks = (report.get("depth") or {}).get("removed") or []
+    if blocks:  # the residual blocks slim removed go first: "kept" indexes the model without them
+        from .plan.depth import ResidualBlock, remove_blocks
+        model = remove_blocks(model, [ResidualBlock.from_json(b) for b in blocks])
     a = analyze(model, example_inputs, progress=progress)
     removed = _removed_from_kept(a.graph, report.get("kept") or {})
     config = SlimConfig(ratio=float(report.get("config", {}).get("ratio") or 0.0), strict=True)

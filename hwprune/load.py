@@ -6,6 +6,7 @@ Specs:
     model.pt2                a torch.export ExportedProgram (torch.export.save)
     torchvision:NAME         torchvision.models.get_model(NAME, weights=None)
     timm:NAME                timm.create_model(NAME, pretrained=False)
+    hf:MODEL_TYPE            a small Hugging Face model of that type from its config (hwprune.hf)
     package.module:factory   factory() returns a module or (module, example_inputs)
 
 Example inputs, first that applies: example_inputs, input_shape, the inputs the spec carries
@@ -156,12 +157,17 @@ def _load_source(spec: str, path: Path | None, trust_pickle: bool) -> _Source:
     if kind == "timm":
         return _load_timm(name)
     if kind == "hf":
-        raise ModelLoadError(
-            f"{spec}: hf: specs are not supported yet: write a factory spec "
-            "package.module:factory that builds the model from its config")
+        return _load_hf(name)
     if kind == "factory":
         return _load_factory(spec)
     return _load_file(path, trust_pickle)
+
+
+def _load_hf(model_type: str) -> _Source:
+    """hf:MODEL_TYPE: a small model of that type from its config, random weights, with inputs."""
+    from .hf import small_model
+    module, inputs = small_model(model_type)
+    return _Source(module, "hf", inputs, tuple(tuple(t.shape) for t in inputs), f"hf:{model_type}'s inputs")
 
 
 def _load_torchvision(name: str) -> _Source:

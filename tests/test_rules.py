@@ -177,6 +177,49 @@ class ConvLayerNorm(nn.Module):
         return self.b(self.ln(self.a(x)))
 
 
+class Heads(nn.Module):
+    """Multi-head attention as transformers write it: view into (heads, head_dim), sdpa, merge.
+    kv_heads < heads: grouped-query attention (sdpa's enable_gqa); bias: a per-head additive
+    mask (T5's relative positions) from a (positions, heads) table looked up by index."""
+
+    def __init__(self, d=32, heads=4, kv_heads=4, bias=False):
+        super().__init__()
+        self.num_heads, self.num_key_value_heads, self.head_dim = heads, kv_heads, d // heads
+        self.q, self.o = nn.Linear(d, d), nn.Linear(d, d)
+        self.k, self.v = nn.Linear(d, kv_heads * self.head_dim), nn.Linear(d, kv_heads * self.head_dim)
+        self.table = nn.Parameter(torch.randn(9, heads)) if bias else None
+        self.register_buffer("rel", (torch.arange(5)[:, None] - torch.arange(5)[None, :] + 4).reshape(-1))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = (f(x).view(b, n, -1, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v))
+        mask = self.table[self.rel].view(n, n, -1).permute(2, 0, 1).unsqueeze(0) if self.table is not None else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_key_value_heads != self.num_heads)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.mha, self.b = nn.Linear(16, 32), nn.MultiheadAttention(32, 4, batch_first=True), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(self.mha(h, h, h, need_weights=False)[0])
+
+
+class GPT2MLP(nn.Module):
+    """transformers' Conv1D: a linear layer with its weight stored (in, out)."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+        self.fc, self.proj = Conv1D(24, 8), Conv1D(8, 24)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))
+
+
 @dataclass(frozen=True)
 class Case:
     rule: str
@@ -213,6 +256,10 @@ RULE_CASES = [
     Case("addmm", aten.addmm.default, Addmm, (3, 8)),
     Case("embedding", aten.embedding.default, Embed, (2, 7), ints=20),
     Case("sdpa", aten.scaled_dot_product_attention.default, Attention, (2, 5, 16)),
+    Case("sdpa", aten.scaled_dot_product_attention.default, Heads, (1, 5, 32)),
+    Case("sdpa", aten.scaled_dot_product_attention.default, lambda: Heads(kv_heads=2), (1, 5, 32)),
+    Case("sdpa", aten.scaled_dot_product_attention.default, lambda: Heads(bias=True), (1, 5, 32)),
+    Case("sdpa", aten.scaled_dot_product_attention.default, MHA, (1, 5, 16)),
     Case("batch_norm", aten.batch_norm.default, lambda: Lambda(nn.BatchNorm2d(8))),
     Case("batch_norm", aten.instance_norm.default, lambda: Lambda(nn.InstanceNorm2d(8, affine=True))),
     Case("batch_norm_no_training", aten._native_batch_norm_legit_no_training.default, NativeBN, (1, 3, 4, 4)),
@@ -267,6 +314,8 @@ RULE_CASES = [
     Case("pixel_shuffle", aten.pixel_unshuffle.default, lambda: Lambda(nn.PixelUnshuffle(2), after=nn.Conv2d(32, 2, 1))),
     Case("index", aten.index.Tensor, lambda: Lambda(lambda y: y[:, torch.tensor([0, 2, 4, 6])], c_out=2,
                                                      after=nn.Conv2d(4, 2, 1)), expect="frozen:gathers"),
+    Case("index", aten.index.Tensor, lambda: Heads(bias=True), (1, 5, 32)),
+    Case("reshape", aten.view.default, Heads, (1, 5, 32)),
     Case("spatial", aten.max_pool2d.default, lambda: Lambda(nn.MaxPool2d(2))),
     Case("spatial", aten.avg_pool2d.default, lambda: Lambda(nn.AvgPool2d(2))),
     Case("spatial", aten.adaptive_avg_pool2d.default, lambda: Lambda(nn.AdaptiveAvgPool2d(3))),
@@ -338,6 +387,8 @@ CUTTER_CASES = [
     ("layer_norm", ConvLayerNorm, (2, 3, 10)),
     ("prelu", lambda: Lambda(nn.PReLU(8)), (2, 4, 6, 6)),
     ("embedding", Embed, (2, 7)),
+    ("conv1d_transposed_linear", GPT2MLP, (2, 3, 8)),
+    ("multihead_attention", MHA, (1, 5, 16)),
 ]
 
 
@@ -370,6 +421,10 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.weight.numel() == m.num_parameters
     if isinstance(m, nn.Embedding):
         return tuple(m.weight.shape) == (m.num_embeddings, m.embedding_dim)
+    if isinstance(m, nn.MultiheadAttention):  # whole heads went; the heads' width is in_proj's rows
+        return m.in_proj_weight.shape[0] == 3 * m.num_heads * m.head_dim and m.num_heads < 4
+    if type(m).__name__ == "Conv1D":
+        return tuple(m.weight.shape) == (m.nx, m.nf)
     return False
 
 

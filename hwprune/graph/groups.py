@@ -152,14 +152,16 @@ BOUNDARY_REASONS = (MODEL_INPUT, MODEL_OUTPUT)
 
 
 def _boundary_freezes(tg, shapes, model, cutter_for) -> list:
+    from .heads import head_modules
     out = []
+    attention = head_modules(tg) if tg.tracer != GRAPH else set()  # their tensors: surgery.attention
     for name, (kind, what) in tg.placeholders.items():
         if kind == "input" and name in shapes:
             out += [Freeze((name, d), MODEL_INPUT) for d in range(len(shapes[name]))]
         if kind in ("param", "buffer") and name in shapes and tg.tracer != GRAPH:
             owner = what.rpartition(".")[0]
             module = model.get_submodule(owner) if owner else model
-            if cutter_for(module) is None:
+            if cutter_for(module) is None and owner not in attention:
                 why = (f"{what} belongs to {type(module).__name__} ({owner or 'the root module'}), "
                        "which has no cutter; register one with hwprune.surgery.register_cutter")
                 out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
@@ -169,16 +171,28 @@ def _boundary_freezes(tg, shapes, model, cutter_for) -> list:
     return out
 
 
-def _same_tensor_links(tg, shapes) -> list:
-    """Graph nodes that read the same parameter (a module called twice under the fallback
-    tracer) are one tensor: join them dim by dim."""
-    first, links = {}, []
+def _same_tensor_links(tg, shapes, model) -> tuple:
+    """Graph nodes that read the same tensor (a module called twice under the fallback tracer,
+    weights tied under two names such as T5's shared and embed_tokens) are one tensor: join
+    them dim by dim. A tensor that forward never reads, and that is not one of those, is frozen:
+    nothing in the graph says what its channels are."""
+    identity = {}
+    if tg.tracer != GRAPH:
+        for fqn, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+            identity[fqn] = id(t)
+    first, links, nodes = {}, [], []
     for name, (kind, fqn) in tg.placeholders.items():
         if kind in ("param", "buffer") and name in shapes:
-            if fqn in first:
-                links += [Link((first[fqn], d), (name, d)) for d in range(len(shapes[name]))]
-            first.setdefault(fqn, name)
-    return links
+            key = identity.get(fqn, fqn)
+            if key in first and shapes[first[key]] == shapes[name]:
+                links += [Link((first[key], d), (name, d)) for d in range(len(shapes[name]))]
+            first.setdefault(key, name)
+            nodes.append((name, key, fqn))
+    used = {n.name for n in tg.graph.nodes if n.users}
+    read = {key for name, key, _ in nodes if name in used}
+    freezes = [Freeze((name, d), f"{fqn} is not read by forward for these inputs")
+               for name, key, fqn in nodes if key not in read for d in range(len(shapes[name]))]
+    return links, freezes
 
 
 def _components(shapes, links) -> tuple:
@@ -207,7 +221,9 @@ def build_channel_graph(tg: TracedGraph, model, extra_rules=()) -> ChannelGraph:
     from ..surgery import cutter_for
     shapes = _tensors(tg)
     links, freezes, where = _apply_rules(tg, shapes, extra_rules)
-    links += _same_tensor_links(tg, shapes)
+    same_links, unused = _same_tensor_links(tg, shapes, model)
+    links += same_links
+    freezes += unused
     freezes += _boundary_freezes(tg, shapes, model, cutter_for)
     base, labels = _components(shapes, links)
     ncomp = int(labels.max()) + 1 if labels.size else 0

@@ -3,6 +3,7 @@ size attributes. Cutters are a registry keyed by module type (found along the MR
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,14 @@ class ModuleCut:
     path: str
     old_in_shape: tuple | None
     new_in_shape: tuple | None
+    heads: object = None  # graph.heads.HeadCut where heads were split in this module's forward
 
 
 def cutter_for(module: nn.Module):
     """The cutter of the module's type or its nearest registered base; None if there is none."""
-    from . import cutters  # noqa: F401  (registers the built-in cutters)
+    from . import attention, cutters  # noqa: F401  (registers the built-in cutters)
+    if "transformers" in sys.modules:  # a model of transformers' layers: register their cutters
+        from . import hf_modules  # noqa: F401
     for t in type(module).__mro__:
         if t in CUTTERS:
             return CUTTERS[t]
@@ -60,11 +64,11 @@ def _holders(model: nn.Module, tensors: set) -> set:
             if any(id(t) in tensors for t in [*mod._parameters.values(), *mod._buffers.values()])}
 
 
-def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None) -> nn.Module:
+def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dict | None = None) -> nn.Module:
     """A deep copy of `model` with `kept` applied and every affected module's attributes fixed.
     calls: {module path: (old input shape, new input shape)} of its first call in the graph.
     graph_shapes: (old, new) shape functions when the model is its own exported graph (a .pt2),
-    whose size arguments are rewritten instead."""
+    whose size arguments are rewritten instead. heads: {module path: HeadCut} (graph.heads)."""
     sliced = sliced_tensors(model, kept)
     # the copy takes each cut tensor's slice in place of copying the whole tensor; a tensor held
     # in several places (tied weights, shared modules) is one memo entry, so it stays one tensor
@@ -74,11 +78,19 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None) -> nn.Modu
         from .graph_args import fix_graph_args
         fix_graph_args(slim, *graph_shapes)
         return slim
+    heads = heads or {}
     for path, mod in slim.named_modules():
         old_in, new_in = calls.get(path, (None, None))
-        if id(mod) not in changed and old_in == new_in:
+        head = heads.get(path)
+        head = head if head is not None and head.heads[0] != head.heads[1] else None
+        if id(mod) not in changed and old_in == new_in and head is None:
             continue
         fn = cutter_for(mod)
+        if fn is None and head is not None:
+            from .attention import head_attributes
+            fn = head_attributes
         if fn is not None:
-            fn(mod, ModuleCut(path, old_in, new_in))
+            fn(mod, ModuleCut(path, old_in, new_in, head))
+    from ..hf import record_widths
+    record_widths(model, slim)  # a Hugging Face model's config learns its per-layer widths
     return slim

@@ -159,7 +159,7 @@ def declare_rule(target, like: str = "elementwise") -> None:
         DECLARED[t] = rules[like]
 
 
-_FAMILIES = ("conv", "linear", "norm", "pointwise", "shape", "pool", "reduce")
+_FAMILIES = ("conv", "linear", "attention", "norm", "pointwise", "shape", "pool", "reduce")
 
 
 def load_all() -> dict:

@@ -1,4 +1,4 @@
-"""Linear maps and contractions: linear, matmul/bmm/mm/addmm, embedding, attention."""
+"""Linear maps and contractions: linear, matmul/bmm/mm/addmm, embedding (attention: attention.py)."""
 from __future__ import annotations
 
 import torch
@@ -61,16 +61,3 @@ def embedding(op):
     w, ids, out = op.t(0), op.t(1), op.out
     links = [same(ids, d, out, d) for d in range(op.rank(ids))] + [same(w, 1, out, op.rank(out) - 1)]
     return Coupling(tuple(links), tuple(positions(w, [0], "embedding rows are looked up by id")))
-
-
-@rule(aten.scaled_dot_product_attention.default)
-def sdpa(op):
-    q, k, v, out = op.t(0), op.t(1), op.t(2), op.out
-    mask = op.t(3, "attn_mask")
-    r = op.rank(q)
-    links = [same(q, d, out, d) for d in range(r - 1)] + [same(k, d, v, d) for d in range(r - 1)]
-    links += [same(q, d, k, d) for d in range(r - 2)] + [same(v, r - 1, out, r - 1), same(q, r - 1, k, r - 1)]
-    freezes = [Freeze((q, r - 1), "the softmax scale 1/sqrt(head_dim) depends on the q/k head size")]
-    if mask is not None:
-        freezes += [Freeze((mask, d), "attention mask", "stop") for d in range(op.rank(mask))]
-    return Coupling(tuple(links), tuple(freezes))

@@ -4,7 +4,8 @@ A reshape is cut into chunks of in-dims and out-dims with equal products. A chun
 dims maps the outer dim block-wise (flatten into a linear: channel c is features
 [c*k, (c+1)*k)). A chunk that splits one dim into several can carry channels through one
 factor only; which one forward computes at run time cannot be read from the trace, so the
-innermost is taken (view(b, groups, -1) in a channel shuffle: exact). Where forward computes
+innermost is taken (view(b, groups, -1) in a channel shuffle: exact), except where the split
+feeds attention: there the outer factor is the heads and a head is cut whole (attention.py). Where forward computes
 another, the cut breaks forward or changes the output, and verification freezes the group.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from . import Coupling, Freeze, Link, block, broadcast, offset, positions, rule, same
+from .attention import head_split_link, splits_heads
 
 aten = torch.ops.aten
 
@@ -57,6 +59,10 @@ def reshape(op):
             inner = int(np.prod([sx[d] for d in big_in[1:]]))
             links.append(block(x, big_in[0], out, big_out[0], sx[big_in[0]], inner))
             freezes += [Freeze((x, d), f"{where} merges this dim into an outer one") for d in big_in[1:]]
+        elif len(big_in) == 1 and len(big_out) >= 2 and splits_heads(op.node, big_out[-1]):  # (.., heads*head_dim) -> (.., heads, head_dim)
+            link, pos = head_split_link(x, big_in[0], out, big_out, so, sx[big_in[0]])
+            links.append(link)
+            freezes += pos
         elif len(big_in) == 1:  # split: the innermost factor carries channels, as
             # channel_shuffle's view(b, groups, C // groups) computes it; a forward that computes
             # another factor breaks the cut, and verification then freezes this group by its line
@@ -262,6 +268,29 @@ def pixel_shuffle(op):
 
 @rule(aten.index.Tensor, aten.gather.default, aten.index_select.default, aten.take_along_dim.default)
 def index(op):
+    """x[..., idx, ...]: the indexed dims are read by value and stay whole; the dims that are not
+    indexed pass through (a relative-position-bias table (positions, heads)[idx] keeps its heads).
+    Other gathers freeze everything they touch."""
     tensors = op.tensor_inputs() + [op.out]
     why = f"{op.target} at {op.where} gathers by index values, which the trace cannot follow"
-    return Coupling(freezes=tuple(Freeze((t, d), why) for t in tensors for d in range(op.rank(t))))
+    frozen = Coupling(freezes=tuple(Freeze((t, d), why) for t in tensors for d in range(op.rank(t))))
+    if op.target != aten.index.Tensor:
+        return frozen
+    x, out, idx = op.t(0), op.out, list(op.arg(1))
+    at = [i for i, t in enumerate(idx) if t is not None]
+    if not at or at != list(range(at[0], at[-1] + 1)) or any(op._tid(idx[i]) is None for i in at):
+        return frozen  # indices apart from each other move the result's dims: not followed
+    j, k = at[0], len(at)
+    nb = op.rank(out) - (op.rank(x) - k)  # dims of the broadcast index shape
+    links = [same(x, d, out, d) for d in range(j)]
+    links += [same(x, d, out, d - k + nb) for d in range(j + k, op.rank(x))]
+    freezes = [Freeze((x, d), why) for d in range(j, j + k)]
+    for i in at:
+        t = op._tid(idx[i])
+        for m in range(op.rank(t)):
+            dout = j + nb - op.rank(t) + m
+            if op.shape(t)[m] == op.shape(out)[dout]:
+                links.append(same(t, m, out, dout))
+            else:
+                freezes.append(Freeze((t, m), "a broadcast dim", "position"))
+    return Coupling(tuple(links), tuple(freezes))
