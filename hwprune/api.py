@@ -274,13 +274,13 @@ def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm,
     record = {"candidates": [b.path for b in blocks], "tries": [], "removed": [], "verify": None}
     figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
         budget.value if budget.kind == "latency_ms" else budget.value * pricing.full_figure
+    cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
     try:
         widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width)
         best_value, unmet = base["planner"]["retained_importance"], None
-        cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
-        ranked = [b for _, b, _ in block_ranking(a, blocks, cost, widths, scores)]
-    except BudgetError as e:  # width alone cannot meet it: remove the most costly blocks first
-        best_value, unmet, ranked = -np.inf, e, blocks[::-1]
+    except BudgetError as e:  # width alone cannot meet it: rank the blocks at full width
+        widths, best_value, unmet = dict(cost.full), -np.inf, e
+    ranked = [b for _, b, _ in block_ranking(a, blocks, cost, widths, scores)]
     record["tries"].append({"removed": 0, "retained_importance": best_value if unmet is None else None})
     best = (a, scores, pricing, budget, [])
     k = 1

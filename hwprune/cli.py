@@ -89,6 +89,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="keep at most this fraction of the conv and linear parameters")
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
+    slim.add_argument("--allow-block-removal", action="store_true",
+                      help="with a budget, remove whole residual blocks where that keeps more importance "
+                           "than cutting width (verified: equal to the original with the block's branch zeroed)")
     slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
                       help="how channels are ranked inside a group (default l2)")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
@@ -176,6 +179,9 @@ def _cmd_slim(args) -> int:
             args.target = "cpu"
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
+    if args.allow_block_removal and not budget:
+        raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
+                         "--latency-ms, --flops or --params")
     check_target(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
     loaded = _load(args)
@@ -185,7 +191,8 @@ def _cmd_slim(args) -> int:
         model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress, **budget, target=args.target or "cpu",
-                                     lut=args.lut, threads=args.threads, min_width=args.min_width)
+                                     lut=args.lut, threads=args.threads, min_width=args.min_width,
+                                     allow_block_removal=args.allow_block_removal)
         report = dict(report)
         report["source"] = _source_record(loaded)
         latency = slim_latency(args, loaded, model, progress)

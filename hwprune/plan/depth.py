@@ -1,0 +1,183 @@
+"""Depth pruning: remove whole residual blocks where that buys latency more cheaply than width.
+
+A removable block is a module M whose call is `y = act(x + branch(x))` (act: nothing or an
+elementwise activation after the add, inside M): x is M's only activation input, the
+branch's output is read by the add alone, y is the only tensor M hands on and has x's shape.
+ResNet's blocks, MobileNetV2's and EfficientNet's inverted residuals with a skip, ConvNeXt's
+and RegNet's blocks are of this form. Removing M replaces it with `Skip`, which computes
+act(x): exactly the original with the branch's output zeroed where the add reads it, which
+`verify_removal` checks on the traced graph (the mask-equivalence oracle, with the whole
+branch output masked).
+
+Whether to remove is decided by the budget: blocks are ranked by the importance their
+internal channel groups keep at the width plan per unit of the latency their kernels cost;
+the k cheapest (k = 1, 2, 4, ...) are removed and the widths planned again for the same
+budget, and the removal is kept only where the plan then retains more importance than the
+width-only plan did (hwprune.api).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ADDS = {"add.Tensor", "add_.Tensor"}
+AFTER = {"relu", "relu_", "hardtanh", "hardtanh_", "silu", "silu_", "gelu", "hardswish", "hardswish_"}
+
+
+@dataclass(frozen=True)
+class ResidualBlock:
+    path: str  # the module, e.g. "layer1.0"
+    kind: str  # its class name
+    add: str  # the add node
+    branch: str  # the add's operand computed inside the block (zeroed when the block is removed)
+    after: tuple  # (op name, extra args) of the activations after the add
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "module": self.kind, "after": [[op, list(args)] for op, args in self.after]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ResidualBlock":
+        """What `apply` needs to remove the same block from another checkpoint."""
+        return cls(data["path"], data["module"], "", "", tuple((op, tuple(args)) for op, args in data["after"]))
+
+
+class Skip(nn.Module):
+    """A removed residual block: its input through the activations that followed the add."""
+
+    def __init__(self, after: tuple = (), replaces: str = ""):
+        super().__init__()
+        self.after, self.replaces = tuple((op.rstrip("_"), tuple(args)) for op, args in after), replaces
+
+    def forward(self, x):
+        for op, args in self.after:
+            x = getattr(torch.ops.aten, op).default(x, *args)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"replaces={self.replaces!r}, after={[op for op, _ in self.after]}"
+
+
+def _op_name(node) -> str:
+    """'add_.Tensor' for torch.ops.aten.add_.Tensor."""
+    return str(node.target).removeprefix("aten.")
+
+
+def _scopes(node) -> tuple:
+    stack = node.meta.get("nn_module_stack") or {}
+    return tuple((path, kind) for path, kind in stack.values())
+
+
+def residual_blocks(analysis) -> list[ResidualBlock]:
+    """Every removable residual block of the traced model, outermost last."""
+    tg = analysis.graph.traced
+    nodes = [n for n in tg.graph.nodes if n.op == "call_function"]
+    inside: dict[str, set] = {}
+    for n in nodes:
+        for path, _ in _scopes(n):
+            inside.setdefault(path, set()).add(n)
+    params = {name for name, (kind, _) in tg.placeholders.items() if kind in ("param", "buffer", "constant")}
+    shapes = analysis.graph.shapes
+    found, seen = [], set()
+    for add in nodes:
+        if _op_name(add) not in ADDS or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
+            continue
+        if not all(isinstance(a, torch.fx.Node) for a in add.args):
+            continue
+        for path, kind in reversed(_scopes(add)):  # the innermost module that is a whole block
+            if path in seen or not path:
+                continue
+            block = _as_block(add, path, kind, inside[path], params, shapes, tg.outputs)
+            if block is not None:
+                found.append(block)
+                seen.add(path)
+                break
+    return found
+
+
+def _as_block(add, path, kind, members: set, params: set, shapes: dict, outputs) -> ResidualBlock | None:
+    for x, branch in (add.args, add.args[::-1]):
+        if x in members or branch not in members or shapes.get(x.name) != shapes.get(add.name):
+            continue
+        if list(branch.users) != [add]:
+            continue
+        external = {a for m in members for a in m.all_input_nodes if a not in members and a.name not in params}
+        if external != {x}:
+            continue
+        y, after = add, []
+        while True:  # the activations after the add, inside the block
+            users = list(y.users)
+            nxt = users[0] if len(users) == 1 else None
+            if nxt is None or nxt not in members:
+                break
+            name = _op_name(nxt).split(".")[0]
+            if name not in AFTER or nxt.args[0] is not y:
+                return None
+            after.append((name, tuple(a for a in nxt.args[1:] if not isinstance(a, torch.fx.Node))))
+            y = nxt
+        leaving = {m for m in members if any(u not in members for u in m.users) or m.name in outputs}
+        if leaving != {y} or y.name in outputs or shapes.get(y.name) != shapes.get(x.name):
+            continue
+        return ResidualBlock(path, kind.rsplit(".", 1)[-1] if isinstance(kind, str) else getattr(kind, "__name__", "?"),
+                             add.name, branch.name, tuple(after))
+    return None
+
+
+def remove_blocks(model: nn.Module, blocks: list) -> nn.Module:
+    """A copy of model with each block replaced by its Skip."""
+    out = copy.deepcopy(model)
+    for b in blocks:
+        parent_path, _, name = b.path.rpartition(".")
+        parent = out.get_submodule(parent_path) if parent_path else out
+        setattr(parent, name, Skip(b.after, b.kind))
+    return out
+
+
+def verify_removal(analysis, removed_model: nn.Module, blocks: list, rtol: float = 1e-4, batches: int = 2) -> dict:
+    """The model without the blocks must equal the original with each block's branch output
+    zeroed where the add reads it (the traced graph run with that whole tensor masked)."""
+    from ..errors import VerificationError
+    from ..numerics import max_errors
+    from ..verify import _random_like, _run_masked
+    shapes = analysis.graph.shapes
+    masks = {}
+    for b in blocks:
+        shape = shapes[b.branch]
+        masks[b.branch] = [(0, torch.arange(shape[0]), torch.zeros(shape[0], dtype=torch.bool))]
+    worst = 0.0
+    with torch.inference_mode():
+        for k in range(batches):
+            x = analysis.example_inputs if k == 0 else _random_like(analysis.example_inputs, seed=k)
+            ref = _run_masked(analysis.graph, analysis.model, x, masks)
+            got = [t for t in torch.utils._pytree.tree_leaves(removed_model(*x)) if isinstance(t, torch.Tensor)]
+            for a, r in zip(got, ref, strict=True):
+                worst = max(worst, max_errors(a, r)[1])
+    if worst > rtol:
+        raise VerificationError(
+            f"removing blocks {', '.join(b.path for b in blocks)} does not equal zeroing their branches "
+            f"(max relative error {worst:.3g} > {rtol:g}): a bug in block detection; please report it with the model")
+    return {"max_rel_err": worst, "rtol": rtol, "batches": batches, "passed": True}
+
+
+def block_ranking(analysis, blocks: list, cost, widths: dict, scores) -> list:
+    """(importance kept inside per unit of latency, block, its cost) at a width plan, cheapest first.
+
+    A block's cost: its kernels (by module scope) at the planned widths. Its importance: what
+    its internal groups (every member a parameter of the block) keep at the planned widths."""
+    from .allocate import retained
+    from .costs import module_path
+    modules = {name for name, _ in analysis.model.named_modules()}
+    ranked = []
+    for b in blocks:
+        prefix = b.path + "."
+        cost_b = sum(cost.term(i, widths) for i, t in enumerate(cost.terms)
+                     if t.block is not None and (module_path(t.block.nodes[0].name, modules) or "").startswith(prefix))
+        internal = [(g, s) for g, s in zip(analysis.groups, scores)
+                    if g.members and all(m.startswith(prefix) for m in g.members)]
+        value = sum(float(retained(s, [widths.get(g.id, g.width)])[0]) for g, s in internal)
+        if cost_b > 0:
+            ranked.append((value / cost_b, b, cost_b))
+    ranked.sort(key=lambda r: r[0])
+    return ranked
