@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import SlimConfig
-from .errors import FrozenGroupError, InputError, NothingToPruneError, VerificationError
+from .errors import BudgetError, FrozenGroupError, InputError, NothingToPruneError, VerificationError
 from .graph.groups import BOUNDARY_REASONS, ChannelGraph, _short, build_channel_graph
 from .graph.heads import head_changes
 from .graph.trace import _FRAME
@@ -210,7 +210,13 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     internal, tries, results = None, [], []
     for _ in range(attempts):
         _tick(progress, "plan", len(tries), attempts)
-        widths, record = plan_budget(a, scores, plan_for, pricing, tgt.lattice, min_width=min_width, internal=internal)
+        try:
+            widths, record = plan_budget(a, scores, plan_for, pricing, tgt.lattice, min_width=min_width,
+                                         internal=internal)
+        except BudgetError:
+            if not tries:
+                raise
+            break  # a re-plan asked for more than width can give: keep the tries made
         cuts = plan_widths(a.groups, scores, widths)
         slim_model, report = _cut_verified(a, a.graph.removed_of(cuts), config, progress)
         results.append((slim_model, report, record))
@@ -263,7 +269,6 @@ def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm,
     the plan for the same budget then retains more importance. Returns the analysis, scores,
     pricing and budget to plan with (the budget as an absolute figure of the original: a
     speedup is of the original, not of the model without the blocks) and the report's record."""
-    from .errors import BudgetError
     from .export.onnx import onnx_graph
     from .plan.budget import Budget, latency_pricing, plan_budget, size_pricing
     from .plan.costs import build_cost_model
@@ -326,10 +331,13 @@ def _pick_try(tries: list) -> int:
 
 def _secant(cost_full: float, ms_full: float, cost: float, ms: float, goal_ms: float) -> float:
     """The kernel-cost limit at which the line through (cost_full, ms_full) and (cost, ms)
-    reaches goal_ms; a proportional step where the two points do not define a line."""
+    reaches goal_ms, kept within 20% of the proportional step cost * goal_ms / ms: two noisy
+    measurements close together make a line that points anywhere."""
+    step = cost * goal_ms / ms
     if ms_full - ms <= 1e-9 or cost_full - cost <= 1e-9:
-        return cost * goal_ms / ms
-    return max(cost + (goal_ms - ms) * (cost_full - cost) / (ms_full - ms), 1e-9)
+        return step
+    line = cost + (goal_ms - ms) * (cost_full - cost) / (ms_full - ms)
+    return min(max(line, 0.8 * step), 1.2 * step)
 
 
 def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analysis:

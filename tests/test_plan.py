@@ -197,10 +197,21 @@ def test_the_landing_check_keeps_the_try_that_meets_the_budget_with_least_to_spa
 
 
 @given(full=st.floats(50, 200), frac=st.floats(0.2, 0.9), fixed=st.floats(0, 20), goal_frac=st.floats(0.3, 0.95))
-def test_the_replan_step_is_exact_when_latency_is_linear_in_kernel_cost(full, frac, fixed, goal_frac):
-    # latency = cost + fixed (a part no kernel accounts for): one secant step lands exactly
+def test_the_replan_step_follows_the_line_within_a_fifth_of_the_proportional_step(full, frac, fixed, goal_frac):
+    # latency = cost + fixed (a part no kernel accounts for): the line through the two points
+    # lands exactly; noise cannot push the step more than 20% off the proportional one
     from hwprune.api import _secant
     cost = full * frac
     goal = (full + fixed) * goal_frac
     limit = _secant(full, full + fixed, cost, cost + fixed, goal)
-    assert limit == pytest.approx(max(goal - fixed, 1e-9), rel=1e-6, abs=1e-9)
+    step = cost * goal / (cost + fixed)
+    exact = goal - fixed
+    assert limit == pytest.approx(min(max(exact, 0.8 * step), 1.2 * step), rel=1e-6)
+    if 0.8 * step <= exact <= 1.2 * step:
+        assert limit == pytest.approx(exact, rel=1e-6)
+
+
+def test_a_noisy_replan_step_stays_near_the_proportional_one():
+    from hwprune.api import _secant
+    # the slim model measured barely faster than the original: the line would ask for cost <= 0
+    assert _secant(100.0, 92.0, 60.0, 90.0, 61.0) == pytest.approx(0.8 * 60.0 * 61.0 / 90.0)
