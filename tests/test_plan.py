@@ -215,3 +215,20 @@ def test_a_noisy_replan_step_stays_near_the_proportional_one():
     from hwprune.api import _secant
     # the slim model measured barely faster than the original: the line would ask for cost <= 0
     assert _secant(100.0, 92.0, 60.0, 90.0, 61.0) == pytest.approx(0.8 * 60.0 * 61.0 / 90.0)
+
+
+@pytest.mark.parametrize("node, path", [
+    ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
+    ("/features/features.3/conv/conv.0/conv.0.0/Conv", "features.3.conv.0.0"),
+    ("/encoder/encoder/layer.0/attention/self/query/MatMul/MatMulAddFusion", "encoder.encoder.layer.0.attention.self.query"),
+    ("/encoder/encoder/layer.0/intermediate/dense/Gemm", "encoder.encoder.layer.0.intermediate.dense"),
+    ("/Unsqueeze", None),
+])
+def test_kernels_are_tied_to_the_module_that_owns_their_weight(node, path):
+    from hwprune.plan.costs import module_path
+    modules = {"layer1", "layer1.0", "layer1.0.conv1", "features", "features.3", "features.3.conv",
+               "features.3.conv.0", "features.3.conv.0.0", "encoder", "encoder.encoder", "encoder.encoder.layer",
+               "encoder.encoder.layer.0", "encoder.encoder.layer.0.attention", "encoder.encoder.layer.0.attention.self",
+               "encoder.encoder.layer.0.attention.self.query", "encoder.encoder.layer.0.intermediate",
+               "encoder.encoder.layer.0.intermediate.dense"}
+    assert module_path(node, modules) == path

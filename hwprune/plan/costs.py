@@ -96,15 +96,18 @@ class CostModel:
 def module_path(node_name: str, modules: set) -> str | None:
     """'/layer1/layer1.0/conv1/Conv' -> 'layer1.0.conv1'. The exporter names a node by its
     module scope, one segment per module: the name relative to its parent ('conv1'), or the
-    name with the parent's segment as prefix ('layer1.0' under 'layer1')."""
-    path, before, prev = "", "", None
+    name with the parent's segment as prefix ('layer1.0' under 'layer1'); onnxruntime's
+    fusions append segments of their own ('.../query/MatMul/MatMulAddFusion'): the deepest
+    scope that is a module wins."""
+    path, before, prev, found = "", "", None, None
     for seg in [s for s in node_name.split("/") if s][:-1]:
         if prev is not None and seg.startswith(prev + "."):
             path = f"{before}.{seg}" if before else seg
         else:
             before, path = path, f"{path}.{seg}" if path else seg
         prev = seg
-    return path if path in modules else None
+        found = path if path in modules else found
+    return found
 
 
 def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=None) -> CostModel:
