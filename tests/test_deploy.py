@@ -366,19 +366,33 @@ def test_readme_quickstart_runs_as_written(here):
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("spec, shape", [("torchvision:resnet18", "1,3,64,64"),
-                                         ("torchvision:mobilenet_v2", "1,3,64,64"),
-                                         ("torchvision:efficientnet_b0", "1,3,64,64"),
-                                         ("hwprune.zoo:minilm_short", None)])
-def test_slim_target_jetson_writes_the_bundle(here, spec, shape):
-    argv = ["slim", spec, "--target", "jetson"] + (["--input-shape", shape] if shape else [])
-    assert main(argv) == 0
+@pytest.mark.parametrize("spec", ["torchvision:mobilenet_v2", "torchvision:efficientnet_b0", "hwprune.zoo:minilm"])
+def test_slim_target_jetson_writes_the_bundle(here, spec):
+    """The command as a user types it, default inputs and budget (resnet18: the README test).
+    At 64x64 the mobile nets are launch-bound on the Orin model and 1.5x is out of reach."""
+    assert main(["slim", spec, "--target", "jetson"]) == 0
     model = here / f"{spec.rpartition(':')[2]}.slim.pt"
-    if shape:
-        inputs = (torch.randn(*map(int, shape.split(","))),)
+    if spec.startswith("torchvision:"):
+        inputs = (torch.randn(1, 3, 224, 224),)
     else:
-        from hwprune.zoo import minilm_short
-        inputs = minilm_short()[1]
+        from hwprune.zoo import minilm
+        inputs = minilm()[1]
     report = check_bundle(model, inputs)
     assert report["params"]["after"] < report["params"]["before"]
-    assert report["latency_ms"]["predicted_after"] < report["latency_ms"]["predicted_before"]
+    assert report["latency_ms"]["speedup"]["predicted"] >= hwprune.pipeline.DEFAULT_SPEEDUP * 0.99
+
+
+def test_pipeline_example_times_every_stage(tmp_path, monkeypatch):
+    """examples/pipeline.py on a small convnet: prune, export, quantize_static, time all four."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import pipeline
+
+    from models_for_deploy import small_convnet
+    model, x = small_convnet()
+    calibration = [(torch.randn(1, 3, 64, 64),) for _ in range(4)]
+    record = pipeline.run("small", tmp_path, target="jetson", max_s=0.2, built=(model, x, calibration, "static"))
+    stages = {s["stage"]: s for s in record["stages"]}
+    assert list(stages) == list(pipeline.STAGES) and all(s["median_ms"] > 0 for s in stages.values())
+    assert stages["slim + INT8"]["file_mb"] < stages["slim"]["file_mb"] < stages["original"]["file_mb"]
+    assert stages["original + INT8"]["agreement_with_original"]["cosine"] > 0.98  # int8 error only
+    assert record["slim"]["params"]["after"] < record["slim"]["params"]["before"]
