@@ -24,7 +24,7 @@ from .graph.trace import GRAPH, check_inputs, is_exported_graph, trace
 from .importance import score
 from .plan import plan_uniform, plan_widths
 from .surgery import cut
-from .verify import verify
+from .verify import verify, verify_fidelity
 
 
 @dataclass
@@ -97,9 +97,15 @@ def analyze(model: nn.Module, example_inputs, *, config: SlimConfig | None = Non
     _tick(progress, "trace", 1, 3)
     traced = trace(model, example_inputs)
     _tick(progress, "group", 2, 3)
-    graph = build_channel_graph(traced, model, config.custom_rules)
+    graph = build_channel_graph(traced, model, _grouping_rules(config))
     _tick(progress, "group", 3, 3)
-    return Analysis(model, example_inputs, graph, tuple(config.custom_rules))
+    return Analysis(model, example_inputs, graph, _grouping_rules(config))
+
+
+def _grouping_rules(config: SlimConfig) -> tuple:
+    """The rules groups are built with: the config's own, and under prune_hidden the norms'."""
+    from .graph.rules.norm import hidden_rules
+    return tuple(config.custom_rules) + (hidden_rules() if config.prune_hidden else ())
 
 
 def _tick(progress, stage: str, done: int, total: int) -> None:
@@ -126,7 +132,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
          flops: float | None = None, params: float | None = None, target: str = "cpu",
-         lut: str | None = None, threads: int = 1, min_width: int | None = None,
+         lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
@@ -134,6 +140,8 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     none means ratio 0.5): widths per group are planned on `target`'s lattice for the most
     retained importance within the budget (hwprune.plan.budget); `lut` is a latency table,
     `threads` onnxruntime's threads on cpu, `min_width` the narrowest a group may become.
+    prune_hidden: also cut the hidden size; norms over it change, so the result is checked by output
+    fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
 
@@ -144,7 +152,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     The slim model is verified mask-equivalent before it is returned (VerificationError otherwise)."""
     budget = _budget_of(ratio, speedup, latency_ms, flops, params, widths)
     config = config or SlimConfig(ratio=0.5 if ratio is None else ratio, importance=importance, strict=strict,
-                                  seed=seed)
+                                  seed=seed, prune_hidden=prune_hidden)
     a = _analysis_for(model, example_inputs, config, progress)
     model = a.model
     _check_prunable(a, config)
@@ -350,9 +358,9 @@ def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analys
     if example_inputs is not None:
         raise InputError("slim was given an Analysis and example inputs: the analysis carries the inputs "
                          "it was traced with; give the Analysis alone, or the model with its inputs")
-    if tuple(config.custom_rules) != model.custom_rules:
-        raise InputError("slim was given an Analysis made with other custom rules than its config's: "
-                         "analyze again with the same SlimConfig.custom_rules")
+    if _grouping_rules(config) != model.custom_rules:
+        raise InputError("slim was given an Analysis made with other custom rules or prune_hidden than its "
+                         "config's: analyze again with the same SlimConfig.custom_rules and prune_hidden")
     if not is_exported_graph(model.model):  # as analyze does
         model.model.eval()
     return model.fresh()
@@ -452,7 +460,10 @@ def _cut_and_verify(a: Analysis, removed: np.ndarray, config: SlimConfig, progre
     if shapes is None:
         slim_model.eval()
     _tick(progress, "verify", 0, 1)
-    result = verify(graph, a.model, slim_model, a.example_inputs, removed, config.rtol, config.verify_batches)
+    if config.prune_hidden:  # norms over cut channels: not mask-equivalent by design
+        result = verify_fidelity(a.model, slim_model, a.example_inputs, config.verify_batches)
+    else:
+        result = verify(graph, a.model, slim_model, a.example_inputs, removed, config.rtol, config.verify_batches)
     shapes_after = lambda t: graph.new_shape(t, removed)  # noqa: E731
     width_after = {g.id: int((~removed[g.labels]).sum()) for g in graph.groups}
     report = {
@@ -460,7 +471,7 @@ def _cut_and_verify(a: Analysis, removed: np.ndarray, config: SlimConfig, progre
         "trace": a.trace,
         "trace_note": a.graph.traced.note,
         "config": {"ratio": config.ratio, "importance": config.importance, "strict": config.strict,
-                   "seed": config.seed},
+                   "seed": config.seed, "prune_hidden": config.prune_hidden},
         "params": {"before": _params(a.model), "after": _params(slim_model)},
         "macs": {"before": count_macs(graph.traced.graph, graph.shapes.__getitem__),
                  "after": count_macs(graph.traced.graph, shapes_after)},

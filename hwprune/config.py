@@ -16,6 +16,8 @@ class SlimConfig:
     importance: how channels are ranked inside a group (see hwprune.importance).
     strict: any frozen group becomes an error instead of a note in the report.
     rtol: the mask-equivalence tolerance on max relative error.
+    prune_hidden: also cut the hidden size (embeddings, the residual stream and the norms over
+    it); not mask-equivalent, so the slim model is checked by output fidelity instead.
     """
 
     ratio: float = 0.5
@@ -25,6 +27,7 @@ class SlimConfig:
     rtol: float = 1e-4
     verify_batches: int = 2
     custom_rules: tuple = field(default=())
+    prune_hidden: bool = False
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) < 1.0:

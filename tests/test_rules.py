@@ -220,6 +220,35 @@ class GPT2MLP(nn.Module):
         return self.proj(F.gelu(self.fc(x)))
 
 
+class EinsumHeads(nn.Module):
+    """torchvision MaxViT's attention: heads through einsum."""
+
+    def __init__(self, d=32, h=4):
+        super().__init__()
+        self.n_heads, self.head_dim = h, d // h
+        self.qkv, self.merge = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, g, p, _ = x.shape
+        q, k, v = (t.reshape(b, g, p, self.n_heads, self.head_dim).permute(0, 1, 3, 2, 4)
+                   for t in torch.chunk(self.qkv(x), 3, dim=-1))
+        a = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k * 0.3).softmax(-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", a, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(b, g, p, -1))
+
+
+class RMSNormMLP(nn.Module):
+    """Llama's RMSNorm, a module whose only size is its weight, between two linears."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+        self.a, self.norm, self.b = nn.Linear(8, 16), LlamaRMSNorm(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)))
+
+
 @dataclass(frozen=True)
 class Case:
     rule: str
@@ -254,6 +283,8 @@ RULE_CASES = [
     Case("linear", aten.linear.default, lambda: MLP(nn.ReLU()), (2, 3, 8)),
     Case("matmul", aten.matmul.default, MatmulScores, (2, 5, 8)),
     Case("addmm", aten.addmm.default, Addmm, (3, 8)),
+    Case("einsum", aten.einsum.default, EinsumHeads, (1, 2, 5, 32)),
+    Case("einsum", aten.einsum.default, lambda: MLP(lambda y: torch.einsum("bnh,bmh->bnm", y, y) @ y), (2, 3, 8)),
     Case("embedding", aten.embedding.default, Embed, (2, 7), ints=20),
     Case("sdpa", aten.scaled_dot_product_attention.default, Attention, (2, 5, 16)),
     Case("sdpa", aten.scaled_dot_product_attention.default, Heads, (1, 5, 32)),
@@ -389,6 +420,7 @@ CUTTER_CASES = [
     ("embedding", Embed, (2, 7)),
     ("conv1d_transposed_linear", GPT2MLP, (2, 3, 8)),
     ("multihead_attention", MHA, (1, 5, 16)),
+    ("weight_only_norm", RMSNormMLP, (2, 8)),
 ]
 
 
@@ -397,7 +429,8 @@ def test_cutter(name, build, shape):
     torch.manual_seed(0)
     model = build().eval()
     inputs = (torch.randint(0, 20, shape),) if name == "embedding" else (torch.randn(shape),)
-    slim, report = hwprune.slim(model, inputs, ratio=0.5)
+    # a norm over the hidden size is cut only under prune_hidden
+    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm")
     cut_modules = [m for m in slim.modules() if cutter_for(m) is not None and cutter_for(m).__name__ == name]
     assert cut_modules
     for m in cut_modules:  # the module's size attributes agree with its tensors
@@ -423,6 +456,8 @@ def _attrs_match(m: nn.Module) -> bool:
         return tuple(m.weight.shape) == (m.num_embeddings, m.embedding_dim)
     if isinstance(m, nn.MultiheadAttention):  # whole heads went; the heads' width is in_proj's rows
         return m.in_proj_weight.shape[0] == 3 * m.num_heads * m.head_dim and m.num_heads < 4
+    if type(m).__name__ == "LlamaRMSNorm":
+        return tuple(m.weight.shape) == (8,)
     if type(m).__name__ == "Conv1D":
         return tuple(m.weight.shape) == (m.nx, m.nf)
     return False

@@ -111,3 +111,33 @@ def test_literal_head_count_in_forward_freezes_the_heads_and_names_the_line():
     heads = [g for g in report["groups"] if any(m.startswith("qkv.weight:0") for m in g["members"])]
     assert heads and all(g["width_after"] == g["width_before"] for g in heads)
     assert any("test_transformers.py:" in (g["frozen"] or "") for g in heads), heads
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_prune_hidden_is_checked_by_fidelity_keeps_ties_and_reloads(model_type, tmp_path):
+    """--prune-hidden cuts the embedding and residual width too; the norms over it change, so the
+    report says the check was output fidelity. The LM head stays tied to the input embedding."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from hwprune.hf import SMALL
+    config = AutoConfig.for_model(model_type, **SMALL[model_type].fields, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    x = (torch.randint(1, 128, (1, 12)),)
+    slim, report = hwprune.slim(model, x, ratio=0.5, prune_hidden=True)
+    assert report["verify"]["mode"].startswith("output fidelity") and report["config"]["prune_hidden"]
+    hidden = slim.get_input_embeddings().weight
+    assert hidden.shape[1] == model.get_input_embeddings().weight.shape[1] // 2
+    assert slim.get_output_embeddings().weight is hidden
+    slim.save_pretrained(tmp_path)
+    again = load_pretrained(tmp_path)
+    assert again.get_output_embeddings().weight is again.get_input_embeddings().weight
+    with torch.inference_mode():
+        assert torch.equal(slim(*x).logits, again(*x).logits)
+
+
+def test_without_prune_hidden_the_hidden_size_stays_and_is_mask_equivalent():
+    model, x = small_model("llama")
+    _, report = hwprune.slim(model, x, ratio=0.5)
+    assert report["verify"]["mode"] == "mask equivalence"
+    assert any("mean over this dim" in (g["frozen"] or "") for g in report["groups"])

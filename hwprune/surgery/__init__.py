@@ -32,8 +32,9 @@ def cutter_for(module: nn.Module):
     if "transformers" in sys.modules:  # a model of transformers' layers: register their cutters
         from . import hf_modules  # noqa: F401
     for t in type(module).__mro__:
-        if t in CUTTERS:
-            return CUTTERS[t]
+        for key in (t, f"{t.__module__}.{t.__qualname__}"):  # a type, or its qualified name
+            if key in CUTTERS:
+                return CUTTERS[key]
     return None
 
 

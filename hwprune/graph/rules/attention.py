@@ -73,6 +73,10 @@ def _reads_as_head_dim(user, node, dim: int, rank: int) -> bool:
         return any(a is node for a in user.args[:3]) and dim == rank - 1
     if name in ("matmul", "bmm"):
         return (user.args[0] is node and dim == rank - 1) or (user.args[1] is node and dim >= rank - 2)
+    if name == "einsum":  # the letter of this dim is contracted, or is v's feature in the output
+        ins, _, res = user.args[0].replace(" ", "").partition("->")
+        subs = [sub for t, sub in zip(user.args[1], ins.split(",")) if t is node]
+        return any(len(sub) == rank and (sub[dim] not in res or sub[dim] == res[-1]) for sub in subs)
     return False
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Coupling, Freeze, positions, rule, same
+from . import Coupling, Freeze, Link, positions, rule, same
 
 aten = torch.ops.aten
 
@@ -61,3 +61,26 @@ def embedding(op):
     w, ids, out = op.t(0), op.t(1), op.out
     links = [same(ids, d, out, d) for d in range(op.rank(ids))] + [same(w, 1, out, op.rank(out) - 1)]
     return Coupling(tuple(links), tuple(positions(w, [0], "embedding rows are looked up by id")))
+
+
+@rule(aten.einsum.default)
+def einsum(op):
+    """Each subscript letter is one index: the dims that carry it, in every operand and the
+    output, are the same channels (a size-1 operand dim broadcasts and couples nothing); a
+    contracted letter joins the operands only, as matmul's inner dim does."""
+    eq, xs, out = op.arg(0).replace(" ", ""), op.ts(1), op.out
+    ins, _, res = eq.partition("->")
+    if "." in eq or not res:
+        why = f"einsum at {op.where}: an equation with '...' or without '->' is not followed"
+        return Coupling(freezes=tuple(Freeze((t, d), why) for t in [*xs, out] for d in range(op.rank(t))))
+    slots: dict = {}
+    for t, sub in [*zip(xs, ins.split(",")), (out, res)]:
+        for d, letter in enumerate(sub):
+            slots.setdefault(letter, []).append((t, d))
+    links, freezes = [], []
+    for letter, where in slots.items():
+        size = max(op.shape(t)[d] for t, d in where)
+        big = [(t, d) for t, d in where if op.shape(t)[d] == size]
+        links += [Link(big[0], s) for s in big[1:]]
+        freezes += [Freeze(s, "a broadcast dim", "position") for s in where if op.shape(s[0])[s[1]] != size]
+    return Coupling(tuple(links), tuple(freezes))

@@ -52,3 +52,19 @@ def layer_norm(op):
                                       "cutting it is not mask-equivalent (hidden-size pruning is opt-in)"))
         links += [same(p, j, x, d) for p in (op.t(2), op.t(3)) if p is not None]
     return Coupling(tuple(links), tuple(freezes))
+
+
+def layer_norm_hidden(op):
+    """--prune-hidden: the normalized dims are cut like any other; the statistics then run over
+    fewer channels, so the result is checked by output fidelity, not mask equivalence."""
+    c = layer_norm(op)
+    return c._replace(freezes=())
+
+
+def hidden_rules() -> tuple:
+    """(op, rule) pairs that replace the built-in ones under --prune-hidden: norms and the means
+    and variances of hand-written RMSNorms (Llama, T5) no longer freeze the hidden size."""
+    from .reduce import mean_hidden
+    norms = [(op, layer_norm_hidden) for op in (aten.layer_norm.default, aten.rms_norm.default)]
+    means = [(op, mean_hidden) for op in (aten.mean.dim, aten.var.correction, aten.var.dim, aten.var_mean.correction)]
+    return tuple(norms + means)

@@ -48,6 +48,11 @@ def mean(op):
                    f"{name} over this dim depends on how many channels it has")
 
 
+def mean_hidden(op):
+    """--prune-hidden: a mean over channels (RMSNorm's) is taken over the channels that stay."""
+    return _reduce(op, op.arg(1, "dim"), bool(op.arg(2, "keepdim", False)), True, "")
+
+
 @rule(aten.max.dim, aten.min.dim, aten.argmax.default, aten.argmin.default)
 def max_dim(op):
     x = op.t(0)
