@@ -249,6 +249,18 @@ class RMSNormMLP(nn.Module):
         return self.b(self.norm(self.a(x)))
 
 
+class WindowAttention(nn.Module):
+    """torchvision's Swin attention, whose forward computes the head size from the input width."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.swin_transformer import ShiftedWindowAttention
+        self.pre, self.att, self.post = nn.Linear(32, 32), ShiftedWindowAttention(32, [4, 4], [2, 2], 4), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.post(self.att(self.pre(x)))
+
+
 @dataclass(frozen=True)
 class Case:
     rule: str
@@ -421,6 +433,7 @@ CUTTER_CASES = [
     ("conv1d_transposed_linear", GPT2MLP, (2, 3, 8)),
     ("multihead_attention", MHA, (1, 5, 16)),
     ("weight_only_norm", RMSNormMLP, (2, 8)),
+    ("window_attention", WindowAttention, (1, 8, 8, 32)),
 ]
 
 
@@ -456,6 +469,8 @@ def _attrs_match(m: nn.Module) -> bool:
         return tuple(m.weight.shape) == (m.num_embeddings, m.embedding_dim)
     if isinstance(m, nn.MultiheadAttention):  # whole heads went; the heads' width is in_proj's rows
         return m.in_proj_weight.shape[0] == 3 * m.num_heads * m.head_dim and m.num_heads < 4
+    if type(m).__name__ == "PrunedShiftedWindowAttention":  # 2 of 4 heads went, with their bias
+        return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__ == "LlamaRMSNorm":
         return tuple(m.weight.shape) == (8,)
     if type(m).__name__ == "Conv1D":

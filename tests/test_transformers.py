@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import hwprune
-from hwprune.hf import group_kinds, load_pretrained, small_model, widths_by_kind
+from hwprune import load_pretrained
+from hwprune.hf import group_kinds, small_model, widths_by_kind
 
 HF_TYPES = ["bert", "distilbert", "roberta", "albert", "gpt2", "llama", "mistral", "qwen2", "t5", "vit", "clip",
             "whisper"]
@@ -43,6 +44,8 @@ def test_hf_heads_and_neurons_cut_and_reload(model_type, tmp_path):
     model, x = small_model(model_type)
     slim, report, kinds = _cut_heads_and_neurons(model, x)
     assert isinstance(slim, type(model))
+    if model_type in ("albert", "t5"):  # one layer shared by every use (ALBERT), one position bias (T5)
+        assert sum(k == "heads" for k in kinds.values()) == 1
     assert report["params"]["after"] < report["params"]["before"]
 
     slim.save_pretrained(tmp_path)
@@ -64,6 +67,42 @@ def test_grouped_query_attention_keeps_its_ratio(model_type):
         att = layer.self_attn
         hq, hkv = att.q_proj.out_features // att.head_dim, att.k_proj.out_features // att.head_dim
         assert hkv == model.config.num_key_value_heads // 2 and hq == ratio * hkv
+
+
+# vision transformers at full size. heads: "cut", or the file:line that the freeze must name.
+# torchvision's Swin and MaxViT compute the heads' width from the input width; their cutters
+# turn them into subclasses that read it from the qkv weight (surgery/torchvision_attention.py)
+VISION = [
+    ("torchvision:vit_b_16", "cut"),
+    ("torchvision:swin_t", "cut"),
+    ("torchvision:maxvit_t", "cut"),
+    ("timm:vit_tiny_patch16_224", "cut"),
+    ("timm:swin_tiny_patch4_window7_224", "cut"),
+]
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("spec,heads", VISION, ids=[v[0] for v in VISION])
+def test_vision_transformer_heads_and_neurons(spec, heads):
+    from hwprune.load import load_spec
+    from zoo_util import realistic
+    torch.manual_seed(0)
+    loaded = load_spec(spec)
+    model, x = loaded.module, loaded.example_inputs
+    realistic(model, x)
+    a = hwprune.analyze(model, x)
+    kinds = group_kinds(a)
+    slim, report = hwprune.slim(a, widths=widths_by_kind(a, heads=0.5, neurons=0.5))
+    assert report["verify"]["passed"] and report["verify"]["max_rel_err"] <= 1e-4, report["verify"]
+    groups = {g["id"]: g for g in report["groups"]}
+    neurons = [groups[i] for i, k in kinds.items() if k == "neurons"]
+    head_groups = [groups[i] for i, k in kinds.items() if k == "heads"]
+    assert neurons and all(g["width_after"] == g["width_before"] - g["width_before"] // 2 for g in neurons)
+    assert head_groups
+    if heads == "cut":
+        assert all(g["width_after"] == g["width_before"] - g["width_before"] // 2 for g in head_groups), head_groups
+    else:  # frozen, and the report names the line
+        assert all(g["width_after"] == g["width_before"] and heads in g["frozen"] for g in head_groups), head_groups
 
 
 def test_per_layer_widths_are_in_the_saved_config(tmp_path):

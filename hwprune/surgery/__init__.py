@@ -31,6 +31,8 @@ def cutter_for(module: nn.Module):
     from . import attention, cutters  # noqa: F401  (registers the built-in cutters)
     if "transformers" in sys.modules:  # a model of transformers' layers: register their cutters
         from . import hf_modules  # noqa: F401
+    if "torchvision" in sys.modules:
+        from . import torchvision_attention  # noqa: F401
     for t in type(module).__mro__:
         for key in (t, f"{t.__module__}.{t.__qualname__}"):  # a type, or its qualified name
             if key in CUTTERS:
