@@ -124,6 +124,15 @@ def test_target_writes_the_whole_bundle_next_to_the_model(here, capsys):
     assert len(decoded_images(here / "tiny.report.html")) == 3  # no measured figure: the target is not here
 
 
+def test_a_local_target_gets_the_predicted_against_measured_plot(here):
+    assert main(["slim", TINY, "--ratio", "0.5", "--target", "cpu", "-o", "tiny.pt"]) == 0
+    report = json.loads((here / "tiny.report.json").read_text())
+    assert report["latency_ms"]["measured_after"] > 0 and "tensorrt" not in report
+    assert report["staircases"][0]["widths"] == "lattice widths"  # measured: each width is timed
+    assert len(decoded_images(here / "tiny.report.html")) == 4
+    assert "Predicted against measured latency" in (here / "tiny.report.html").read_text()
+
+
 def test_target_without_a_budget_plans_the_default_speedup(here):
     assert main(["slim", "models_for_deploy:small_convnet", "--target", "jetson", "-o", "tiny.pt"]) == 0
     report = json.loads((here / "tiny.report.json").read_text())
@@ -207,17 +216,19 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_replaced_files(here, caps
             raise KeyboardInterrupt
         monkeypatch.setattr(report_html, "render", interrupted)
     else:
-        real_replace, calls = os.replace, []
+        calls = []
 
-        def replace(src, dst):
+        def move(src, dst):
             calls.append(dst)
-            if len(calls) == 3:  # two outputs already in place, their old versions aside
+            if len(calls) == 5:  # two outputs in place, their old versions and a third one aside
                 raise KeyboardInterrupt
-            real_replace(src, dst)
-        monkeypatch.setattr("hwprune.deploy.outputs.os.replace", replace)
+            os.replace(src, dst)
+        monkeypatch.setattr("hwprune.deploy.outputs._move", move)
     assert main(["slim", TINY, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt", "--force"]) == EXIT_INTERRUPTED
     assert "interrupted" in capsys.readouterr().err
     assert _snapshot(here) == before
+    if step == "commit":
+        assert len(calls) == 5 + 2  # the rollback moved the two old versions back
 
 
 def test_existing_outputs_need_force_and_are_refused_before_any_work(here, capsys, monkeypatch):

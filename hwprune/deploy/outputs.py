@@ -22,6 +22,7 @@ from pathlib import Path
 from ..io import OutputError, check_output
 
 STAGING_PREFIX = ".hwprune-staging-"
+_move = os.replace  # atomic within one filesystem; a name of its own so tests can interrupt it
 _ASIDE = ".replaced."  # an existing output moved aside while the new one takes its name
 
 
@@ -68,10 +69,6 @@ class StagedOutputs:
     def final(self, kind: str) -> Path:
         return self.outputs[kind]
 
-    def written(self) -> dict:
-        """{kind: final path} of the outputs written so far into the staging folders."""
-        return {kind: p for kind, p in self.outputs.items() if self.path(kind).exists()}
-
     def commit(self, required=()) -> list[Path]:
         """Move every staged entry into place; on any failure, put everything back as it was.
         `required`: kinds that must have been written (a bug otherwise)."""
@@ -84,15 +81,18 @@ class StagedOutputs:
             if (dest.exists() or dest.is_symlink()) and not self.force:
                 raise OutputError(f"{dest}: appeared while hwprune was working: pass --force to overwrite it, or "
                                   "choose another path; nothing was written")
-        done: list[tuple[Path, Path | None]] = []  # (dest, where its old version was moved aside)
+        # each move is recorded before it is made, so that an interrupt between any two
+        # statements still finds what to undo: an entry gone from staging was moved in, an
+        # old version in staging was moved aside
+        done: list[tuple[Path, Path, Path | None]] = []  # (staged entry, dest, where dest's old version goes)
         try:
             for entry, dest in moves:
-                aside = None
-                if dest.exists() or dest.is_symlink():
-                    aside = entry.parent / f"{_ASIDE}{dest.name}"
-                    os.replace(dest, aside)
-                done.append((dest, aside))
-                os.replace(entry, dest)
+                existed = dest.exists() or dest.is_symlink()
+                aside = entry.parent / f"{_ASIDE}{dest.name}" if existed else None
+                done.append((entry, dest, aside))
+                if aside is not None:
+                    _move(dest, aside)
+                _move(entry, dest)
         except BaseException as e:
             _roll_back(done)
             if isinstance(e, OSError):
@@ -114,13 +114,14 @@ def _staging_folder(parent: Path) -> Path:
 
 
 def _roll_back(done: list) -> None:
-    for dest, aside in reversed(done):
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest, ignore_errors=True)
-        elif dest.exists() or dest.is_symlink():
-            dest.unlink()
-        if aside is not None:
-            os.replace(aside, dest)
+    for entry, dest, aside in reversed(done):
+        if not entry.exists() and (dest.exists() or dest.is_symlink()):  # the new one was moved in
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest, ignore_errors=True)
+            else:
+                dest.unlink()
+        if aside is not None and (aside.exists() or aside.is_symlink()):
+            _move(aside, dest)
 
 
 def _check_folder(path: Path, force: bool, inputs) -> None:
