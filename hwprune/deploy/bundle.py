@@ -5,7 +5,8 @@
     OUT.report.json   the report
     OUT.report.html   the report with plots, one self-contained file
     OUT.pt2           (--pt2) an ExportedProgram, reloaded and checked against PyTorch
-    OUT/              (Hugging Face models) save_pretrained, reloaded with from_pretrained and checked
+    OUT/              (Hugging Face models) save_pretrained, reloaded with hwprune.load_pretrained
+                      (transformers' from_pretrained into the saved per-layer widths) and checked
     OUT.engine        (TensorRT targets, where TensorRT and a GPU are here) the engine, timed
 
 Every file is written and checked in a staging folder beside its destination
@@ -177,21 +178,24 @@ def write_pt2(model, example_inputs: tuple, path: Path) -> dict:
 
 
 def write_pretrained(model, example_inputs: tuple, folder: Path) -> dict:
-    """save_pretrained, then from_pretrained into a new object, compared with the model."""
+    """save_pretrained, then hwprune.load_pretrained (transformers' loader, into the per-layer
+    widths the config records) into a new object, compared with the model."""
     from transformers.utils import logging as hf_logging
+
+    from ..hf import load_pretrained
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report is ours to give, as one line
     try:
         model.save_pretrained(folder)
-        reloaded = type(model).from_pretrained(folder).eval()
+        reloaded = load_pretrained(folder)
     except Exception as e:  # a config that does not describe the cut model fails here, with any type
-        raise HwpruneError(f"{folder.name}/: the slim {type(model).__name__} does not reload with from_pretrained "
-                           f"({type(e).__name__}: {_first_line(e)}); nothing was written. Its config must "
+        raise HwpruneError(f"{folder.name}/: the slim {type(model).__name__} does not reload from its save_pretrained "
+                           f"folder ({type(e).__name__}: {_first_line(e)}); nothing was written. Its config must "
                            "describe the cut widths: report this model type") from e
     finally:
         hf_logging.set_verbosity(verbosity)
-    return _compare(f"{folder.name}/ (from_pretrained)", model, reloaded, example_inputs)
+    return _compare(f"{folder.name}/ (load_pretrained)", model, reloaded, example_inputs)
 
 
 def _compare(what: str, model, reloaded, example_inputs: tuple) -> dict:
