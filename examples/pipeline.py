@@ -68,8 +68,8 @@ def quantize(src: Path, dst: Path, kind: str, calibration: list) -> None:
     if kind == "static":
         import onnx
         names = [i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input]
-        quantize_static(str(prepared), str(dst), Calibration(names, calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quantize_static(str(prepared), str(dst), Calibration(names, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     else:
         quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
     prepared.unlink()

@@ -172,8 +172,8 @@ def _cmd_slim(args) -> int:
     budget = {k: getattr(args, k) for k in ("speedup", "latency_ms", "flops", "params") if getattr(args, k) is not None}
     if not budget and args.ratio is None:
         if args.target is None:
-            raise InputError("slim needs a budget: give --ratio R, --speedup S, --latency-ms L, --flops F or --params P, "
-                             f"or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
+            raise InputError("slim needs a budget: give --ratio R, --speedup S, --latency-ms L, --flops F or "
+                             f"--params P, or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
         budget = {"speedup": DEFAULT_SPEEDUP}
     if budget:
         from .plan.budget import Budget

@@ -4,7 +4,7 @@
     slim_model = slim_pass(model, example_inputs)
     slim_pass.report                      # the report of the last call, as `hwprune slim` writes it
 
-A SlimPass is configuration (frozen after construction) plus the report of its last call.
+A SlimPass is its configuration (the fields given) plus the report of its last call.
 It never modifies the model it is given. With a budget of latency on a target (the default),
 the report also has "latency_ms": predicted before and after on the target and, where the
 target is this machine, measured before and after, interleaved in one run.

@@ -69,8 +69,12 @@ def _staircase(lm, block, layer: dict, lattice) -> dict:
                 for w in _widths(layer["c_in"][0], c_in_after, lattice, points, every)]
     return {"name": layer["name"], "kernel": layer["kernel"], "lattice": lattice.multiple,
             "widths": "every width" if every else "lattice widths", "c_in": layer["c_in"], "c_out": layer["c_out"],
-            "sweep_c_out": {"at_c_in": c_in_after, "widths": [w for w, _ in sweep_out], "ms": [m for _, m in sweep_out]},
-            "sweep_c_in": {"at_c_out": c_out_after, "widths": [w for w, _ in sweep_in], "ms": [m for _, m in sweep_in]}}
+            "sweep_c_out": {"at_c_in": c_in_after, **_columns(sweep_out)},
+            "sweep_c_in": {"at_c_out": c_out_after, **_columns(sweep_in)}}
+
+
+def _columns(sweep: list) -> dict:
+    return {"widths": [w for w, _ in sweep], "ms": [m for _, m in sweep]}
 
 
 def _ms(lm, block) -> float:

@@ -40,7 +40,8 @@ def trtexec_record(onnx_path: Path, engine_path: Path, precision: str, inputs: l
              "takes no --shapes",
              "on a Jetson, fix the power mode and clocks first (sudo nvpmodel -m MODE; sudo jetson_clocks); the "
              f"analytic prediction assumes {spec_note}",
-             "trtexec prints 'GPU Compute Time' (median): compare it with the predicted latency"]
+             "trtexec prints 'GPU Compute Time' (median): compare it with the predicted latency; for the "
+             "measured speedup, export the original model to ONNX and time it with the same flags"]
     if precision == "int8":
         notes.append("without --calib=CACHE (a calibration cache made from your data) trtexec gives int8 "
                      "placeholder scales: its timing holds, its outputs do not")
