@@ -157,7 +157,7 @@ def _short(name: str) -> str:
     'layer2.0/downsample.0' (a scope that the next one repeats is dropped, and the op)."""
     parts = [p for p in name.split("/") if p][:-1] or [name]
     kept = [p for p, nxt in zip(parts, parts[1:] + [""]) if not nxt.startswith(p)]
-    return "/".join(kept[-3:])
+    return "/".join(kept[-4:])
 
 
 def _layer_axes(plt, layers: list, height: float = 4.2):
