@@ -30,6 +30,8 @@ class SlimPass:
     lut: str | None = None
     threads: int = 1
     min_width: int | None = None
+    prune_hidden: bool = False  # see hwprune.slim
+    allow_block_removal: bool = False
     measure: bool = True  # measure before and after where the target is this machine
     progress: object = None  # progress(stage, done, total), as hwprune.slim takes
     report: dict | None = field(default=None, init=False)
@@ -55,6 +57,7 @@ class SlimPass:
         inputs = _as_tuple(example_inputs)
         slim_model, report = slim(model, inputs, **self._budget(), importance=self.importance, target=self.target,
                                   lut=self.lut, threads=self.threads, min_width=self.min_width,
+                                  prune_hidden=self.prune_hidden, allow_block_removal=self.allow_block_removal,
                                   progress=self.progress)
         report = dict(report)
         report["latency_ms"] = latency_compare(model, slim_model, inputs, get_target(self.target), lut=self.lut,
