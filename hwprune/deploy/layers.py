@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..hardware.blocks import channels, with_channels
 from ..hardware.latency import FREE_OPS
+from ..hardware.lut import LatencyTableError
 
 STAIRCASE_LAYERS = 3
 # widths per sweep: a measured model times each one (lattice widths only), an analytic one
@@ -38,7 +39,10 @@ def latency_detail(lm, graph_before, graph_after, lattice, *, top: int = STAIRCA
     for i, r in enumerate(costly):
         if progress is not None:
             progress("staircases", i, len(costly))
-        stairs.append(_staircase(lm, blocks[r["name"]], r, lattice))
+        try:
+            stairs.append(_staircase(lm, blocks[r["name"]], r, lattice))
+        except LatencyTableError:  # an imported table without this layer's sweeps: no staircase to draw
+            continue
     if progress is not None:
         progress("staircases", len(costly), len(costly))
     return {"layers": layers, "staircases": stairs}
