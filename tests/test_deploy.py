@@ -322,6 +322,31 @@ def test_tensorrt_engine_is_built_timed_and_written(here, precision):
     assert (here / "tiny.engine").stat().st_size > 0
 
 
+def test_where_tensorrt_builds_the_engine_joins_the_bundle(here, capsys, monkeypatch):
+    """The wiring around TensorRT (planned output, staging, report, summary), with the builder
+    replaced: it cannot run here. The builder itself is the skipped test above."""
+    import hwprune.deploy.tensorrt as deploy_trt
+    import hwprune.hardware.tensorrt as hardware_trt
+
+    built = []
+
+    def fake_build(onnx_path, engine_path, precision, calibration=None):
+        assert onnx_path.is_file() and onnx_path.parent == engine_path.parent  # both staged, side by side
+        engine_path.write_bytes(b"engine")
+        built.append(precision)
+        return {"engine": str(engine_path), "tensorrt": "fake", "device": "a GPU", "precision": precision,
+                "calibration_batches": len(calibration), "timing": {"median_ms": 0.5}, "how": "fake"}
+    monkeypatch.setattr(hardware_trt, "available", lambda: True)
+    monkeypatch.setattr(hardware_trt, "attached", lambda target: False)
+    monkeypatch.setattr(deploy_trt, "build_engine", fake_build)
+    assert main(["slim", TINY, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt"]) == 0
+    assert built == ["fp16"] and (here / "tiny.engine").read_bytes() == b"engine"
+    report = json.loads((here / "tiny.report.json").read_text())
+    assert report["outputs"]["engine"] == "tiny.engine" and report["tensorrt"]["engine"]["on_target"] is False
+    out = " ".join(re.sub("[│┃]", " ", capsys.readouterr().out).split())  # table cells fold across lines
+    assert "TensorRT engine 0.500 ms" in out and "not on jetson-orin-nano" in out
+
+
 # ---------------------------------------------------------------- the pipeline pass
 
 def test_slim_pass_is_a_callable_with_its_report():
