@@ -202,6 +202,9 @@ def _cmd_slim(args) -> int:
         if latency is not None:
             report["latency_ms"] = latency
             report |= _latency_detail(args, loaded, model, progress)
+        elif outputs.html is not None:  # the widths plot needs no latency model
+            from .deploy.layers import widths_for
+            report |= widths_for(loaded.module, model, loaded.example_inputs)
         report = write_bundle(model, report, loaded.example_inputs, stage, target=_target(args),
                               precision=args.precision or "fp16", progress=progress)
     console = _console()

@@ -133,6 +133,13 @@ def test_a_local_target_gets_the_predicted_against_measured_plot(here):
     assert "Predicted against measured latency" in (here / "tiny.report.html").read_text()
 
 
+def test_html_without_a_target_plots_the_widths(here):
+    assert main(["slim", TINY, "--ratio", "0.5", "-o", "tiny.pt", "--html", "tiny.html"]) == 0
+    assert sorted(p.name for p in here.iterdir()) == ["tiny.html", "tiny.pt"]
+    assert len(decoded_images(here / "tiny.html")) == 1
+    assert "no latency figures: run slim with --target" in (here / "tiny.html").read_text()
+
+
 def test_target_without_a_budget_plans_the_default_speedup(here):
     assert main(["slim", "models_for_deploy:small_convnet", "--target", "jetson", "-o", "tiny.pt"]) == 0
     report = json.loads((here / "tiny.report.json").read_text())

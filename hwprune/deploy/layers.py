@@ -111,3 +111,20 @@ def detail_for(target, model, slim_model, example_inputs, *, lut=None, settings=
     if runtime is not None and table is not None and table.dirty:
         table.save()
     return detail
+
+
+def widths_for(model, slim_model, example_inputs) -> dict:
+    """{"layers": [...]} with widths only (ms null): the HTML report's widths plot without --target."""
+    from ..export.onnx import onnx_graph
+    from ..hardware.blocks import onnx_blocks
+
+    def widths(graph) -> dict:
+        return {b.name: (b.describe(), channels(b)) for b in onnx_blocks(graph) if channels(b) is not None}
+    before = widths(onnx_graph(model, example_inputs))
+    after = widths(onnx_graph(slim_model, example_inputs))
+    layers = []
+    for name, (kernel, ch) in before.items():
+        a = after.get(name, (None, None))[1]
+        layers.append({"name": name, "kernel": kernel, "c_in": [ch.c_in, a and a.c_in],
+                       "c_out": [ch.c_out, a and a.c_out], "ms": [None, None], "source": None})
+    return {"layers": layers}

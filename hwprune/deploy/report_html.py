@@ -190,8 +190,8 @@ def _plot_widths(report: dict):
 
 def _plot_layer_latency(report: dict):
     layers = report.get("layers")
-    if not layers:
-        return None, ""
+    if not layers or layers[0]["ms"][0] is None:
+        return None, "no latency figures: run slim with --target" if layers else ""
     plt = _pyplot()
     fig, ax, x = _layer_axes(plt, layers)
     before = [r["ms"][0] for r in layers]
