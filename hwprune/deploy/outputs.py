@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..io import OutputError, check_output
+from ..io import OutputError, _fsync_dir, check_output
 
 STAGING_PREFIX = ".hwprune-staging-"
 _move = os.replace  # atomic within one filesystem; a name of its own so tests can interrupt it
@@ -134,16 +134,3 @@ def _check_folder(path: Path, force: bool, inputs) -> None:
         raise OutputError(f"{path}: already exists: pass --force to overwrite it, or choose another path")
     if not path.absolute().parent.is_dir():
         raise OutputError(f"{path}: directory {path.parent} does not exist: create it first")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
