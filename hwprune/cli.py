@@ -404,6 +404,10 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
             table.add_row(label, f"reloaded and checked: max rel err {report[key]['max_rel_err']:.2e}")
     if "plan" in report:
         table.add_row("plan", _plan_row(report["plan"]))
+    if report.get("depth"):
+        removed = [b["path"] for b in report["depth"]["removed"]]
+        table.add_row("blocks removed", (", ".join(removed) + " (verified: equal to zeroing their branches)")
+                      if removed else f"none of {len(report['depth']['candidates'])} (width kept more importance)")
     if "latency_ms" in report:
         lat = report["latency_ms"]
         table.add_row("predicted", _predicted_row(lat))
@@ -419,8 +423,13 @@ def _plan_row(plan: dict) -> str:
     if plan.get("requested") is not None:
         text += (f": asked {plan['requested']:.3f} ms, planned {plan['predicted_after']:.3f} ms "
                  f"(from {plan['predicted_before']:.3f})")
+    if plan.get("measured"):
+        m = plan["measured"]
+        text += (f"; landed at {m['after_ms']:.3f} ms measured ({m['speedup']:.2f}x, "
+                 f"{len(plan['attempts'])} tr{'y' if len(plan['attempts']) == 1 else 'ies'})")
     cut = sum(1 for g in plan["groups"] if g["width_after"] < g["width_before"])
-    return text + f"; {cut} of {len(plan['groups'])} groups narrower"
+    text += f"; {cut} of {len(plan['groups'])} groups narrower"
+    return text
 
 
 def _predicted_row(lat: dict) -> str:

@@ -188,3 +188,13 @@ def test_block_removal_needs_a_budget(tmp_path, monkeypatch):
         hwprune.slim(Net(Res(16)).eval(), _x(), ratio=0.5, allow_block_removal=True)
     monkeypatch.chdir(tmp_path)
     assert main(["slim", "models_for_cli:tiny_convnet", "--ratio", "0.5", "--allow-block-removal"]) != 0
+
+
+def test_cli_reports_the_blocks_it_removed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slim", "models_for_cli:tiny_convnet", "--flops", "0.6", "--allow-block-removal", "--report",
+                 "r.json", "-o", "s.pt"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "blocks removed" in out
+    import json
+    assert "depth" in json.loads((tmp_path / "r.json").read_text())
