@@ -161,7 +161,12 @@ def _boundary_freezes(tg, shapes, model, cutter_for) -> list:
         if kind in ("param", "buffer") and name in shapes and tg.tracer != GRAPH:
             owner = what.rpartition(".")[0]
             module = model.get_submodule(owner) if owner else model
-            if cutter_for(module) is None and owner not in attention:
+            if owner in attention and kind == "buffer":
+                # an attention module's parameters are cut per head (surgery.attention); its buffers
+                # are data, such as Swin v2's coordinate table that feeds its bias MLP as an input
+                why = f"{what} is a buffer of the attention {type(module).__name__} ({owner}): data, not channels"
+                out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
+            elif cutter_for(module) is None and owner not in attention:
                 why = (f"{what} belongs to {type(module).__name__} ({owner or 'the root module'}), "
                        "which has no cutter; register one with hwprune.surgery.register_cutter")
                 out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
