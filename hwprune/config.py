@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-IMPORTANCES = ("l2", "l1", "bn", "random")
+IMPORTANCES = ("l2", "l1", "bn", "random", "fisher")
 
 
 @dataclass(frozen=True)

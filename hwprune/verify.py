@@ -55,15 +55,18 @@ def run_graph(graph: ChannelGraph, model, inputs: tuple, removed: np.ndarray | N
     return _run_masked(graph, model, inputs, _masks(graph, removed) if removed is not None else {})
 
 
-def _run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict) -> list:
+def _run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=None) -> list:
+    """Run the traced graph; every activation argument named in `masks` goes through
+    apply(x, masks[name], reader node) (default: zero its removed elements) before an op reads it."""
+    apply = apply or (lambda v, m, _: _apply_mask(v, m))
     tg = graph.traced
     named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     flat_in = torch.utils._pytree.tree_leaves(inputs)
     env = {}
 
-    def read(n):
+    def read(n, reader):
         v = env[n.name]
-        return _apply_mask(v, masks[n.name]) if n.name in masks else v
+        return apply(v, masks[n.name], reader) if n.name in masks else v
 
     for node in tg.graph.nodes:
         if node.op in ("placeholder", "get_attr") and node.name in tg.placeholders:
@@ -71,7 +74,7 @@ def _run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict) -> list:
             env[node.name] = flat_in[what] if kind == "input" else (
                 tg.constants[what] if kind == "constant" else named[what])
         elif node.op == "call_function":
-            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), read)
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: read(a, node))
             env[node.name] = node.target(*args, **kwargs)
             if isinstance(env[node.name], (list, tuple)):
                 for k, v in enumerate(env[node.name]):

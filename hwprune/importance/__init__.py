@@ -2,7 +2,10 @@
 
 l2: sqrt of the sum of squares of every weight a channel owns, across all members;
 l1: the sum of absolute values; bn: the sum of |gamma| over the group's batch-norm scales
-(groups without one fall back to l2, and the report says so); random: a seeded control.
+(groups without one fall back to l2, and the report says so); random: a seeded control;
+fisher: the squared change of the output when the channel is removed, on calibration inputs
+(hwprune.importance.fisher). Fisher figures are in one unit across groups; the others are
+compared across groups per parameter (hwprune.plan.budget.group_values).
 """
 from __future__ import annotations
 
@@ -88,6 +91,21 @@ def _bn_weights(graph) -> set:
     return out
 
 
-def score(graph, tensors: dict, name: str, seed: int = 0) -> list:
-    """One array of channel scores per group, in the group's channel order."""
-    return CRITERIA[name](graph, tensors, np.random.default_rng(seed))
+DATA_CRITERIA = ("fisher",)  # measured on inputs: need the model and calibration inputs
+
+
+class Scores(list):
+    """One array per group. across_groups: the figures are in one unit for every group (a
+    head and a neuron compare directly), not only within a group."""
+    across_groups: bool = False
+
+
+def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibration=None, progress=None) -> Scores:
+    """One array of channel scores per group, in the group's channel order. Data criteria
+    (fisher) run `model`'s traced graph on `calibration`, a list of input tuples."""
+    if name in DATA_CRITERIA:
+        from .fisher import fisher
+        out = Scores(fisher(graph, model, calibration, seed, progress))
+        out.across_groups = True
+        return out
+    return Scores(CRITERIA[name](graph, tensors, np.random.default_rng(seed)))

@@ -73,6 +73,14 @@ def normalized(scores, weight: float = 1.0) -> np.ndarray:
     return s * (weight / mean) if mean > 0 else s
 
 
+def group_values(graph, groups, scores) -> list:
+    """What the planner maximizes, per group and channel: Fisher figures as they are (one unit
+    across groups), magnitudes normalized per parameter (`normalized`)."""
+    if getattr(scores, "across_groups", False):
+        return [np.asarray(s, dtype=float) for s in scores]
+    return [normalized(s, channel_params(graph, g)) for g, s in zip(groups, scores)]
+
+
 def _member_slots(graph, group):
     """(slot shape, elements of the group in it) of each parameter member of a group."""
     slots = {f"{fqn}:{d}": (tid, d) for tid, d, fqn in graph.param_slots}
@@ -176,8 +184,9 @@ def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattic
     groups = [g for g in analysis.groups if g.frozen is None and g.id in cost.full]
     size = {g.id: channel_size(analysis.graph, g) for g in groups}
     cands = {g.id: candidates(g.width, lattice, min_width, size[g.id]) for g in groups}
-    value = {g.id: retained(normalized(s, channel_params(analysis.graph, g)), cands[g.id])
-             for g, s in zip(analysis.groups, scores) if g.id in cands}
+    value = {g.id: retained(v, cands[g.id]) for g, v in zip(analysis.groups, group_values(analysis.graph,
+                                                                                        analysis.groups, scores))
+             if g.id in cands}
     target_figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
         budget.value if budget.kind == "latency_ms" else None
     limit = internal if internal is not None else (

@@ -167,18 +167,16 @@ def block_ranking(analysis, blocks: list, cost, widths: dict, scores) -> list:
     A block's cost: its kernels (by module scope) at the planned widths. Its importance: what
     its internal groups (every member a parameter of the block) keep at the planned widths."""
     from .allocate import retained
-    from .budget import channel_params, normalized
+    from .budget import group_values
     from .costs import module_path
     modules = {name for name, _ in analysis.model.named_modules()}
-    ranked = []
+    ranked, values = [], group_values(analysis.graph, analysis.groups, scores)
     for b in blocks:
         prefix = b.path + "."
         cost_b = sum(cost.term(i, widths) for i, t in enumerate(cost.terms)
                      if t.block is not None and (module_path(t.block.nodes[0].name, modules) or "").startswith(prefix))
-        internal = [(g, s) for g, s in zip(analysis.groups, scores)
-                    if g.members and all(m.startswith(prefix) for m in g.members)]
-        value = sum(float(retained(normalized(s, channel_params(analysis.graph, g)), [widths.get(g.id, g.width)])[0])
-                    for g, s in internal)
+        value = sum(float(retained(v, [widths.get(g.id, g.width)])[0]) for g, v in zip(analysis.groups, values)
+                    if g.members and all(m.startswith(prefix) for m in g.members))
         if cost_b > 0:
             ranked.append((value / cost_b, b, cost_b))
     ranked.sort(key=lambda r: r[0])

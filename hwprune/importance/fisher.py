@@ -1,0 +1,108 @@
+"""Fisher importance: how much the model's output moves when a channel is removed, measured
+on calibration inputs.
+
+Removing a channel zeroes it wherever it is consumed (mask equivalence). Put a gate g_c = 1
+on every read of channel c (every activation argument that carries it, heads included: one
+gate per head) and the first-order change of the output when c goes is dOut/dg_c. Its
+expected squared norm over inputs, E||dOut/dg_c||^2, is the diagonal of the Fisher
+information of the gates (Kwon et al., "A Fast Post-Training Pruning Framework for
+Transformers", 2022, use it for heads and neurons). It is estimated with random output
+projections: for r ~ N(0, I), E_r[(d<Out, r>/dg_c)^2] = ||dOut/dg_c||^2, so one backward
+pass per projection gives every channel's figure at once.
+
+Unlike weight magnitudes, these figures are in one unit for every group (squared output
+change), so the planner compares a head with a neuron directly instead of per parameter.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+DRAWS = 16  # random projections in all, at least
+
+
+def fisher(graph, model, calibration: list, seed: int = 0, progress=None) -> list:
+    """One array of channel scores per group: E||dOut/dg_c||^2 over the calibration inputs,
+    each a tuple shaped like the example inputs the graph was traced with."""
+    from ..verify import _run_masked
+    prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
+    for g in graph.groups:
+        if g.frozen is None:
+            prunable[g.labels] = True
+    gates = _gated_dims(graph, prunable)
+    gen = torch.Generator().manual_seed(seed)
+    total = np.zeros(len(prunable))
+    draws = max(1, math.ceil(DRAWS / len(calibration)))
+    steps = len(calibration) * draws
+    for i, x in enumerate(calibration):
+        for k in range(draws):
+            g = torch.ones(len(prunable), dtype=torch.float64, requires_grad=True)
+            outs = _run_masked(graph, model, x, gates, lambda v, dims, reader: _gate(v, dims, reader, g))
+            outs = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
+            proj = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum() for o in outs)
+            (grad,) = torch.autograd.grad(proj, g, allow_unused=True)
+            if grad is not None:
+                total += grad.detach().numpy() ** 2
+            if progress is not None:
+                progress("score", i * draws + k + 1, steps)
+    total /= steps
+    return [total[g.labels] for g in graph.groups]
+
+
+def _gated_dims(graph, prunable: np.ndarray) -> dict:
+    """{activation: [(dim, labels, readers)]}: each dim that carries a channel of an unfrozen
+    group, gated where an op reads it and the channel ends there (a linear, a conv, a sum over
+    it). Ops it passes through (activations, adds, reshapes, per-head attention products)
+    are not gated, or a channel would count once per op on its way."""
+    params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+    carried = {}  # node: the labels its outputs carry
+    for node in graph.traced.graph.nodes:
+        names = [t for t in (node.name, *(f"{node.name}#{k}" for k in range(8))) if t in graph.shapes]
+        carried[node.name] = set(np.concatenate([graph.labels[graph.base[(t, d)]: graph.base[(t, d)] + n]
+                                                 for t in names for d, n in enumerate(graph.shapes[t])] or
+                                                [np.zeros(0, dtype=np.int64)]).tolist())
+    out = {}
+    for node in graph.traced.graph.nodes:
+        if node.name in params or node.name not in graph.shapes:
+            continue
+        for d, n in enumerate(graph.shapes[node.name]):
+            lab = graph.labels[graph.base[(node.name, d)]: graph.base[(node.name, d)] + n]
+            mine = set(lab[prunable[lab]].tolist())
+            if not mine:
+                continue
+            readers = {u.name for u in node.users if not mine <= carried.get(u.name, set())}
+            if readers:
+                out.setdefault(node.name, []).append((d, torch.from_numpy(lab.astype(np.int64)), readers))
+    return out
+
+
+def _gate(v, dims, reader, g):
+    if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+        return v
+    for d, lab, readers in dims:
+        if reader.name in readers:
+            shape = [1] * v.dim()
+            shape[d] = -1
+            v = v * g[lab].to(v.dtype).view(shape)
+    return v
+
+
+def calibration_batches(example: tuple, calibration) -> list:
+    """The calibration inputs as a list of tuples shaped like the example (the traced graph's
+    sizes are fixed); the example alone when none are given."""
+    if calibration is None:
+        return [example]
+    items = [c if isinstance(c, tuple) else (c,) for c in calibration]
+    want = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(example) if isinstance(t, torch.Tensor)]
+    for i, c in enumerate(items):
+        got = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(c) if isinstance(t, torch.Tensor)]
+        if got != want:
+            raise InputError(f"calibration input {i} has shapes {got}; the model was traced with {want}: give "
+                             "calibration inputs shaped like the example inputs (split a batch into items)")
+    if not items:
+        raise InputError("calibration is empty: give at least one input tuple, or leave it out to use the example")
+    return items
