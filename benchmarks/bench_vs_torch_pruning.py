@@ -283,6 +283,8 @@ def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis, scor
         group.prune()
     for mod in m.modules():  # Torch-Pruning leaves the attention's head counts to its user
         if type(mod).__name__ == "BertSelfAttention":
+            if pruner.num_heads[mod.query] == 0:
+                raise EmptyLayer(f"{names[mod]}: Torch-Pruning removed every head at ratio {ratio:.4f}")
             mod.num_attention_heads = pruner.num_heads[mod.query]
             mod.all_head_size = mod.query.out_features
             mod.attention_head_size = mod.all_head_size // mod.num_attention_heads
@@ -300,12 +302,21 @@ def _check_mapping(pruned: nn.Module, graph, slots: dict, removed: np.ndarray) -
                 raise AssertionError(f"{fqn}: Torch-Pruning kept {params[fqn].shape[0]} channels, the mapping {want}")
 
 
+class EmptyLayer(Exception):
+    """Torch-Pruning's global ranking removed a whole layer: that ratio has no model."""
+
+
 def tp_at_latency(model, x, mode, analysis, runtime, target_graph, scores=None, tol=0.02, steps=9):
     """Bisect Torch-Pruning's ratio to the measured latency of target_graph."""
     lo, hi, best = 0.0, 0.95, None
     for _ in range(steps):
         r = (lo + hi) / 2
-        m, removed = tp_prune(model, x, r, mode, analysis, scores)
+        try:
+            m, removed = tp_prune(model, x, r, mode, analysis, scores)
+        except EmptyLayer as e:  # too far: less
+            print(e, flush=True)
+            hi = r
+            continue
         t_ref, t_tp = runtime.models([target_graph, onnx_graph(m, x)])
         rel = t_tp.median_ms / t_ref.median_ms
         if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
@@ -367,16 +378,27 @@ def main() -> None:
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
-            _write(args.out, runtime, rows)
+            _write(args.out, runtime, rows, args.importance)
             _plot(rows, args.out.with_suffix(".png"))  # after every row: a cut-short run keeps its figures
 
 
-def _write(out: Path, runtime, rows: list) -> None:
-    result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm",
-                                      "importance": "L2 magnitude (both)",
-                                      "torch_pruning": "MetaPruner, MagnitudeImportance(p=2), round_to=8, "
-                                                       "classifier ignored, ratio bisected to hwprune's latency",
-                                      "retained_importance": "L2 scores / group mean x parameters per channel, kept / all"},
+def how_ranked(importance: str) -> dict:
+    if importance == "fisher":
+        return {"importance": "Fisher (both): hwprune's E||dOut/dgate||^2 per channel on calibration inputs "
+                              "(benchmarks/data/calibration.txt; grey scikit-image photographs for images), "
+                              "given to Torch-Pruning as its importance through the channel mapping",
+                "torch_pruning": "MetaPruner, hwprune's Fisher scores, round_to=8, classifier ignored, "
+                                 "ratio bisected to hwprune's latency",
+                "retained_importance": "Fisher scores of the channels kept / all"}
+    return {"importance": "L2 magnitude (both)",
+            "torch_pruning": "MetaPruner, MagnitudeImportance(p=2), round_to=8, classifier ignored, "
+                             "ratio bisected to hwprune's latency",
+            "retained_importance": "L2 scores / group mean x parameters per channel, kept / all"}
+
+
+def _write(out: Path, runtime, rows: list, importance: str = "l2") -> None:
+    result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm"}
+              | how_ranked(importance),
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                            "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)

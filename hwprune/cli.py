@@ -93,7 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
     slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
-                      help="how channels are ranked inside a group (default l2)")
+                      help="how channels are ranked (default l2); fisher: the squared output change of "
+                           "removing each channel, measured on the example inputs (the API takes calibration "
+                           "inputs: hwprune.slim(..., calibration=[...]))")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
     slim.add_argument("--report", type=Path, metavar="OUT.json",
