@@ -2,8 +2,10 @@
 on calibration inputs.
 
 Removing a channel zeroes it wherever it is consumed (mask equivalence). Put a gate g_c = 1
-on every read of channel c (every activation argument that carries it, heads included: one
-gate per head) and the first-order change of the output when c goes is dOut/dg_c. Its
+on every read of channel c by an op where the channel ends (a linear or conv that mixes it
+away; heads included: one gate per head), and the first-order change of the output when c
+goes is dOut/dg_c. Ops it only passes through (activations, adds, reshapes) get no gate, or
+the channel would be counted once per op on its way. Its
 expected squared norm over inputs, E||dOut/dg_c||^2, is the diagonal of the Fisher
 information of the gates (Kwon et al., "A Fast Post-Training Pruning Framework for
 Transformers", 2022, use it for heads and neurons). It is estimated with random output
@@ -61,7 +63,10 @@ def _gated_dims(graph, prunable: np.ndarray) -> dict:
     params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
     carried = {}  # node: the labels its outputs carry
     for node in graph.traced.graph.nodes:
-        names = [t for t in (node.name, *(f"{node.name}#{k}" for k in range(8))) if t in graph.shapes]
+        names, k = ([node.name] if node.name in graph.shapes else []), 0
+        while f"{node.name}#{k}" in graph.shapes:  # the items of a tuple output
+            names.append(f"{node.name}#{k}")
+            k += 1
         carried[node.name] = set(np.concatenate([graph.labels[graph.base[(t, d)]: graph.base[(t, d)] + n]
                                                  for t in names for d, n in enumerate(graph.shapes[t])] or
                                                 [np.zeros(0, dtype=np.int64)]).tolist())
