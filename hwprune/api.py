@@ -434,7 +434,7 @@ def _groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
         for n in nodes:
             for t in [a.name for a in n.all_input_nodes] + [n.name]:
                 for d in range(len(graph.shapes.get(t, ()))):
-                    seg = graph.labels[graph.base[(t, d)]: graph.base[(t, d)] + graph.shapes[t][d]]
+                    seg = graph.dim_labels(t, d)
                     labels.update(seg[removed[seg]].tolist())
         hit = [g for g in graph.groups if g.frozen is None and labels.intersection(g.labels.tolist())]
         if hit:
@@ -524,7 +524,7 @@ def _removed_from_kept(graph: ChannelGraph, kept: dict) -> np.ndarray:
                 raise InputError(f"the report cuts {fqn} dim {d}, which this model does not have: "
                                  "apply a report only to the architecture it was made for")
             tid, d = slots[(fqn, int(d))]
-            lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + graph.shapes[tid][d]]
+            lab = graph.dim_labels(tid, d)
             drop = np.setdiff1d(np.arange(len(lab)), np.asarray(idx, dtype=int))
             removed[lab[drop]] = True
     got = {k: {str(d): v.tolist() for d, v in dims.items()} for k, dims in graph.param_kept(removed).items()}

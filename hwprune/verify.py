@@ -18,15 +18,20 @@ import torch
 from .errors import VerificationError
 from .graph.groups import ChannelGraph
 
+def _tensor_placeholders(graph: ChannelGraph) -> set:
+    """Names of the graph's parameters, buffers and constants: never masked, only activations are."""
+    return {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+
+
 def _masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
     """{tensor id: [(dim, removed indices, keep vector)]} for activations with removed elements."""
     out = {}
-    params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+    params = _tensor_placeholders(graph)
     for tid, shape in graph.shapes.items():
         if tid in params:
             continue
         for d in range(len(shape)):
-            keep = ~removed[graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]]
+            keep = ~removed[graph.dim_labels(tid, d)]
             if not keep.all():
                 out.setdefault(tid, []).append((d, torch.from_numpy(np.flatnonzero(~keep)), torch.from_numpy(keep)))
     return out

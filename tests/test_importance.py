@@ -77,7 +77,7 @@ def _exact(model, x) -> dict:
 def _by_index(a, scores, fqn: str) -> np.ndarray:
     """A group's scores in the order of `fqn`'s output channels."""
     tid = next(t for t, d, f in a.graph.param_slots if f == fqn and d == 0)
-    labels = a.graph.labels[a.graph.base[(tid, 0)]: a.graph.base[(tid, 0)] + a.graph.shapes[tid][0]]
+    labels = a.graph.dim_labels(tid, 0)
     for g, s in zip(a.groups, scores):
         if np.isin(labels, g.labels).all():
             return np.array([s[list(g.labels).index(lab)] for lab in labels])

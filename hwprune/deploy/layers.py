@@ -10,7 +10,7 @@ same latency model the planner used, with the widths the cut chose marked.
 """
 from __future__ import annotations
 
-from ..hardware.blocks import channels, with_channels
+from ..hardware.blocks import channels, onnx_blocks, with_channels
 from ..hardware.latency import FREE_OPS
 from ..hardware.lut import LatencyTableError
 
@@ -26,12 +26,7 @@ def latency_detail(lm, graph_before, graph_after, lattice, *, top: int = STAIRCA
     """{"layers": [{name, kernel, c_in: [before, after], c_out: [...], ms: [...], source}] in graph
     order, "staircases": [...] of the `top` most expensive layers (by time before)}."""
     before = _layers(lm, graph_before)
-    after = {r["name"]: r for r in _layers(lm, graph_after)}
-    layers = []
-    for r in before:
-        a = after.get(r["name"], {})
-        layers.append({"name": r["name"], "kernel": r["kernel"], "c_in": [r["c_in"], a.get("c_in")],
-                       "c_out": [r["c_out"], a.get("c_out")], "ms": [r["ms"], a.get("ms")], "source": r["source"]})
+    layers = _paired(before, _layers(lm, graph_after))
     blocks = {r["name"]: r["block"] for r in before}
     costly = sorted((r for r in layers if r["c_out"][1] is not None and not channels(blocks[r["name"]]).coupled),
                     key=lambda r: -r["ms"][0])[:top]
@@ -48,16 +43,28 @@ def latency_detail(lm, graph_before, graph_after, lattice, *, top: int = STAIRCA
     return {"layers": layers, "staircases": stairs}
 
 
-def _layers(lm, graph) -> list[dict]:
-    blocks = lm.blocks(graph)
-    prediction = lm.predict(blocks)
+def _paired(before: list, after: list) -> list[dict]:
+    """Each layer of the original with its widths (and ms) before and after, matched by name."""
+    by_name = {r["name"]: r for r in after}
     out = []
-    for block, kernel in zip(blocks, prediction.kernels):
+    for r in before:
+        a = by_name.get(r["name"], {})
+        out.append({"name": r["name"], "kernel": r["kernel"], "c_in": [r["c_in"], a.get("c_in")],
+                    "c_out": [r["c_out"], a.get("c_out")], "ms": [r["ms"], a.get("ms")], "source": r["source"]})
+    return out
+
+
+def _layers(lm, graph) -> list[dict]:
+    """The layers of a graph with their predicted ms (lm), or with widths only (lm None)."""
+    blocks = lm.blocks(graph) if lm is not None else onnx_blocks(graph)
+    kernels = lm.predict(blocks).kernels if lm is not None else [None] * len(blocks)
+    out = []
+    for block, kernel in zip(blocks, kernels):
         ch = channels(block)
         if ch is None or block.ops in FREE_OPS:
             continue
         out.append({"name": block.name, "kernel": block.describe(), "c_in": ch.c_in, "c_out": ch.c_out,
-                    "ms": round(kernel.ms, 5), "source": kernel.source, "block": block})
+                    "ms": kernel and round(kernel.ms, 5), "source": kernel and kernel.source, "block": block})
     return out
 
 
@@ -116,15 +123,5 @@ def detail_for(target, model, slim_model, example_inputs, *, lut=None, settings=
 def widths_for(model, slim_model, example_inputs) -> dict:
     """{"layers": [...]} with widths only (ms null): the HTML report's widths plot without --target."""
     from ..export.onnx import onnx_graph
-    from ..hardware.blocks import onnx_blocks
-
-    def widths(graph) -> dict:
-        return {b.name: (b.describe(), channels(b)) for b in onnx_blocks(graph) if channels(b) is not None}
-    before = widths(onnx_graph(model, example_inputs))
-    after = widths(onnx_graph(slim_model, example_inputs))
-    layers = []
-    for name, (kernel, ch) in before.items():
-        a = after.get(name, (None, None))[1]
-        layers.append({"name": name, "kernel": kernel, "c_in": [ch.c_in, a and a.c_in],
-                       "c_out": [ch.c_out, a and a.c_out], "ms": [None, None], "source": None})
-    return {"layers": layers}
+    return {"layers": _paired(_layers(None, onnx_graph(model, example_inputs)),
+                              _layers(None, onnx_graph(slim_model, example_inputs)))}

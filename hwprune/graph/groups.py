@@ -59,10 +59,13 @@ class ChannelGraph:
     param_slots: list  # (tensor id, dim, state-dict name)
     where: dict = field(default_factory=dict)
 
+    def dim_labels(self, tid, dim: int) -> np.ndarray:
+        """The component of each index of a tensor's dim."""
+        start = self.base[(tid, dim)]
+        return self.labels[start: start + self.shapes[tid][dim]]
+
     def kept(self, tid, dim: int, removed: np.ndarray) -> np.ndarray:
-        n = self.shapes[tid][dim]
-        lab = self.labels[self.base[(tid, dim)]: self.base[(tid, dim)] + n]
-        return np.nonzero(~removed[lab])[0]
+        return np.nonzero(~removed[self.dim_labels(tid, dim)])[0]
 
     def new_shape(self, tid, removed: np.ndarray) -> tuple:
         return tuple(len(self.kept(tid, d, removed)) for d in range(len(self.shapes[tid])))

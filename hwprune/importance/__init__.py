@@ -45,7 +45,7 @@ def _accumulate(graph, tensors: dict, slots, power: int) -> list:
     scores = [np.zeros(g.width) for g in graph.groups]
     powered = (None, None)  # (fqn, |w|^power): once per tensor, not per dim (a tensor's slots are adjacent)
     for tid, d, fqn in slots:
-        lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + graph.shapes[tid][d]]
+        lab = graph.dim_labels(tid, d)
         ok = grp[lab] >= 0
         if not ok.any():
             continue

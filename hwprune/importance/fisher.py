@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..verify import _run_masked, _tensor_placeholders
 
 DRAWS = 16  # random projections in all, at least
 
@@ -30,7 +31,6 @@ DRAWS = 16  # random projections in all, at least
 def fisher(graph, model, calibration: list, seed: int = 0, progress=None) -> list:
     """One array of channel scores per group: E||dOut/dg_c||^2 over the calibration inputs,
     each a tuple shaped like the example inputs the graph was traced with."""
-    from ..verify import _run_masked
     prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
     for g in graph.groups:
         if g.frozen is None:
@@ -60,22 +60,22 @@ def _gated_dims(graph, prunable: np.ndarray) -> dict:
     group, gated where an op reads it and the channel ends there (a linear, a conv, a sum over
     it). Ops it passes through (activations, adds, reshapes, per-head attention products)
     are not gated, or a channel would count once per op on its way."""
-    params = {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+    params = _tensor_placeholders(graph)
     carried = {}  # node: the labels its outputs carry
     for node in graph.traced.graph.nodes:
         names, k = ([node.name] if node.name in graph.shapes else []), 0
         while f"{node.name}#{k}" in graph.shapes:  # the items of a tuple output
             names.append(f"{node.name}#{k}")
             k += 1
-        carried[node.name] = set(np.concatenate([graph.labels[graph.base[(t, d)]: graph.base[(t, d)] + n]
-                                                 for t in names for d, n in enumerate(graph.shapes[t])] or
+        carried[node.name] = set(np.concatenate([graph.dim_labels(t, d) for t in names
+                                                 for d in range(len(graph.shapes[t]))] or
                                                 [np.zeros(0, dtype=np.int64)]).tolist())
     out = {}
     for node in graph.traced.graph.nodes:
         if node.name in params or node.name not in graph.shapes:
             continue
-        for d, n in enumerate(graph.shapes[node.name]):
-            lab = graph.labels[graph.base[(node.name, d)]: graph.base[(node.name, d)] + n]
+        for d in range(len(graph.shapes[node.name])):
+            lab = graph.dim_labels(node.name, d)
             mine = set(lab[prunable[lab]].tolist())
             if not mine:
                 continue

@@ -88,7 +88,7 @@ def _member_slots(graph, group):
         if member in slots:
             tid, d = slots[member]
             shape = graph.shapes[tid]
-            lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + shape[d]]
+            lab = graph.dim_labels(tid, d)
             yield shape, d, int(np.isin(lab, group.labels).sum())
 
 

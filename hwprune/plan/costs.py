@@ -126,7 +126,7 @@ def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=N
         if (fqn, dim) not in slots:
             return None
         tid, d = slots[(fqn, dim)]
-        lab = graph.labels[graph.base[(tid, d)]: graph.base[(tid, d)] + graph.shapes[tid][d]]
+        lab = graph.dim_labels(tid, d)
         owners = group_of[lab]
         ids, counts = np.unique(owners[owners >= 0], return_counts=True)
         return DimSize(int((owners < 0).sum()), tuple(zip(ids.tolist(), counts.tolist())))
