@@ -2,6 +2,7 @@
 model over a graph. Structural goldens where shapes are the point; no timed assertions."""
 from __future__ import annotations
 
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
 from hwprune.hardware.analytic import GPU_SPECS
-from hwprune.hardware.blocks import channels, onnx_blocks, runtime_graph, with_channels
+from hwprune.hardware.blocks import Tensor, channels, onnx_blocks, runtime_graph, with_channels
 from hwprune.hardware.latency import AnalyticLatency, MeasuredLatency, separable, sweep_key
 from hwprune.hardware.lut import LatencyTable, LatencyTableError, fit_calibration
 from hwprune.hardware.measure import OrtRuntime, OrtSettings
@@ -146,6 +147,41 @@ def test_separable_interpolation_is_exact_on_measured_widths_and_hand_computed_b
     assert separable(points, 8, 16) == pytest.approx(3.0 * 2.0 / 4.0)
     assert separable(points, 12, 24) == pytest.approx(3.5 * 3.0 / 4.0)
     assert separable([], 8, 8) is None
+
+
+# sweeps as single measurements give them: a dip at one width (noise); rows: what the
+# fitted line gives where a piecewise join would give the dip
+SWEEP_CASES = [
+    # (points, query, full, coupled, expected)
+    # least squares through the four: slope 0.0675, intercept -0.1; the corner's time times
+    # the line's ratio between the widths (0.44 / 0.98), not the dip (0.3)
+    ("a dip is not bought", [(8, 16, 1.0), (8, 4, 0.25), (8, 8, 0.3), (8, 12, 0.75)], (8, 8), (8, 16), False,
+     1.0 * 0.44 / 0.98),
+    ("a fall with the width is noise: flat", [(8, 16, 1.0), (8, 8, 1.2)], (8, 8), (8, 16), False, 1.0),
+    ("depthwise: along the diagonal", [(8, 8, 1.0), (16, 16, 2.0), (32, 32, 4.0)], (24, 24), None, True, 3.0),
+    # two layers share one kernel shape family: 4->16 and 16->4; a 4->12 layer is priced from
+    # the sweeps through its own corner (4, 16), not the other layer's
+    ("the layer's own corner", [(4, 16, 4.0), (4, 8, 2.0), (2, 16, 2.0), (16, 4, 4.0), (16, 2, 2.0), (8, 4, 2.0)],
+     (4, 12), (4, 16), False, 3.0),
+    ("without a corner: the narrowest one above", [(4, 16, 4.0), (4, 8, 2.0), (2, 16, 2.0), (16, 4, 4.0),
+                                                   (16, 2, 2.0), (8, 4, 2.0)], (4, 12), None, False, 3.0),
+]
+
+
+@pytest.mark.parametrize("name, points, query, full, coupled, expected", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES])
+def test_sweeps_are_read_through_fitted_lines(name, points, query, full, coupled, expected):
+    assert separable(points, *query, full, coupled) == pytest.approx(expected)
+
+
+def test_a_mask_is_fed_as_runs_not_random_bits():
+    # a Where on random bits mispredicts every branch: MiniLM's ran twice its time in place
+    model = nn.Sequential(nn.Linear(4, 4)).eval()
+    (block,) = onnx_blocks(onnx_graph(model, (torch.randn(2, 4),)))
+    cond = onnx.helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [64])
+    fake = type(block)(block.nodes, (Tensor("c", (64,), onnx.TensorProto.BOOL, None),), block.outputs, block.opset)
+    assert cond.name in fake.feeds() and not fake.feeds()["c"].any()
+    assert fake.key != type(block)(block.nodes, (Tensor("c", (64,), onnx.TensorProto.FLOAT, None),),
+                                   block.outputs, block.opset).key
 
 
 def test_an_imported_table_without_the_kernel_or_its_sweep_names_the_kernel(tmp_path):

@@ -232,3 +232,37 @@ def test_kernels_are_tied_to_the_module_that_owns_their_weight(node, path):
                "encoder.encoder.layer.0.attention.self.query", "encoder.encoder.layer.0.intermediate",
                "encoder.encoder.layer.0.intermediate.dense"}
     assert module_path(node, modules) == path
+
+
+def test_kernels_are_priced_at_their_time_inside_the_model(tmp_path):
+    # a kernel timed alone keeps its weights in cache: each is scaled to its time in place
+    from hwprune.export.onnx import onnx_graph
+    from hwprune.hardware.latency import MeasuredLatency, in_place
+    from hwprune.hardware.lut import LatencyTable
+    from hwprune.hardware.measure import OrtRuntime, OrtSettings
+    from hwprune.plan.budget import latency_pricing
+    from hwprune.plan.costs import full_channels
+
+    class Alone(OrtRuntime):
+        nodes = None  # kernels as timed alone
+
+    class ThriceInPlace(OrtRuntime):
+        def nodes(self, g):
+            return {b.name: 3 * alone.full_cost(b) for b in alone.blocks}
+
+    model, x = _net()
+    graph = onnx_graph(model, x)
+    fast, cpu = OrtSettings(threads=1, warmup_s=0.005, max_s=0.05, min_repeats=5), get_target("cpu")
+    table = LatencyTable(OrtRuntime(cpu, fast).identity(), path=tmp_path / "lut.json")
+    alone = latency_pricing(MeasuredLatency(table, Alone(cpu, fast)), graph)
+    convs = [b for b in alone.blocks if full_channels(b) != (0, 0)]
+    real = in_place(MeasuredLatency(table, OrtRuntime(cpu, fast)), graph, alone.blocks)
+    assert convs and all(b.name in real for b in convs)  # NCHWc convs are found by their output's name
+    placed = latency_pricing(MeasuredLatency(table, ThriceInPlace(cpu, fast)), graph)
+    for b in convs:
+        ci, co = full_channels(b)
+        assert placed.full_cost(b) == pytest.approx(3 * alone.full_cost(b))
+        assert placed.kernel_cost(b, ci, co // 2) == pytest.approx(3 * alone.kernel_cost(b, ci, co // 2))
+    # a budget in ms maps onto the in-place kernel sum: the original's figure is all of it
+    assert placed.to_internal(placed.full_figure) == pytest.approx(sum(placed.full_cost(b) for b in placed.blocks))
+    assert "inside the model" in placed.source and "inside" not in alone.source

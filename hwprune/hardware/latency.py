@@ -95,7 +95,7 @@ class MeasuredLatency:
         if ch is None:
             return None
         points = self.table.sweep(sweep_key(block))
-        return separable(points, ch.c_in, ch.c_out)
+        return separable(points, ch.c_in, ch.c_out, coupled=ch.coupled)
 
     def predict(self, blocks) -> Prediction:
         kernels = []
@@ -144,6 +144,26 @@ class AnalyticLatency:
                            f"analytic ({self.spec.name}, {self.precision}: {self.spec.source})")
 
 
+def in_place(lm, graph, blocks) -> dict[str, float]:
+    """{block name: ms} of each kernel measured inside the whole model, where the target runs
+    here; {} elsewhere. A kernel timed alone keeps its weights in cache from run to run; in
+    a model the kernels before it have pushed them out, and more so the larger they are
+    (MiniLM: a 384x1536 linear 18% slower in place, a 384x384 one 5%), which timed alone
+    would price wide layers too cheap against narrow ones. Matched by node name, or by output
+    name + `_nchwc` where onnxruntime rewrote the node into its blocked layout."""
+    runtime = getattr(lm, "runtime", None)
+    if not isinstance(lm, MeasuredLatency) or not callable(getattr(runtime, "nodes", None)):
+        return {}
+    nodes = runtime.nodes(graph)
+    out = {}
+    for b in blocks:
+        names = dict.fromkeys([n.name for n in b.nodes] + [f"{o}_nchwc" for n in b.nodes for o in n.output])
+        hits = [nodes[name] for name in names if name in nodes]
+        if hits:
+            out[b.name] = sum(hits)
+    return out
+
+
 def _prediction(kernels: list, cal: Calibration, source: str) -> Prediction:
     raw = sum(k.ms for k in kernels)
     return Prediction(cal.apply(raw), raw, tuple(kernels), source, cal.to_json())
@@ -154,24 +174,53 @@ def sweep_key(block: Block) -> str:
     return with_channels(block, 0, 0).key
 
 
-def separable(points: list, c_in: int, c_out: int) -> float | None:
-    """t(C_in, C_out) from the two sweeps through the full width (C_in0, C_out0):
-    t(a, b) ~ t(a, C_out0) * t(C_in0, b) / t(C_in0, C_out0), each sweep interpolated
-    linearly between measured widths. None without a sweep through the full width."""
+def separable(points: list, c_in: int, c_out: int, full: tuple[int, int] | None = None,
+              coupled: bool = False) -> float | None:
+    """t(C_in, C_out) from the two sweeps through a full width (C_in0, C_out0):
+    t(a, b) ~ t_in(a) * t_out(b) / t_out(C_out0), where t_in and t_out are straight lines
+    fitted to the sweeps by least squares. A line, not the points joined: single kernel
+    times scatter by 10% from one measurement to the next, and a planner that trusts each
+    point buys the dips, which are noise. A sweep key's points are one kernel at other
+    channel counts, whichever layer they were measured for: `full` names the corner (the
+    layer's own widths); without it, the narrowest measured corner at or above the query
+    whose sweeps exist. None without such a corner. `coupled` (a depthwise conv, whose C_in
+    is its C_out): one sweep along the diagonal."""
     if not points:
         return None
-    exact = [ms for a, b, ms in points if a == c_in and b == c_out]
-    if exact:
-        return exact[0]
-    full_in, full_out = max(p[0] for p in points), max(p[1] for p in points)
-    corner = [ms for a, b, ms in points if a == full_in and b == full_out]
-    along_out = sorted((b, ms) for a, b, ms in points if a == full_in)
-    along_in = sorted((a, ms) for a, b, ms in points if b == full_out)
-    if not corner or len(along_out) < 2 and c_out != full_out or len(along_in) < 2 and c_in != full_in:
-        return None
-    t_out = float(np.interp(c_out, *zip(*along_out)))
-    t_in = float(np.interp(c_in, *zip(*along_in)))
-    return t_in * t_out / corner[0]
+    times = {(a, b): ms for a, b, ms in points}
+    if coupled:
+        diagonal = [(a, ms) for (a, b), ms in times.items() if a == b]
+        return _line(diagonal, c_out) if len(diagonal) > 1 else None
+
+    def lines(corner):
+        a0, b0 = corner
+        along_out = [(b, ms) for (a, b), ms in times.items() if a == a0 and b <= b0]
+        along_in = [(a, ms) for (a, b), ms in times.items() if b == b0 and a <= a0]
+        usable = corner in times and (len(along_out) > 1 or c_out == b0) and (len(along_in) > 1 or c_in == a0)
+        return (along_out, along_in) if usable else None
+
+    if full is None:
+        if (c_in, c_out) in times and not any(a > c_in or b > c_out for a, b in times):
+            return times[(c_in, c_out)]
+        full = min(((a, b) for a, b in times if a >= c_in and b >= c_out and lines((a, b))),
+                   key=lambda c: c[0] * c[1], default=None)
+    found = lines(full) if full is not None else None
+    if found is None:
+        return times.get((c_in, c_out))
+    along_out, along_in = found
+    return _line(along_in, c_in) * _line(along_out, c_out) / _line(along_out, full[1])
+
+
+def _line(points: list, x: float) -> float:
+    """The least-squares line through (width, ms) points, at x; never falling with the width
+    nor below a tenth of the smallest time measured. One point: its time."""
+    xs, ys = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    if len(points) < 2 or np.ptp(xs) == 0:
+        return float(ys.mean())
+    slope, intercept = np.polyfit(xs, ys, 1)
+    if slope <= 0:  # wider is never faster: a fall is noise
+        return float(ys.mean())
+    return float(max(slope * x + intercept, ys.min() * 0.1))
 
 
 # ---------------------------------------------------------------- per target

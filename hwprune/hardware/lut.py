@@ -77,6 +77,17 @@ class LatencyTable:
         self.entries[key] = record
         self.dirty = True
 
+    def as_sweep_point(self, key: str, sweep_key: str, chans) -> bool:
+        """Mark an entry measured on its own (a layer at full width) as a point of its kernel's
+        sweep too, so that interpolation finds its corner. False where there is no entry."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return False
+        if entry.get("sweep") != sweep_key or entry.get("channels") != list(chans):
+            entry |= {"sweep": sweep_key, "channels": list(chans)}
+            self.dirty = True
+        return True
+
     def add_calibration(self, model: str, kernels_ms: float, measured_ms: float) -> None:
         self.calibration_points = [p for p in self.calibration_points if p["model"] != model]
         self.calibration_points.append({"model": model, "kernels_ms": round(kernels_ms, 4),

@@ -121,10 +121,9 @@ def time_model(model, settings: OrtSettings, feeds: dict | None = None) -> Timin
 ISOLATION_OPS = {"ReorderInput", "ReorderOutput"}
 
 
-def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget_s: float = 0.3) -> Timing:
-    """A kernel's own time: the model run alone with onnxruntime's profiler on, summing the
-    kernel times of its nodes per run, without the session's per-run overhead and without
-    the layout reorders that exist only because the kernel runs alone."""
+def _profiled(model, settings: OrtSettings, feeds: dict | None, budget_s: float, max_runs: int):
+    """Run `model` with onnxruntime's profiler on: (warm-up runs, {node: [ms per run]}) over the
+    nodes that would run inside a model too (not the layout reorders of a kernel run alone)."""
     import os
     import tempfile
 
@@ -138,7 +137,7 @@ def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget
             session.run(None, feeds)
             warm += 1
         per_run = (time.perf_counter() - t0) / (warm - 1)
-        runs = int(min(max(budget_s / max(per_run, 1e-6), settings.min_repeats), 400))
+        runs = int(min(max(budget_s / max(per_run, 1e-6), settings.min_repeats), max_runs))
         for _ in range(runs):
             session.run(None, feeds)
         trace = session.end_profiling()
@@ -148,13 +147,29 @@ def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") \
                 and e.get("args", {}).get("op_name") not in ISOLATION_OPS:
-            durations.setdefault(e["name"], []).append(e["dur"] * 1e-6)
+            durations.setdefault(e["name"][:-len("_kernel_time")], []).append(e["dur"] * 1e-3)
+    return warm, durations
+
+
+def time_kernels(model, settings: OrtSettings, feeds: dict | None = None, budget_s: float = 0.3) -> Timing:
+    """A kernel's own time: the model run alone with onnxruntime's profiler on, summing the
+    kernel times of its nodes per run, without the session's per-run overhead and without
+    the layout reorders that exist only because the kernel runs alone."""
+    warm, durations = _profiled(model, settings, feeds, budget_s, 400)
     if not durations:
-        return Timing(0.0, 0.0, 0.0, runs)
+        return Timing(0.0, 0.0, 0.0, settings.min_repeats)
     per_node = [d[warm:] for d in durations.values()]
     n = min(len(d) for d in per_node)
-    samples = [sum(d[i] for d in per_node) for i in range(n)]
-    return Timing.of(samples)
+    return Timing.of([sum(d[i] for d in per_node) * 1e-3 for i in range(n)])
+
+
+def time_nodes(model, settings: OrtSettings, budget_s: float = 2.0) -> dict[str, float]:
+    """Each node's kernel time inside the whole model (median over runs, ms), by the name
+    onnxruntime gives it; a node it rewrote into its NCHWc layout is named after its output
+    with `_nchwc` appended. What a kernel costs in place, where the kernels before it have
+    pushed its weights out of the caches, unlike a kernel run alone."""
+    warm, durations = _profiled(model, settings, None, budget_s, 200)
+    return {name: statistics.median(d[warm:] or d) for name, d in durations.items()}
 
 
 class OrtRuntime:
@@ -174,6 +189,10 @@ class OrtRuntime:
 
     def kernel(self, block) -> Timing:
         return time_kernels(block.to_model(), self.settings, block.feeds())
+
+    def nodes(self, graph) -> dict[str, float]:
+        """{node name: ms} of every kernel inside the whole model (time_nodes)."""
+        return time_nodes(graph, self.settings)
 
     def models(self, graphs: list) -> list[Timing]:
         """End to end, interleaved in one run."""

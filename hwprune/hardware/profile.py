@@ -62,8 +62,9 @@ def profile(graph, name: str, target, model: MeasuredLatency, *, grid: int = 8, 
     todo: list[tuple[Block, str | None, tuple | None]] = []
     seen = set()
     for b in blocks:
-        for job in [(b, None, None)] + [(with_channels(b, ci, co), sweep_key(b), (ci, co))
-                                         for ci, co in sweeps(b, target.lattice, grid)]:
+        # the sweeps first: the layer at full width is one of their points (their corner)
+        for job in [(with_channels(b, ci, co), sweep_key(b), (ci, co)) for ci, co in sweeps(b, target.lattice, grid)] \
+                + [(b, None, None)]:
             if job[0].key not in seen:
                 seen.add(job[0].key)
                 todo.append(job)
@@ -71,8 +72,9 @@ def profile(graph, name: str, target, model: MeasuredLatency, *, grid: int = 8, 
     last_save = time.monotonic()
     for i, (block, sweep, chans) in enumerate(todo):
         _tick(progress, "measure kernels", i, len(todo))
-        entry = table.get(block.key)
-        if entry is not None and (sweep is None or entry.get("sweep") == sweep):
+        if table.get(block.key) is not None:
+            if sweep is not None:
+                table.as_sweep_point(block.key, sweep, chans)
             reused += 1
             continue
         model.measure_block(block, sweep, chans)

@@ -121,7 +121,7 @@ class Pricing:
 
 def latency_pricing(lm, graph, progress=None) -> Pricing:
     """Kernels priced from the latency model: sweeps for a table, the formula when analytic."""
-    from ..hardware.latency import MeasuredLatency, separable, sweep_key
+    from ..hardware.latency import MeasuredLatency, in_place, separable, sweep_key
     from ..hardware.profile import sweeps
 
     blocks = lm.blocks(graph)
@@ -133,21 +133,37 @@ def latency_pricing(lm, graph, progress=None) -> Pricing:
             if progress is not None:
                 progress("latency sweeps", i, len(jobs))
             variant = with_channels(b, ci, co)
-            if table.get(variant.key) is None and lm.runtime is not None:
+            if not table.as_sweep_point(variant.key, sweep_key(b), (ci, co)) and lm.runtime is not None:
                 lm.measure_block(variant, sweep_key(b), (ci, co))
         if table.dirty and lm.runtime is not None:
             table.save()
 
         def kernel_cost(block, c_in, c_out):
-            ms = separable(table.sweep(sweep_key(block)), c_in, c_out)
+            ch = channels(block)
+            ms = separable(table.sweep(sweep_key(block)), c_in, c_out, (ch.c_in, ch.c_out), ch.coupled)
             return ms if ms is not None else lm.kernel_ms(with_channels(block, c_in, c_out))[0]
     else:
         def kernel_cost(block, c_in, c_out):
             return lm.kernel_ms(with_channels(block, c_in, c_out))[0]
     scale, offset = full.calibration["scale"], full.calibration["offset_ms"]
-    at_full = {b.key: k.ms for b, k in zip(blocks, full.kernels)}
-    return Pricing(blocks, kernel_cost, "ms", lambda ms: (ms - offset) / scale, full.total_ms, full.model,
-                   lambda b: at_full[b.key])
+    # a layer at full width priced as at any other width (its sweeps, smoothed), so that no
+    # step away from it looks cheaper or dearer than it is
+    at_full = {b.name: kernel_cost(b, *full_channels(b)) if channels(b) else k.ms
+               for b, k in zip(blocks, full.kernels)}
+    source, in_model = full.model, sum(at_full.values()) / max(full.kernels_ms, 1e-9)
+    placed = in_place(lm, graph, blocks)
+    if placed:  # each kernel as it runs inside this model: its time alone, times its in-place factor
+        factor = {b.name: placed[b.name] / at_full[b.name] for b in blocks
+                  if b.name in placed and at_full[b.name] > 0}
+        alone = kernel_cost
+
+        def kernel_cost(block, c_in, c_out):
+            return alone(block, c_in, c_out) * factor.get(block.name, 1.0)
+        in_model = sum(ms * factor.get(name, 1.0) for name, ms in at_full.items()) / max(full.kernels_ms, 1e-9)
+        at_full = {name: ms * factor.get(name, 1.0) for name, ms in at_full.items()}
+        source += f", kernels scaled to their time inside the model ({len(factor)} of {len(blocks)})"
+    return Pricing(blocks, kernel_cost, "ms", lambda ms: (ms - offset) / scale * in_model, full.total_ms, source,
+                   lambda b: at_full[b.name])
 
 
 def _lattice_of(lm):
