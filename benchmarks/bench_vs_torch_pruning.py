@@ -379,7 +379,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
             _write(args.out, runtime, rows, args.importance)
-            _plot(rows, args.out.with_suffix(".png"))  # after every row: a cut-short run keeps its figures
+            _plot(rows, args.out.with_suffix(".png"), args.importance)  # after every row: a cut-short run keeps its figures
 
 
 def how_ranked(importance: str) -> dict:
@@ -405,7 +405,7 @@ def _write(out: Path, runtime, rows: list, importance: str = "l2") -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def _plot(rows: list, path: Path) -> None:
+def _plot(rows: list, path: Path, importance: str = "l2") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -415,7 +415,8 @@ def _plot(rows: list, path: Path) -> None:
     for i, (key, color) in enumerate((("hwprune", "C0"), ("tp_uniform", "C1"), ("tp_global", "C2"))):
         axes[0].bar(xs + (i - 1) * 0.27, [r[key]["retained_importance"] for r in rows], 0.27, label=key, color=color)
         axes[1].bar(xs + (i - 1) * 0.27, [r[key]["efficiency"] for r in rows], 0.27, label=key, color=color)
-    axes[0].set_ylabel("retained importance-weighted parameters")
+    axes[0].set_ylabel("retained Fisher importance" if importance == "fisher" else
+                       "retained importance-weighted parameters")
     axes[1].set_ylabel("measured speedup / MAC reduction")
     for ax in axes:
         ax.set_xticks(xs, labels, fontsize=7)

@@ -62,14 +62,18 @@ class Sequential(nn.Module):
 ROWS = [(Sequential, (2, 6)), (Residual, (3, 6)), (Scaled, (4, 6))]
 
 
-def _exact(model, x) -> dict:
-    """{first weight of a group: ||dOut/dg_c||^2 per channel} from the hand-gated forward."""
+def _exact(model, x, removed: dict | None = None) -> dict:
+    """{first weight of a group: ||dOut/dg_c||^2 per channel} from the hand-gated forward, at
+    gates of 1, or 0 for the channels in `removed` ({name: indices})."""
     widths = {n: getattr(model, n).out_features for n in ("fc1", "fc2", "up") if hasattr(model, n)}
+    at = {n: torch.ones(w) for n, w in widths.items()}
+    for n, idx in (removed or {}).items():
+        at[n][list(idx)] = 0.0
     out = {}
     for name in widths:
         def f(gate, name=name):
-            return model.gated(x[0], {n: gate if n == name else torch.ones(w) for n, w in widths.items()})
-        jac = torch.autograd.functional.jacobian(f, torch.ones(widths[name]))
+            return model.gated(x[0], {n: gate if n == name else at[n] for n in widths})
+        jac = torch.autograd.functional.jacobian(f, at[name].clone())
         out[name] = (jac.detach() ** 2).reshape(-1, widths[name]).sum(0).numpy()
     return out
 
@@ -96,6 +100,39 @@ def test_fisher_is_the_expected_squared_output_change_per_channel(build, shape, 
     for name, exact in _exact(model, x).items():
         got = _by_index(a, scores, f"{name}.weight")
         np.testing.assert_allclose(got, exact, rtol=0.12, err_msg=name)
+
+
+CUT_ROWS = [(Sequential, (2, 6), {"fc1": [0, 3], "fc2": [2]}), (Residual, (3, 6), {"up": [1, 5, 6]})]
+
+
+@pytest.mark.parametrize("build,shape,removed", CUT_ROWS, ids=[r[0].__name__ for r in CUT_ROWS])
+def test_fisher_of_a_model_with_channels_cut_is_taken_at_their_zero_gates(build, shape, removed, monkeypatch):
+    # what later rounds of a budget measure: the figures of the masked model
+    torch.manual_seed(0)
+    model = build().eval()
+    x = (torch.randn(*shape),)
+    a = hwprune.analyze(model, x)
+    mask = np.zeros(int(a.graph.labels.max()) + 1, dtype=bool)
+    for name, idx in removed.items():
+        tid = next(t for t, d, f in a.graph.param_slots if f == f"{name}.weight" and d == 0)
+        mask[a.graph.dim_labels(tid, 0)[idx]] = True
+    monkeypatch.setattr(fisher_mod, "DRAWS", 3000)
+    scores = score(a.graph, {}, "fisher", 0, model, [x], removed=mask)
+    for name, exact in _exact(model, x, removed).items():
+        np.testing.assert_allclose(_by_index(a, scores, f"{name}.weight"), exact, rtol=0.12, atol=1e-6 * exact.max(),
+                                   err_msg=name)
+
+
+def test_a_fisher_budget_is_approached_in_rounds_measured_on_the_cut_model():
+    torch.manual_seed(0)
+    model = Residual(32, 64).eval()
+    x = (torch.randn(3, 6),)
+    slim, report = hwprune.slim(model, x, flops=0.4, importance="fisher", calibration=[(torch.randn(3, 6),)] * 2)
+    rounds = report["plan"]["importance_rounds"]
+    assert [list(r["budget"]) for r in rounds] == [["flops"]] * 2
+    assert [r["budget"]["flops"] for r in rounds] == pytest.approx([0.4 ** (1 / 3), 0.4 ** (2 / 3)], abs=1e-4)
+    assert 0 < rounds[0]["channels_cut"] < rounds[1]["channels_cut"]
+    assert report["verify"]["passed"] and report["plan"]["planner"]["cost_after"] <= 0.4 * report["plan"]["full"] * 1.001
 
 
 def test_fisher_plans_on_one_scale_and_the_cut_stays_mask_equivalent():

@@ -28,9 +28,11 @@ from ..verify import _run_masked, _tensor_placeholders
 DRAWS = 16  # random projections in all, at least
 
 
-def fisher(graph, model, calibration: list, seed: int = 0, progress=None) -> list:
+def fisher(graph, model, calibration: list, seed: int = 0, progress=None, removed=None) -> list:
     """One array of channel scores per group: E||dOut/dg_c||^2 over the calibration inputs,
-    each a tuple shaped like the example inputs the graph was traced with."""
+    each a tuple shaped like the example inputs the graph was traced with. `removed` (a bool
+    per channel label): those channels' gates are 0, so the figures are of the model with
+    them cut (the gradient is still taken at every gate)."""
     prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
     for g in graph.groups:
         if g.frozen is None:
@@ -42,7 +44,10 @@ def fisher(graph, model, calibration: list, seed: int = 0, progress=None) -> lis
     steps = len(calibration) * draws
     for i, x in enumerate(calibration):
         for k in range(draws):
-            g = torch.ones(len(prunable), dtype=torch.float64, requires_grad=True)
+            g = torch.ones(len(prunable), dtype=torch.float64)
+            if removed is not None:
+                g[torch.from_numpy(np.asarray(removed, dtype=bool))] = 0.0
+            g.requires_grad_(True)
             outs = _run_masked(graph, model, x, gates, lambda v, dims, reader: _gate(v, dims, reader, g))
             outs = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
             proj = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum() for o in outs)
