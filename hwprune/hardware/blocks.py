@@ -74,7 +74,6 @@ class Block:
                "in": [t.signature() for t in self.inputs], "out": [t.signature() for t in self.outputs]}
         if any(not t.constant and t.dtype == onnx.TensorProto.BOOL for t in self.inputs):
             sig["bool_feeds"] = "zeros"  # timed with random bits before: those entries do not apply
-
         return hashlib.sha1(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
