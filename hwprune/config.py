@@ -18,6 +18,8 @@ class SlimConfig:
     rtol: the mask-equivalence tolerance on max relative error.
     prune_hidden: also cut the hidden size (embeddings, the residual stream and the norms over
     it); not mask-equivalent, so the slim model is checked by output fidelity instead.
+    compensate: read each removed channel as its calibration mean where a linear or unpadded
+    conv consumes it, folded into that layer's bias (hwprune.compensate).
     """
 
     ratio: float = 0.5
@@ -28,6 +30,7 @@ class SlimConfig:
     verify_batches: int = 2
     custom_rules: tuple = field(default=())
     prune_hidden: bool = False
+    compensate: bool = False
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) < 1.0:

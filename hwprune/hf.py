@@ -121,8 +121,8 @@ def record_widths(original: nn.Module, slim: nn.Module) -> None:
     the shape of every cut tensor and every changed size attribute, by name."""
     if not hasattr(getattr(slim, "config", None), "to_dict"):
         return
-    old = dict(original.named_parameters(remove_duplicate=False)) | dict(original.named_buffers(remove_duplicate=False))
-    new = dict(slim.named_parameters(remove_duplicate=False)) | dict(slim.named_buffers(remove_duplicate=False))
+    from .verify import tensors_of
+    old, new = tensors_of(original), tensors_of(slim)
     shapes = {k: list(t.shape) for k, t in new.items() if k in old and old[k].shape != t.shape}
     before = dict(original.named_modules(remove_duplicate=False))
     attributes = {}

@@ -18,6 +18,12 @@ import torch
 from .errors import VerificationError
 from .graph.groups import ChannelGraph
 
+
+def tensors_of(model) -> dict:
+    """{state-dict name: tensor} of every parameter and buffer, shared ones under each name."""
+    return dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+
+
 def _tensor_placeholders(graph: ChannelGraph) -> set:
     """Names of the graph's parameters, buffers and constants: never masked, only activations are."""
     return {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
@@ -65,7 +71,7 @@ def _run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=No
     apply(x, masks[name], reader node) (default: zero its removed elements) before an op reads it."""
     apply = apply or (lambda v, m, _: _apply_mask(v, m))
     tg = graph.traced
-    named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    named = tensors_of(model)
     flat_in = torch.utils._pytree.tree_leaves(inputs)
     env = {}
 
@@ -102,21 +108,38 @@ def _random_like(example: tuple, seed: int) -> tuple:
     return torch.utils._pytree.tree_map(draw, example)
 
 
+def _filled(fills: dict):
+    """An `apply` for _run_masked: zero the removed elements, then, where the reader is a layer
+    that folds means (hwprune.compensate), add its fill ({reader: (dim, fill)})."""
+    def apply(v, m, reader):
+        x = _apply_mask(v, m)
+        if reader.name in fills and isinstance(x, torch.Tensor):
+            d, fill = fills[reader.name]
+            shape = [1] * x.dim()
+            shape[d] = -1
+            x = x + fill.to(x.dtype).to(x.device).view(shape)
+        return x
+    return apply
+
+
 def verify(graph: ChannelGraph, original, slim, example: tuple, removed: np.ndarray,
-           rtol: float = 1e-4, batches: int = 2) -> dict:
-    """Compare slim(x) with the masked original on the example and on random inputs like it."""
+           rtol: float = 1e-4, batches: int = 2, fills: dict | None = None) -> dict:
+    """Compare slim(x) with the masked original on the example and on random inputs like it.
+    fills: {reader: (dim, values)} where removed channels are read as their means (compensate)."""
     from .numerics import max_errors
     worst_abs, worst_rel = 0.0, 0.0
     masks = _masks(graph, removed)  # the same for every batch
+    apply = _filled(fills) if fills else None
     with torch.inference_mode():
         for b in range(batches):
             x = example if b == 0 else _random_like(example, seed=b)
-            ref = _run_masked(graph, original, x, masks)
+            ref = _run_masked(graph, original, x, masks, apply)
             got = _run_slim(slim, x, ref)
             for a, r in zip(got, ref):
                 ea, er = max_errors(a, r)
                 worst_abs, worst_rel = max(worst_abs, ea), max(worst_rel, er)
-    result = {"mode": "mask equivalence", "max_abs_err": worst_abs, "max_rel_err": worst_rel, "rtol": rtol,
+    mode = "mask equivalence" + (" (removed channels read as their means where folded)" if fills else "")
+    result = {"mode": mode, "max_abs_err": worst_abs, "max_rel_err": worst_rel, "rtol": rtol,
               "batches": batches, "passed": worst_rel <= rtol}
     if not result["passed"]:
         raise VerificationError(

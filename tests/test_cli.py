@@ -246,3 +246,24 @@ def test_slim_pt2_writes_a_pt2_of_the_cut_graph(workdir):
     assert report["params"]["after"] < report["params"]["before"]
     slim = torch.export.load(workdir / "tiny.slim.pt2").module()
     assert slim(*x).shape == model(*x).shape
+
+
+def test_slim_compensate_folds_means_and_apply_repeats_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slim", TINY, "--ratio", "0.5", "--compensate", "-o", "a.pt", "--report", "a.json"]) == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["config"]["compensate"] and report["compensated"]["layers"] > 0
+    assert report["verify"]["passed"] and "means" in report["verify"]["mode"]
+    assert main(["apply", "a.json", "models_for_cli:tiny_convnet_other_seed", "-o", "b.pt"]) == 0
+    assert sum(p.numel() for p in torch.load(tmp_path / "b.pt", weights_only=False).parameters()) == \
+        report["params"]["after"]
+
+
+def test_slim_compensate_on_a_pt2_folds_into_the_graph_tensors(workdir):
+    model = TinyConvNet().eval()
+    x = (torch.randn(1, 3, 16, 16),)
+    torch.export.save(torch.export.export(model, x, strict=False), workdir / "tiny.pt2")
+    assert main(["slim", "tiny.pt2", "--ratio", "0.5", "--compensate", "--report", "r.json"]) == 0
+    report = json.loads((workdir / "r.json").read_text())
+    assert report["trace"] == "exported graph" and report["verify"]["passed"]
+    assert report["compensated"]["layers"] > 0

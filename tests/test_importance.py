@@ -158,5 +158,5 @@ def test_bad_calibration_is_a_clear_error(calibration, message):
 
 def test_calibration_without_a_data_criterion_is_an_error():
     x = (torch.randn(3, 6),)
-    with pytest.raises(hwprune.errors.InputError, match="reads only the weights"):
+    with pytest.raises(hwprune.errors.InputError, match="reads only the weights and compensate is off"):
         hwprune.slim(Residual().eval(), x, ratio=0.5, calibration=[x])

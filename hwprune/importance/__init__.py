@@ -101,13 +101,13 @@ class Scores(list):
 
 
 def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibration=None, progress=None,
-          removed=None) -> Scores:
+          removed=None, compensation=None) -> Scores:
     """One array of channel scores per group, in the group's channel order. Data criteria
     (fisher) run `model`'s traced graph on `calibration`, a list of input tuples; with
     `removed` (a bool per channel label), on the model with those channels cut."""
     if name in DATA_CRITERIA:
         from .fisher import fisher
-        out = Scores(fisher(graph, model, calibration, seed, progress, removed))
+        out = Scores(fisher(graph, model, calibration, seed, progress, removed, compensation))
         out.across_groups = True
         return out
     return Scores(CRITERIA[name](graph, tensors, np.random.default_rng(seed)))

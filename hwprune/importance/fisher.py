@@ -28,16 +28,23 @@ from ..verify import _run_masked, _tensor_placeholders
 DRAWS = 16  # random projections in all, at least
 
 
-def fisher(graph, model, calibration: list, seed: int = 0, progress=None, removed=None) -> list:
+def fisher(graph, model, calibration: list, seed: int = 0, progress=None, removed=None, compensation=None) -> list:
     """One array of channel scores per group: E||dOut/dg_c||^2 over the calibration inputs,
     each a tuple shaped like the example inputs the graph was traced with. `removed` (a bool
     per channel label): those channels' gates are 0, so the figures are of the model with
-    them cut (the gradient is still taken at every gate)."""
+    them cut (the gradient is still taken at every gate). compensation: (folds, means) of
+    hwprune.compensate: where a layer will read a removed channel as its mean m, the gate
+    runs from m to the channel (m + g (x - m)), so the figure is of removing it that way."""
     prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
     for g in graph.groups:
         if g.frozen is None:
             prunable[g.labels] = True
     gates = _gated_dims(graph, prunable)
+    if compensation is not None:
+        folds, means = compensation
+        centred = {(f.tensor, f.dim, f.reader): means[(f.tensor, f.dim)] for f in folds if (f.tensor, f.dim) in means}
+        gates = {t: [(d, lab, readers, {r: centred[(t, d, r)] for r in readers if (t, d, r) in centred})
+                     for d, lab, readers in dims] for t, dims in gates.items()}
     gen = torch.Generator().manual_seed(seed)
     total = np.zeros(len(prunable))
     draws = max(1, math.ceil(DRAWS / len(calibration)))
@@ -93,11 +100,13 @@ def _gated_dims(graph, prunable: np.ndarray) -> dict:
 def _gate(v, dims, reader, g):
     if not isinstance(v, torch.Tensor) or not v.is_floating_point():
         return v
-    for d, lab, readers in dims:
+    for d, lab, readers, *centre in dims:
         if reader.name in readers:
             shape = [1] * v.dim()
             shape[d] = -1
-            v = v * g[lab].to(v.dtype).view(shape)
+            gate = g[lab].to(v.dtype).view(shape)
+            m = centre[0].get(reader.name) if centre else None
+            v = v * gate if m is None else m.to(v.dtype).view(shape) + (v - m.to(v.dtype).view(shape)) * gate
     return v
 
 
