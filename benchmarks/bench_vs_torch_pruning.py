@@ -25,8 +25,14 @@ For each model and requested speedup S:
    hidden size, as hwprune does.
 
     python benchmarks/bench_vs_torch_pruning.py [--models a,b] [--speedups 1.5,2]
+        [--importance fisher [--compensate]] [--out FILE.json]
 
-Writes benchmarks/results/vs_torch_pruning.json and .png. Needs the `bench` extra.
+--importance fisher: both tools rank by hwprune's Fisher figures (the retained importance is
+then the Fisher figures of the channels kept). --compensate: hwprune folds the means of the
+channels it removes (slim(compensate=True)); its row adds the fidelity of the same cut with
+them zeroed.
+
+Writes benchmarks/results/vs_torch_pruning.json and .png (or --out). Needs the `bench` extra.
 """
 from __future__ import annotations
 
@@ -201,10 +207,11 @@ def retained(analysis, scores, removed: np.ndarray) -> float:
     return kept / sum(float(v.sum()) for v in values)
 
 
-def hwprune_removed(analysis, scores, report) -> np.ndarray:
-    from hwprune.plan import plan_widths
-    widths = {g["id"]: g["width_after"] for g in report["plan"]["groups"]}
-    return analysis.graph.removed_of(plan_widths(analysis.groups, scores, widths))
+def hwprune_removed(analysis, report) -> np.ndarray:
+    """The channels hwprune cut, read from its report's kept indices (its own ranking chose
+    them: the last Fisher round's, or the centred figures with compensation)."""
+    from hwprune.api import _removed_from_kept
+    return _removed_from_kept(analysis.graph, report["kept"])
 
 
 # ---------------------------------------------------------------- Torch-Pruning
@@ -337,7 +344,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--importance", choices=("l2", "fisher"), default="l2",
                     help="both tools rank by it: L2 magnitude, or hwprune's Fisher figures on calibration inputs")
+    ap.add_argument("--compensate", action="store_true",
+                    help="hwprune folds removed channels' calibration means into the layers that read them "
+                         "(and ranks for that); Torch-Pruning as without. hwprune's row also gives the fidelity "
+                         "of the same cut without the fold")
     args = ap.parse_args()
+    if args.compensate and args.importance != "fisher":
+        ap.error("--compensate needs --importance fisher (the means come from its calibration inputs)")
     warnings.filterwarnings("ignore")
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
@@ -353,12 +366,12 @@ def main() -> None:
         for s in (float(v) for v in args.speedups.split(",")):
             t0 = time.perf_counter()
             slim, report = hwprune.slim(analysis, speedup=s, target="cpu", importance=args.importance,
-                                        calibration=calib)
+                                        calibration=calib, compensate=args.compensate)
             slim_graph = onnx_graph(slim, x)
             t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
             row = {"model": name, "requested": s, "weights": "pretrained" if name in REAL else "random",
                    "original_ms": round(t_orig.median_ms, 4)}
-            entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, scores, report),
+            entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, report),
                                    "ms": t_h.median_ms, "latency_vs_hwprune": 1.0}}
             for mode in ("uniform", "global"):
                 entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph, same)
@@ -375,14 +388,24 @@ def main() -> None:
                     row[key]["tp_ratio"] = e["ratio"]
                 if fidelity is not None:
                     row[key] |= fidelity.of(e["model"])
+            if args.compensate and fidelity is not None:  # the same channels, zeroed instead of folded
+                zeroed = hwprune.apply(report | {"config": report["config"] | {"compensate": False}}, model, x)
+                row["hwprune"]["without_compensation"] = fidelity.of(zeroed)
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
-            _write(args.out, runtime, rows, args.importance)
+            _write(args.out, runtime, rows, args.importance, args.compensate)
             _plot(rows, args.out.with_suffix(".png"), args.importance)  # after every row: a cut-short run keeps its figures
 
 
-def how_ranked(importance: str) -> dict:
+def how_ranked(importance: str, compensate: bool = False) -> dict:
+    if compensate:
+        return how_ranked(importance) | {
+            "hwprune": "slim(compensate=True): each removed channel's calibration mean folded into the bias (or "
+                       "the following batch norm's running mean) of the linear or unpadded conv that reads it, "
+                       "and Fisher gates centred on those means for planning; without_compensation: the same "
+                       "channels zeroed",
+            "retained_importance": "plain Fisher scores (removal to zero) of the channels kept / all, for all three"}
     if importance == "fisher":
         return {"importance": "Fisher (both): hwprune's E||dOut/dgate||^2 per channel on calibration inputs "
                               "(benchmarks/data/calibration.txt; grey scikit-image photographs for images), "
@@ -396,9 +419,9 @@ def how_ranked(importance: str) -> dict:
             "retained_importance": "L2 scores / group mean x parameters per channel, kept / all"}
 
 
-def _write(out: Path, runtime, rows: list, importance: str = "l2") -> None:
+def _write(out: Path, runtime, rows: list, importance: str = "l2", compensate: bool = False) -> None:
     result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm"}
-              | how_ranked(importance),
+              | how_ranked(importance, compensate),
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                            "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
