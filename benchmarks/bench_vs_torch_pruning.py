@@ -25,12 +25,13 @@ For each model and requested speedup S:
    hidden size, as hwprune does.
 
     python benchmarks/bench_vs_torch_pruning.py [--models a,b] [--speedups 1.5,2]
-        [--importance fisher [--compensate]] [--out FILE.json]
+        [--importance fisher [--compensate] [--figures first|last]] [--out FILE.json]
 
 --importance fisher: both tools rank by hwprune's Fisher figures (the retained importance is
 then the Fisher figures of the channels kept). --compensate: hwprune folds the means of the
 channels it removes (slim(compensate=True)); its row adds the fidelity of the same cut with
-them zeroed.
+them zeroed. --figures last: Torch-Pruning ranks by, and both tools are measured by, the
+figures of hwprune's last rescoring round for each budget instead of the first round's.
 
 Writes benchmarks/results/vs_torch_pruning.json and .png (or --out). Needs the `bench` extra.
 """
@@ -348,10 +349,17 @@ def main() -> None:
                     help="hwprune folds removed channels' calibration means into the layers that read them "
                          "(and ranks for that); Torch-Pruning as without. hwprune's row also gives the fidelity "
                          "of the same cut without the fold")
+    ap.add_argument("--figures", choices=("first", "last"), default="first",
+                    help="with fisher: the figures Torch-Pruning ranks by and both tools are measured by: the "
+                         "first round's (on the whole model), or the last round's that hwprune plans with (on the "
+                         "model cut so far, per budget); the row also gives the first round's measure")
     args = ap.parse_args()
+    if args.figures == "last" and args.importance != "fisher":
+        ap.error("--figures last needs --importance fisher (only Fisher budgets plan in rounds)")
     if args.compensate and args.importance != "fisher":
         ap.error("--compensate needs --importance fisher (the means come from its calibration inputs)")
     warnings.filterwarnings("ignore")
+    last_round = _spy_on_rounds() if args.figures == "last" else None
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
     for name in args.models.split(","):
@@ -367,6 +375,7 @@ def main() -> None:
             t0 = time.perf_counter()
             slim, report = hwprune.slim(analysis, speedup=s, target="cpu", importance=args.importance,
                                         calibration=calib, compensate=args.compensate)
+            yardstick, same_here = (last_round["scores"], last_round["scores"]) if last_round else (scores, same)
             slim_graph = onnx_graph(slim, x)
             t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
             row = {"model": name, "requested": s, "weights": "pretrained" if name in REAL else "random",
@@ -374,16 +383,18 @@ def main() -> None:
             entries = {"hwprune": {"model": slim, "removed": hwprune_removed(analysis, report),
                                    "ms": t_h.median_ms, "latency_vs_hwprune": 1.0}}
             for mode in ("uniform", "global"):
-                entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph, same)
+                entries[f"tp_{mode}"] = tp_at_latency(model, x, mode, analysis, runtime, slim_graph, same_here)
             for key, e in entries.items():
                 macs = count_macs(e["model"], x)
                 # from interleaved pairs only: original with hwprune, hwprune with Torch-Pruning
                 speedup = t_orig.median_ms / t_h.median_ms / e["latency_vs_hwprune"]
                 row[key] = {"measured_ms": round(e["ms"], 4), "measured_speedup": round(speedup, 4),
                             "latency_vs_hwprune": round(e["latency_vs_hwprune"], 4),
-                            "retained_importance": round(retained(analysis, scores, e["removed"]), 5),
+                            "retained_importance": round(retained(analysis, yardstick, e["removed"]), 5),
                             "mac_reduction": round(macs0 / macs, 4),
                             "efficiency": round(speedup / (macs0 / macs), 4)}
+                if last_round:
+                    row[key]["retained_first_round"] = round(retained(analysis, scores, e["removed"]), 5)
                 if "ratio" in e:
                     row[key]["tp_ratio"] = e["ratio"]
                 if fidelity is not None:
@@ -394,11 +405,29 @@ def main() -> None:
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
-            _write(args.out, runtime, rows, args.importance, args.compensate)
+            _write(args.out, runtime, rows, args.importance, args.compensate, args.figures)
             _plot(rows, args.out.with_suffix(".png"), args.importance)  # after every row: a cut-short run keeps its figures
 
 
-def how_ranked(importance: str, compensate: bool = False) -> dict:
+def _spy_on_rounds() -> dict:
+    """{"scores": the figures of hwprune's last rescoring round}, refreshed by every slim call."""
+    import hwprune.api as api
+    seen, rescored = {}, api._rescored
+
+    def spy(*args, **kwargs):
+        scores, rounds = rescored(*args, **kwargs)
+        seen["scores"] = scores
+        return scores, rounds
+    api._rescored = spy
+    return seen
+
+
+def how_ranked(importance: str, compensate: bool = False, figures: str = "first") -> dict:
+    if figures == "last":
+        return how_ranked(importance, compensate) | {
+            "figures": "hwprune's last-round Fisher figures for each budget (on the model cut by its second round, "
+                       "those cut scoring 0; centred on the means with compensation): Torch-Pruning ranks by them "
+                       "and retained_importance is measured by them; retained_first_round by the first round's"}
     if compensate:
         return how_ranked(importance) | {
             "hwprune": "slim(compensate=True): each removed channel's calibration mean folded into the bias (or "
@@ -419,9 +448,10 @@ def how_ranked(importance: str, compensate: bool = False) -> dict:
             "retained_importance": "L2 scores / group mean x parameters per channel, kept / all"}
 
 
-def _write(out: Path, runtime, rows: list, importance: str = "l2", compensate: bool = False) -> None:
+def _write(out: Path, runtime, rows: list, importance: str = "l2", compensate: bool = False,
+           figures: str = "first") -> None:
     result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm"}
-              | how_ranked(importance, compensate),
+              | how_ranked(importance, compensate, figures),
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                            "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
