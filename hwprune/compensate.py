@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .graph.rules.conv import CONVS
 from .verify import _run_masked
 
 aten = torch.ops.aten
-_CONVS = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
-          aten.conv2d.padding, aten.conv3d.padding, aten.convolution.default}
+_CONVS = {*CONVS, aten.convolution.default}  # transposed ones are refused by their argument
 
 
 @dataclass(frozen=True)

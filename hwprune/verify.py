@@ -43,6 +43,13 @@ def _masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
     return out
 
 
+def along(t: torch.Tensor, d: int, ndim: int) -> torch.Tensor:
+    """A 1-D tensor shaped to broadcast along dim d of an ndim-dimensional tensor."""
+    shape = [1] * ndim
+    shape[d] = -1
+    return t.view(shape)
+
+
 def _apply_mask(x, masks):
     """A copy of x with the removed elements zeroed. Where each removed index is a run of
     elements (a channel of an NCHW map), index_fill_ writes only those; along an innermost dim
@@ -54,9 +61,7 @@ def _apply_mask(x, masks):
             x = x if copied else x.clone()
             x.index_fill_(d, gone.to(x.device), 0)
         else:
-            shape = [1] * x.dim()
-            shape[d] = -1
-            x = torch.where(keep.view(shape).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+            x = torch.where(along(keep, d, x.dim()).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
         copied = True
     return x
 
@@ -115,9 +120,7 @@ def _filled(fills: dict):
         x = _apply_mask(v, m)
         if reader.name in fills and isinstance(x, torch.Tensor):
             d, fill = fills[reader.name]
-            shape = [1] * x.dim()
-            shape[d] = -1
-            x = x + fill.to(x.dtype).to(x.device).view(shape)
+            x = x + along(fill.to(x.dtype).to(x.device), d, x.dim())
         return x
     return apply
 

@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from .rules.conv import CONVS
+
 aten = torch.ops.aten
 
 
@@ -34,10 +36,7 @@ def _sdpa(shape, node):
 
 
 MAC_RULES = {
-    **{op: _conv for op in (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
-                            aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding,
-                            aten.convolution.default, aten.conv_transpose1d.default,
-                            aten.conv_transpose2d.input, aten.conv_transpose3d.input)},
+    **{op: _conv for op in (*CONVS, aten.convolution.default, *_TRANSPOSED)},
     aten.linear.default: _linear,
     **{op: _matmul for op in (aten.matmul.default, aten.mm.default, aten.bmm.default,
                               aten.addmm.default, aten.baddbmm.default)},

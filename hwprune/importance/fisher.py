@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..verify import _run_masked, _tensor_placeholders
+from ..verify import _run_masked, _tensor_placeholders, along
 
 DRAWS = 16  # random projections in all, at least
 
@@ -102,11 +102,13 @@ def _gate(v, dims, reader, g):
         return v
     for d, lab, readers, *centre in dims:
         if reader.name in readers:
-            shape = [1] * v.dim()
-            shape[d] = -1
-            gate = g[lab].to(v.dtype).view(shape)
+            gate = along(g[lab].to(v.dtype), d, v.dim())
             m = centre[0].get(reader.name) if centre else None
-            v = v * gate if m is None else m.to(v.dtype).view(shape) + (v - m.to(v.dtype).view(shape)) * gate
+            if m is None:
+                v = v * gate
+            else:
+                m = along(m.to(v.dtype), d, v.dim())
+                v = m + (v - m) * gate
     return v
 
 

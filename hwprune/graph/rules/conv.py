@@ -7,6 +7,9 @@ import torch
 from . import Coupling, Link, positions, rule, same
 
 aten = torch.ops.aten
+# the convolutions that are not transposed, besides aten.convolution (which says it in an argument)
+CONVS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
+         aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding)
 _SPATIAL = "spatial positions and kernel taps are not channels"
 
 
@@ -40,8 +43,7 @@ def _conv_coupling(op, x, w, b, out, groups: int, transposed: bool) -> Coupling:
     return Coupling(tuple(links), tuple(freezes))
 
 
-@rule(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
-      aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding)
+@rule(*CONVS)
 def conv(op):
     return _conv_coupling(op, op.t(0), op.t(1), op.t(2, "bias"), op.out, op.arg(6, "groups", 1), False)
 
