@@ -337,8 +337,10 @@ def tp_at_latency(model, x, mode, analysis, runtime, target_graph, scores=None, 
         if abs(rel - 1) <= tol:
             break
         lo, hi = (r, hi) if rel > 1 else (lo, r)
-    if best is not None:
-        best["equal_latency"] = abs(best["latency_vs_hwprune"] - 1) <= tol
+    if best is None:
+        raise EmptyLayer(f"Torch-Pruning ({mode}) removed a whole layer at every ratio tried down to {hi:.4f}: "
+                         "no model to compare at this latency")
+    best["equal_latency"] = abs(best["latency_vs_hwprune"] - 1) <= tol
     return best
 
 
