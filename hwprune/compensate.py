@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .graph.rules import OpCall
 from .graph.rules.conv import CONVS
 from .verify import _run_masked
 
@@ -48,27 +49,15 @@ class Fold:
     sign: int = 1  # -1: `bias` is a running mean, which the shift is subtracted from
 
 
-def _bound(node) -> dict:
-    """The op's arguments by schema name, defaults filled in."""
-    out = {}
-    for i, a in enumerate(node.target._schema.arguments):
-        if i < len(node.args):
-            out[a.name] = node.args[i]
-        elif a.name in node.kwargs:
-            out[a.name] = node.kwargs[a.name]
-        elif a.has_default_value():
-            out[a.name] = a.default_value
-    return out
-
-
 def _fold_of(graph, node, tensor: str, dim: int, calls: dict, params: dict, model, exported: bool):
     """The Fold for `node` reading `tensor` along `dim`, or None where the mean cannot become a bias."""
     if node.op != "call_function" or (node.target not in _CONVS and node.target != aten.linear.default):
         return None
-    a = _bound(node)
-    if not isinstance(a.get("input"), torch.fx.Node) or a["input"].name != tensor:
+    op = OpCall(node, None, None, "")
+    x = op.arg(0, "input")
+    if not isinstance(x, torch.fx.Node) or x.name != tensor:
         return None
-    w, b = a.get("weight"), a.get("bias")
+    w, b = op.arg(1, "weight"), op.arg(2, "bias")
     if not isinstance(w, torch.fx.Node) or w.name not in params or calls.get(w.name, 0) != 1:
         return None
     if b is not None and (not isinstance(b, torch.fx.Node) or b.name not in params or calls.get(b.name, 0) != 1):
@@ -79,13 +68,13 @@ def _fold_of(graph, node, tensor: str, dim: int, calls: dict, params: dict, mode
     rank = len(graph.shapes[tensor])
     if node.target == aten.linear.default:
         return Fold(node.name, tensor, dim, params[w.name], bias, None, sign) if dim == rank - 1 else None
-    pad = a.get("padding")
-    if dim != 1 or a.get("transposed", False) or not (pad == "valid" or (
+    pad = op.arg(4, "padding", [0])
+    if dim != 1 or op.arg(None, "transposed", False) or not (pad == "valid" or (
             not isinstance(pad, str) and all(int(p) == 0 for p in pad))):
         return None
     nd = rank - 2
-    dil = [int(x) for x in a.get("dilation", [1])]
-    conv = {"dilation": dil * nd if len(dil) == 1 else dil, "groups": int(a.get("groups", 1))}
+    dil = [int(v) for v in op.arg(5, "dilation", [1])]
+    conv = {"dilation": dil * nd if len(dil) == 1 else dil, "groups": int(op.arg(6, "groups", 1))}
     return Fold(node.name, tensor, dim, params[w.name], bias, conv, sign)
 
 
@@ -95,9 +84,9 @@ def _norm_after(node, calls: dict, params: dict) -> tuple:
     users = list(node.users)
     if len(users) != 1 or users[0].target != aten.batch_norm.default:
         return None, 1
-    a = _bound(users[0])
-    mean = a.get("running_mean")
-    if a.get("input") is not node or a.get("training") or not isinstance(mean, torch.fx.Node) \
+    norm = OpCall(users[0], None, None, "")
+    mean = norm.arg(3, "running_mean")
+    if norm.arg(0, "input") is not node or norm.arg(5, "training") or not isinstance(mean, torch.fx.Node) \
             or mean.name not in params or calls.get(mean.name, 0) != 1:
         return None, 1
     return params[mean.name], -1
@@ -109,17 +98,14 @@ def _takes_bias(model, weight: str) -> bool:
     would rebuild the layer without it."""
     path, _, name = weight.rpartition(".")
     owner = model.get_submodule(path) if path else model
-    return name == "weight" and not hasattr(getattr(model, "config", None), "to_dict") and type(owner).forward in (nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward,
-                                                        nn.Conv3d.forward)
+    return name == "weight" and not hasattr(getattr(model, "config", None), "to_dict") \
+        and type(owner).forward in (nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
 
 
 def find_folds(graph, model) -> list:
     """Every place a channel of a prunable group ends in a layer that can fold its mean."""
-    from .importance.fisher import _gated_dims
-    prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
-    for g in graph.groups:
-        if g.frozen is None:
-            prunable[g.labels] = True
+    from .importance.fisher import _gated_dims, prunable_labels
+    prunable = prunable_labels(graph)
     kinds = graph.traced.placeholders
     params = {n: fqn for n, (k, fqn) in kinds.items() if k in ("param", "buffer")}
     calls = {}

@@ -35,10 +35,7 @@ def fisher(graph, model, calibration: list, seed: int = 0, progress=None, remove
     them cut (the gradient is still taken at every gate). compensation: (folds, means) of
     hwprune.compensate: where a layer will read a removed channel as its mean m, the gate
     runs from m to the channel (m + g (x - m)), so the figure is of removing it that way."""
-    prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
-    for g in graph.groups:
-        if g.frozen is None:
-            prunable[g.labels] = True
+    prunable = prunable_labels(graph)
     gates = _gated_dims(graph, prunable)
     if compensation is not None:
         folds, means = compensation
@@ -65,6 +62,15 @@ def fisher(graph, model, calibration: list, seed: int = 0, progress=None, remove
                 progress("score", i * draws + k + 1, steps)
     total /= steps
     return [total[g.labels] for g in graph.groups]
+
+
+def prunable_labels(graph) -> np.ndarray:
+    """A bool per channel label: whether it is in a group that may be cut."""
+    prunable = np.zeros(int(graph.labels.max()) + 1, dtype=bool)
+    for g in graph.groups:
+        if g.frozen is None:
+            prunable[g.labels] = True
+    return prunable
 
 
 def _gated_dims(graph, prunable: np.ndarray) -> dict:

@@ -54,8 +54,8 @@ class OpCall:
         schema = getattr(node.target, "_schema", None)
         self._pos = {a.name: i for i, a in enumerate(schema.arguments)} if schema else {}
 
-    def arg(self, i: int, name: str | None = None, default=None):
-        """Argument by position i, or by its schema name wherever the call put it."""
+    def arg(self, i: int | None, name: str | None = None, default=None):
+        """Argument by position i, or by its schema name wherever the call put it (i None: by name only)."""
         i = self._pos.get(name, i)
         if i is not None and i < len(self.node.args):
             return self.node.args[i]
