@@ -2,11 +2,11 @@
 
     hwprune analyze SPEC [--explain] [--json FILE]
     hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
-                 [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance l2|l1|bn|random]
+                 [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance l2|l1|bn|random|fisher]
                  [--min-width N] [-o OUT.pt] [--report OUT.json] [--onnx OUT.onnx] [--html OUT.html]
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
-                 [--trust-pickle] [--strict] [--force]
-    hwprune apply REPORT.json SPEC -o OUT.pt
+                 [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
+    hwprune apply REPORT.json SPEC -o OUT.pt [--calibration FILE.pt]
 
 Every HwpruneError becomes one line on stderr and exit code 2, as do usage errors. Any other
 exception is a bug in hwprune and keeps its traceback.
@@ -25,7 +25,7 @@ from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from .io import atomic_write, check_output
-from .load import LoadedModel, format_shapes, load_spec, spec_name, spec_path
+from .load import LoadedModel, format_shapes, load_calibration, load_spec, spec_name, spec_path
 from .pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
@@ -94,8 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
     slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
                       help="how channels are ranked (default l2); fisher: the squared output change of "
-                           "removing each channel, measured on the example inputs (the API takes calibration "
-                           "inputs: hwprune.slim(..., calibration=[...]))")
+                           "removing each channel, measured on --calibration (default: the example inputs)")
+    _add_calibration_argument(slim, "for --importance fisher and --compensate")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
     slim.add_argument("--report", type=Path, metavar="OUT.json",
@@ -115,7 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
                            "mask-equivalent, so it is verified by output fidelity and the report says so")
     slim.add_argument("--compensate", action="store_true",
                       help="where a linear or unpadded conv reads a removed channel, fold the channel's mean "
-                           "(on the example inputs) into its bias instead of dropping it: closer output, same speed")
+                           "(on --calibration, default the example inputs) into its bias instead of dropping it: "
+                           "closer output, same speed")
     slim.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_target_arguments(slim)
     slim.set_defaults(command=_cmd_slim)
@@ -125,6 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(apply)
     apply.add_argument("-o", "--output", type=Path, metavar="OUT.pt", required=True,
                        help="slim model file")
+    _add_calibration_argument(apply, "where the report's run compensated: this checkpoint's means")
     apply.add_argument("--force", action="store_true", help="overwrite an existing output file")
     apply.set_defaults(command=_cmd_apply)
 
@@ -145,6 +147,24 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
                         help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
                              "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
+
+
+def _add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    parser.add_argument("--calibration", type=Path, metavar="FILE.pt",
+                        help=f"inputs {use} (default: the example inputs): a list of input tuples shaped like "
+                             "the example inputs, or one batch of N of them, saved with torch.save")
+
+
+def _calibration(args, loaded: LoadedModel):
+    """The --calibration inputs, checked against the example inputs; None without the flag."""
+    if args.calibration is None:
+        return None
+    from .importance.fisher import calibration_batches
+    items = load_calibration(args.calibration, loaded.example_inputs)
+    try:
+        return calibration_batches(loaded.example_inputs, items)
+    except InputError as e:
+        raise InputError(f"--calibration {args.calibration}: {e}") from e
 
 
 # ---------------------------------------------------------------- commands
@@ -187,12 +207,17 @@ def _cmd_slim(args) -> int:
             args.target = "cpu"
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
+    if args.calibration is not None and args.importance != "fisher" and not args.compensate:
+        raise InputError(f"--calibration {args.calibration}: only --importance fisher and --compensate read "
+                         f"inputs, and --importance {args.importance} reads the weights: add one of them, or drop "
+                         "--calibration")
     if args.allow_block_removal and not budget:
         raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
                          "--latency-ms, --flops or --params")
     check_target(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
     loaded = _load(args)
+    calibration = _calibration(args, loaded)
     outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
     with _progress() as progress:
@@ -201,9 +226,11 @@ def _cmd_slim(args) -> int:
                                      progress=progress, **budget, target=args.target or "cpu",
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
-                                     compensate=args.compensate)
+                                     compensate=args.compensate, calibration=calibration)
         report = dict(report)
         report["source"] = _source_record(loaded)
+        if calibration is not None:
+            report["source"]["calibration"] = {"file": str(args.calibration), "inputs": len(calibration)}
         latency = slim_latency(args, loaded, model, progress)
         if latency is not None:
             report["latency_ms"] = latency
@@ -261,12 +288,16 @@ def _cmd_apply(args) -> int:
     import hwprune
 
     report = _read_report(args.report)
-    check_output(args.output, force=args.force, inputs=[spec_path(args.spec), args.report])
+    if args.calibration is not None and not report.get("config", {}).get("compensate"):
+        raise InputError(f"--calibration {args.calibration}: {args.report} was made without --compensate, so "
+                         "apply measures nothing on inputs: drop --calibration")
+    check_output(args.output, force=args.force, inputs=[spec_path(args.spec), args.report, args.calibration])
     shape = report.get("source", {}).get("input_shape")
     loaded = _load(args, default_shape=shape,
                    default_from=f"the input shape recorded in {args.report}")
+    calibration = _calibration(args, loaded)
     before = _count_params(loaded.module)
-    model = hwprune.apply(report, loaded.module, loaded.example_inputs)
+    model = hwprune.apply(report, loaded.module, loaded.example_inputs, calibration=calibration)
     after = _count_params(model)
     atomic_write(args.output, lambda tmp: _save_module(model, tmp, loaded.example_inputs), force=args.force)
     _console().print(f"wrote {args.output}: params {_num(before)} → {_num(after)} "
@@ -296,7 +327,7 @@ def _slim_outputs(args, *, hf: bool) -> Bundle:
 
 
 def _inputs_of(args) -> list:
-    return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None)]
+    return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None), getattr(args, "calibration", None)]
 
 
 def _declare_rules(specs: list) -> None:

@@ -37,6 +37,9 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "existing.slim.pt").write_bytes(b"an earlier result")
     (tmp_path / "tiny_convnet_other_seed.slim.pt").write_bytes(b"an earlier result")
+    torch.save([(torch.randn(1, 3, 8, 8),)], tmp_path / "calib_small.pt")  # TINY takes 1x3x16x16
+    torch.save((torch.randn(4, 3, 8, 8),), tmp_path / "calib_batch_small.pt")
+    torch.save({"x": torch.randn(1, 3, 16, 16)}, tmp_path / "calib_dict.pt")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -105,6 +108,21 @@ BAD_INPUTS = [
                  id="missing-factory"),
     pytest.param(_slim("models_for_cli:not_a_module", "--ratio", "0.5"),
                  ["not_a_module", "not an nn.Module", "return a module"], id="factory-not-module"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--importance", "fisher", "--calibration", "nope.pt"),
+                 ["nope.pt", "no such calibration file", "torch.save("], id="calibration-missing"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--importance", "fisher", "--calibration", "notes.pt"),
+                 ["notes.pt", "cannot be read as calibration inputs", "torch.save("], id="calibration-not-torch"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--importance", "fisher", "--calibration", "calib_dict.pt"),
+                 ["calib_dict.pt", "holds dict", "tuple of tensors"], id="calibration-dict"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--importance", "fisher", "--calibration", "calib_small.pt"),
+                 ["--calibration calib_small.pt", "(1, 3, 8, 8)", "shaped like the example inputs"],
+                 id="calibration-item-shape"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--compensate", "--calibration", "calib_batch_small.pt"),
+                 ["calib_batch_small.pt", "4,3,8,8", "1,3,16,16", "N times the example's batch"],
+                 id="calibration-batch-shape"),
+    pytest.param(_slim(TINY, "--ratio", "0.5", "--calibration", "calib_small.pt"),
+                 ["--calibration calib_small.pt", "--importance l2 reads the weights", "--compensate"],
+                 id="calibration-unused"),
     pytest.param(["analyze", "missing.pt"], ["missing.pt", "no such file"], id="analyze-missing"),
     pytest.param(["apply", "nope.json", TINY, "-o", "out.pt"],
                  ["nope.json", "no such report file", "hwprune slim"], id="apply-missing-report"),
@@ -257,6 +275,48 @@ def test_slim_compensate_folds_means_and_apply_repeats_it(tmp_path, monkeypatch)
     assert main(["apply", "a.json", "models_for_cli:tiny_convnet_other_seed", "-o", "b.pt"]) == 0
     assert sum(p.numel() for p in torch.load(tmp_path / "b.pt", weights_only=False).parameters()) == \
         report["params"]["after"]
+
+
+CALIBRATION_FORMS = {  # what --calibration accepts: the same three inputs, saved four ways
+    "list-of-tuples": lambda xs: [(x,) for x in xs.split(1)],
+    "list-of-tensors": lambda xs: list(xs.split(1)),
+    "batch-tuple": lambda xs: (xs,),
+    "batch-tensor": lambda xs: xs,
+}
+
+
+@pytest.mark.parametrize("form", sorted(CALIBRATION_FORMS))
+def test_slim_calibration_file_gives_the_apis_plan_and_apply_repeats_its_means(tmp_path, monkeypatch, form):
+    import hwprune
+    from models_for_cli import tiny_convnet
+    monkeypatch.chdir(tmp_path)
+    xs = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    torch.save(CALIBRATION_FORMS[form](xs), tmp_path / "calib.pt")
+    assert main(["slim", TINY, "--ratio", "0.5", "--importance", "fisher", "--compensate", "--calibration",
+                 "calib.pt", "-o", "a.pt", "--report", "a.json"]) == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["source"]["calibration"] == {"file": "calib.pt", "inputs": 3}
+    model, x = tiny_convnet()
+    want, want_report = hwprune.slim(model, x, ratio=0.5, importance="fisher", compensate=True,
+                                     calibration=[(c,) for c in xs.split(1)])
+    assert report["kept"] == json.loads(json.dumps(want_report["kept"]))
+    slim = torch.load(tmp_path / "a.pt", weights_only=False)
+    with torch.no_grad():
+        torch.testing.assert_close(slim(*x), want(*x))
+    # apply on the same checkpoint with the same inputs folds the same means
+    assert main(["apply", "a.json", TINY, "--calibration", "calib.pt", "-o", "b.pt"]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "b.pt", weights_only=False)(*x), want(*x))
+
+
+def test_apply_calibration_without_compensation_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    torch.save((torch.randn(2, 3, 16, 16),), tmp_path / "calib.pt")
+    assert main(["slim", TINY, "--ratio", "0.5", "-o", "a.pt", "--report", "a.json"]) == 0
+    capsys.readouterr()
+    assert main(["apply", "a.json", TINY, "--calibration", "calib.pt", "-o", "b.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration calib.pt" in err and "without --compensate" in err and not (tmp_path / "b.pt").exists()
 
 
 def test_slim_compensate_on_a_pt2_folds_into_the_graph_tensors(workdir):
