@@ -25,7 +25,7 @@ from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from .io import atomic_write, check_output
-from .load import LoadedModel, format_shapes, load_calibration, load_spec, spec_name, spec_path
+from .load import LoadedModel, calibration_items, format_shapes, load_spec, read_calibration, spec_name, spec_path
 from .pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
@@ -155,12 +155,13 @@ def _add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None
                              "the example inputs, or one batch of N of them, saved with torch.save")
 
 
-def _calibration(args, loaded: LoadedModel):
-    """The --calibration inputs, checked against the example inputs; None without the flag."""
+def _calibration(args, raw, loaded: LoadedModel):
+    """The --calibration inputs (`raw`, as read_calibration read them), checked against the
+    example inputs; None without the flag."""
     if args.calibration is None:
         return None
     from .importance.fisher import calibration_batches
-    items = load_calibration(args.calibration, loaded.example_inputs)
+    items = calibration_items(raw, args.calibration, loaded.example_inputs)
     try:
         return calibration_batches(loaded.example_inputs, items)
     except InputError as e:
@@ -216,8 +217,9 @@ def _cmd_slim(args) -> int:
                          "--latency-ms, --flops or --params")
     check_target(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
+    raw = read_calibration(args.calibration) if args.calibration is not None else None
     loaded = _load(args)
-    calibration = _calibration(args, loaded)
+    calibration = _calibration(args, raw, loaded)
     outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
     with _progress() as progress:
@@ -292,10 +294,11 @@ def _cmd_apply(args) -> int:
         raise InputError(f"--calibration {args.calibration}: {args.report} was made without --compensate, so "
                          "apply measures nothing on inputs: drop --calibration")
     check_output(args.output, force=args.force, inputs=[spec_path(args.spec), args.report, args.calibration])
+    raw = read_calibration(args.calibration) if args.calibration is not None else None
     shape = report.get("source", {}).get("input_shape")
     loaded = _load(args, default_shape=shape,
                    default_from=f"the input shape recorded in {args.report}")
-    calibration = _calibration(args, loaded)
+    calibration = _calibration(args, raw, loaded)
     before = _count_params(loaded.module)
     model = hwprune.apply(report, loaded.module, loaded.example_inputs, calibration=calibration)
     after = _count_params(model)

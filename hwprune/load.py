@@ -380,32 +380,40 @@ def _load_inputs_file(path: Path) -> tuple[torch.Tensor, ...]:
     return _as_input_tuple(obj, str(path))
 
 
-def load_calibration(path: Path, example: tuple) -> list[tuple[torch.Tensor, ...]]:
-    """--calibration FILE.pt, saved with torch.save: a list of input tuples (or of tensors, for
-    one input), each shaped like the example inputs; or one batch, a tensor or a tuple of tensors
-    like the example's but N times its batch along dim 0, split into N items."""
+_CALIBRATION_FIX = ("save a list of input tuples shaped like the example inputs, torch.save([(x1,), (x2,)], path), "
+                    "or one batch of N, torch.save((xs,), path)")
+
+
+def read_calibration(path: Path):
+    """--calibration FILE.pt as saved with torch.save (tensors, lists and tuples only); read before
+    the model is loaded, so that a bad file fails at once. calibration_items splits it."""
     path = Path(path)
-    fix = ("save a list of input tuples shaped like the example inputs, torch.save([(x1,), (x2,)], path), "
-           "or one batch of N, torch.save((xs,), path)")
     if not path.is_file():
-        raise InputError(f"{path}: no such calibration file: {fix}")
+        raise InputError(f"{path}: no such calibration file: {_CALIBRATION_FIX}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to read means the same to the user
         raise InputError(f"{path}: cannot be read as calibration inputs ({type(e).__name__}: "
-                         f"{_first_line(e)}): {fix}") from e
+                         f"{_first_line(e)}): {_CALIBRATION_FIX}") from e
+
+
+def calibration_items(obj, path: Path, example: tuple) -> list[tuple[torch.Tensor, ...]]:
+    """What read_calibration read, as input tuples: a list of input tuples (or of tensors, for
+    one input), each shaped like the example inputs; or one batch, a tensor or a tuple of tensors
+    like the example's but N times its batch along dim 0, split into N items."""
     if isinstance(obj, list):
         return [_as_input_tuple(item, f"{path}, item {i}") for i, item in enumerate(obj)]
     batch = _as_input_tuple(obj, str(path))
     if len(batch) != len(example):
-        raise InputError(f"{path}: holds {len(batch)} tensors, the model takes {len(example)} inputs: {fix}")
+        raise InputError(f"{path}: holds {len(batch)} tensors, the model takes {len(example)} inputs: "
+                         f"{_CALIBRATION_FIX}")
     step = example[0].shape[0] if example[0].dim() else 0
     counts = {t.shape[0] if t.dim() else 0 for t in batch}
     if not step or len(counts) != 1 or next(iter(counts)) % step or any(
             t.shape[1:] != e.shape[1:] for t, e in zip(batch, example)):
         got, want = format_shapes(tuple(t.shape) for t in batch), format_shapes(tuple(e.shape) for e in example)
         raise InputError(f"{path}: a batch of shape {got} does not split into items of the example's shape "
-                         f"{want}: give N times the example's batch along dim 0, or {fix}")
+                         f"{want}: give N times the example's batch along dim 0, or {_CALIBRATION_FIX}")
     return list(zip(*(t.split(step) for t in batch)))
 
 
