@@ -34,9 +34,9 @@ channels it removes (slim(compensate=True)); its row adds the fidelity of the sa
 them zeroed. --figures last: Torch-Pruning ranks by, and both tools are measured by, the
 figures of hwprune's last rescoring round for each budget instead of the first round's.
 --importance auto: Fisher (with --compensate and --figures as given) where the weights are
-pretrained, L2 where they are random: on random weights Fisher's figures say nothing (the
-top channels of resnet50 or mobilenet_v2 carry 0.9999 of them, so every tool keeps
-0.9999 at 1.5x), and calibration data is what a user with pretrained weights has.
+pretrained, L2 where they are random: on random weights a few channels carry nearly all of
+Fisher's figures (at 1.5x hwprune and Torch-Pruning's global ranking both keep 0.9999 of
+resnet50's and mobilenet_v2's), and calibration data is what a user with pretrained weights has.
 
 Writes benchmarks/results/vs_torch_pruning.json and .png (or --out). Needs the `bench` extra.
 """
