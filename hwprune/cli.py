@@ -208,7 +208,8 @@ def _cmd_slim(args) -> int:
             args.target = "cpu"
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
-    if args.calibration is not None and args.importance != "fisher" and not args.compensate:
+    from .importance import DATA_CRITERIA
+    if args.calibration is not None and args.importance not in DATA_CRITERIA and not args.compensate:
         raise InputError(f"--calibration {args.calibration}: only --importance fisher and --compensate read "
                          f"inputs, and --importance {args.importance} reads the weights: add one of them, or drop "
                          "--calibration")
