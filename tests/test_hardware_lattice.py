@@ -60,8 +60,8 @@ def test_cpu_lattice_follows_the_isa(isa, multiple):
     assert resolve(CPU_RULES, frozenset(isa)).multiple == multiple
 
 
-TARGET_CASES = {  # name: (precision, lattice multiple or None for ISA-dependent)
-    "cpu": ("fp32", None), "cuda": ("fp16", 8), "cuda-int8": ("int8", 32),
+TARGET_CASES = {  # name: (precision, lattice multiple, or {pinned ISA: multiple} where it follows the host)
+    "cpu": ("fp32", {"avx2": 8, "avx512": 16}), "cuda": ("fp16", 8), "cuda-int8": ("int8", 32),
     "jetson-orin-nano": ("fp16", 8), "jetson-orin-nano-int8": ("int8", 32),
     "jetson-orin-nano-super": ("fp16", 8), "jetson-orin-nano-super-int8": ("int8", 32),
     "jetson-orin-nx": ("fp16", 8), "jetson-orin-nx-int8": ("int8", 32),
@@ -74,13 +74,12 @@ def test_every_target_has_a_row():
 
 
 @pytest.mark.parametrize("name", sorted(TARGET_CASES))
-def test_target_row(name):
+def test_target_row(name, cpu_isa):
     precision, multiple = TARGET_CASES[name]
     t = get_target(name)
     assert t.precision == precision and t.to_json()["name"] == name
     assert all(r.reason for r in t.rules)
-    if multiple is not None:
-        assert t.lattice.multiple == multiple
+    assert t.lattice.multiple == (multiple[cpu_isa] if isinstance(multiple, dict) else multiple)
     if t.gpu is not None:
         from hwprune.hardware.analytic import GPU_SPECS
         assert t.gpu in GPU_SPECS
@@ -94,3 +93,19 @@ def test_jetson_alias_is_the_orin_nano():
 def test_unknown_target_names_what_was_given_and_suggests():
     with pytest.raises(InputError, match="'jetson-orin-nan'.*did you mean 'jetson-orin-nano'"):
         get_target("jetson-orin-nan")
+
+
+def test_reading_the_host_lattice_unpinned_fails_the_test():
+    from conftest import HostISARead
+    with pytest.raises(HostISARead, match="without saying so"):
+        get_target("cpu").lattice
+
+
+@pytest.mark.host_isa
+def test_a_test_marked_host_isa_reads_this_host():
+    from hwprune.hardware.processor import this_processor
+    assert get_target("cpu").lattice == resolve(CPU_RULES, this_processor().isa)
+
+
+def test_fixed_lattices_need_no_isa():
+    assert get_target("jetson").lattice.multiple == 8  # no rule of a GPU target asks the host

@@ -50,3 +50,12 @@ class Lattice:
 def resolve(rules: tuple[LatticeRule, ...], isa: frozenset[str]) -> Lattice:
     """The rules that apply on a processor with these ISA flags."""
     return Lattice(tuple(r for r in rules if r.requires is None or r.requires in isa))
+
+
+# A MAC or parameter budget names no hardware, so without a target it plans on one lattice
+# whatever the host: 8 channels is what fp16 tensor cores (TensorRT, cuDNN) and onnxruntime's
+# AVX2 NCHWc path want. The host's own CPU lattice (16 on AVX-512) would give another plan,
+# or none, on another machine for the same command.
+PORTABLE = Lattice((LatticeRule(8, "no target given: the portable lattice (fp16 tensor cores and onnxruntime's "
+                                   "AVX2 NCHWc path want 8 channels), the same on every host; give a target to "
+                                   "align for it"),))

@@ -39,6 +39,11 @@ def this_processor() -> Processor:
     return Processor(name, frozenset(flags & set(KERNEL_FLAGS)))
 
 
+def lattice_isa() -> frozenset[str]:
+    """The ISA flags a target's lattice is resolved with: the host's (tests pin them here)."""
+    return this_processor().isa
+
+
 def onnxruntime_version() -> str:
     import onnxruntime
     return onnxruntime.__version__

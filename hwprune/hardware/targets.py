@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from .lattice import Lattice, LatticeRule, resolve
-from .processor import this_processor
+from . import processor
 
 CPU_RULES = (
     LatticeRule(4, "128-bit vectors (SSE/NEON) hold 4 fp32 channels"),
@@ -40,7 +40,9 @@ class Target:
 
     @property
     def lattice(self) -> Lattice:
-        return resolve(self.rules, this_processor().isa)
+        if not any(r.requires for r in self.rules):  # a GPU's lattice does not depend on this host
+            return Lattice(self.rules)
+        return resolve(self.rules, processor.lattice_isa())
 
     def to_json(self) -> dict:
         lattice = self.lattice
