@@ -23,7 +23,7 @@ from .graph.rules import DECLARED
 from .graph.trace import GRAPH, check_inputs, is_exported_graph, trace
 from .importance import DATA_CRITERIA, score
 from .importance.fisher import calibration_batches
-from .plan import plan_uniform, plan_widths
+from .plan import plan_widths
 from .surgery import cut
 from .verify import tensors_of, verify, verify_fidelity
 
@@ -134,14 +134,17 @@ def _check_prunable(a: Analysis, config: SlimConfig) -> None:
 def slim(model, example_inputs=None, *, ratio: float | None = None, importance: str = "l2",
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
-         flops: float | None = None, params: float | None = None, target: str = "cpu",
+         flops: float | None = None, params: float | None = None, target: str | None = None,
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
-         allow_block_removal: bool = False, calibration=None, compensate: bool = False):
+         allow_block_removal: bool = False, calibration=None, compensate: bool = False,
+         objective: str = "balanced"):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
     none means ratio 0.5): widths per group are planned on `target`'s lattice for the most
-    retained importance within the budget (hwprune.plan.budget); `lut` is a latency table,
+    retained importance within the budget (hwprune.plan.budget). A latency budget without a
+    target is priced on "cpu"; a MAC or parameter budget without one plans on the portable
+    lattice (hwprune.hardware.lattice.PORTABLE), the same on every host. `lut` is a latency table,
     `threads` onnxruntime's threads on cpu, `min_width` the narrowest a group may become.
     prune_hidden: also cut the hidden size; norms over it change, so the result is checked by output
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
@@ -149,6 +152,9 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
     calibration: inputs for importance="fisher" and for compensate (a list of input tuples shaped
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
+    objective: what a budgeted plan maximizes over magnitude criteria: "balanced" (default), the sum
+    over groups of log(importance kept), so that no group is gutted for being cheap in parameters;
+    "params", importance-weighted parameters kept (hwprune.plan.budget.OBJECTIVES).
     compensate: where a linear or an unpadded conv consumes a removed channel, fold the
     channel's calibration mean into that layer's bias instead of dropping it (hwprune.compensate);
     verified as mask equivalence with those channels read as their means.
@@ -160,7 +166,8 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     The slim model is verified mask-equivalent before it is returned (VerificationError otherwise)."""
     budget = _budget_of(ratio, speedup, latency_ms, flops, params, widths)
     config = config or SlimConfig(ratio=0.5 if ratio is None else ratio, importance=importance, strict=strict,
-                                  seed=seed, prune_hidden=prune_hidden, compensate=compensate)
+                                  seed=seed, prune_hidden=prune_hidden, compensate=compensate,
+                                  objective=objective)
     a = _analysis_for(model, example_inputs, config, progress)
     model = a.model
     _check_prunable(a, config)
@@ -183,14 +190,36 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     if allow_block_removal:
         raise InputError("allow_block_removal needs a budget to weigh blocks against width: give speedup, "
                          "latency_ms, flops or params")
+    lattice_note = None
     if widths is None:
-        cuts = plan_uniform(a.groups, scores, config.ratio)
-    else:
-        try:
-            cuts = plan_widths(a.groups, scores, widths)
-        except ValueError as e:
-            raise InputError(f"widths: {e}") from e
-    return _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+        widths, lattice_note = _ratio_widths(a, config.ratio, target)
+    try:
+        cuts = plan_widths(a.groups, scores, widths)
+    except ValueError as e:
+        raise InputError(f"widths: {e}") from e
+    slim_model, report = _cut_verified(a, a.graph.removed_of(cuts), config, progress)
+    return slim_model, report if lattice_note is None else report | {"lattice": lattice_note}
+
+
+def _ratio_widths(a: Analysis, ratio: float, target: str | None) -> tuple:
+    """Uniform widths for a ratio: on the target's lattice where one is named; without one,
+    as the ratio says, with a warning for each width off the portable lattice (the CPU's AVX2
+    fast path and fp16 tensor cores want 8)."""
+    import warnings
+
+    from .hardware import get_target
+    from .plan.budget import off_lattice, uniform_widths
+    lattice, source = _lattice_for(get_target(target) if target is not None else None)
+    widths = uniform_widths(a.graph, a.groups, ratio, lattice if target is not None else None)
+    off = off_lattice(a.graph, a.groups, widths, lattice)
+    if off:
+        g = off[0]
+        warnings.warn(f"ratio {ratio:g} leaves {len(off)} group(s) off the lattice of % {lattice.multiple}, for "
+                      f"example {g.members[0]} at {widths[g.id]} of {g.width} channels: such widths can run slower "
+                      "than the original. Give a target (--target) to snap the widths to its lattice",
+                      stacklevel=3)
+    return widths, {"multiple": lattice.multiple, "from": source, "snapped": target is not None,
+                    "off_lattice": [g.id for g in off]}
 
 
 def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
@@ -218,7 +247,10 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     from .hardware.measure import OrtSettings
     from .plan.budget import latency_pricing, plan_budget, size_pricing
 
-    tgt = get_target(target)
+    if target is None and budget.latency:
+        target = "cpu"  # a latency budget names no device: this machine's, measured
+    tgt = get_target(target) if target is not None else None
+    lattice, lattice_from = _lattice_for(tgt)
     if threads < 1:
         raise InputError(f"threads {threads}: give 1 or more")
     graph = onnx_graph(a.model, a.example_inputs)
@@ -231,17 +263,18 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     measures = lm is not None and getattr(lm, "runtime", None) is not None
     original, plan_for, depth, full_figure = a, budget, None, pricing.full_figure
     if allow_block_removal:
-        a, scores, pricing, plan_for, depth = _remove_blocks(a, scores, config, budget, pricing, lm, tgt.lattice,
+        a, scores, pricing, plan_for, depth = _remove_blocks(a, scores, config, budget, pricing, lm, lattice,
                                                              min_width, progress, scorer)
     rounds = None
     if getattr(scores, "across_groups", False) and scorer is not None:
-        scores, rounds = _rescored(a, scores, plan_for, pricing, tgt.lattice, min_width, progress, scorer)
+        scores, rounds = _rescored(a, scores, plan_for, pricing, lattice, min_width, progress, scorer,
+                                   config.objective)
     internal, tries, results = None, [], []
     for _ in range(attempts):
         _tick(progress, "plan", len(tries), attempts)
         try:
-            widths, record = plan_budget(a, scores, plan_for, pricing, tgt.lattice, min_width=min_width,
-                                         internal=internal)
+            widths, record = plan_budget(a, scores, plan_for, pricing, lattice, min_width=min_width,
+                                         internal=internal, lattice_from=lattice_from, objective=config.objective)
         except BudgetError:
             if not tries:
                 raise
@@ -276,7 +309,8 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     if lm is not None and getattr(lm, "runtime", None) is not None and lm.table.dirty:
         lm.table.save()  # the kernels measured for the landing checks serve the next prediction
     kept = tries[pick] if tries else None
-    record |= {"target": tgt.name, "predicted_before": full_figure if lm else None,
+    record |= {"target": tgt.name if tgt else None, "lattice": {"multiple": lattice.multiple, "from": lattice_from},
+               "predicted_before": full_figure if lm else None,
                "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
                "landing": None if lm is None else "measured here, end to end" if measures else "predicted"}
     if rounds:
@@ -285,8 +319,9 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
         record["measured"] = {"before_ms": kept["measured_before_ms"], "after_ms": kept["measured_after_ms"],
                               "speedup": round(kept["measured_before_ms"] / kept["measured_after_ms"], 4)}
     report["plan"] = record
-    report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value}, "target": tgt.name,
-                                           "min_width": min_width, "allow_block_removal": allow_block_removal}
+    report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value},
+                                           "target": tgt.name if tgt else None, "min_width": min_width,
+                                           "allow_block_removal": allow_block_removal}
     if depth is not None:
         report["depth"] = depth
         report["params"]["before"] = _params(original.model)
@@ -294,10 +329,21 @@ def _slim_budgeted(a: Analysis, scores, config: SlimConfig, budget, target: str,
     return slim_model, report
 
 
+def _lattice_for(tgt) -> tuple:
+    """(lattice, where it comes from): the target's, or without one the portable lattice."""
+    from .hardware.lattice import PORTABLE
+    if tgt is None:
+        return PORTABLE, "portable (no target given)"
+    if any(r.requires for r in tgt.rules):
+        isa = sorted(r.requires for r in tgt.lattice.rules if r.requires)
+        return tgt.lattice, f"target {tgt.name} on this host ({', '.join(isa) or 'no vector ISA flag'})"
+    return tgt.lattice, f"target {tgt.name}"
+
+
 RESCORE_ROUNDS = 3
 
 
-def _rescored(a: Analysis, scores, budget, pricing, lattice, min_width, progress, scorer):
+def _rescored(a: Analysis, scores, budget, pricing, lattice, min_width, progress, scorer, objective):
     """Figures measured on the model itself (Fisher) are first-order: cutting most heads of a
     layer costs more than the sum of their figures, since the heads left carry more. So the
     budget is approached in RESCORE_ROUNDS steps (a speedup S as S^(k/R)): plan, mask what
@@ -313,7 +359,7 @@ def _rescored(a: Analysis, scores, budget, pricing, lattice, min_width, progress
     for k in range(1, RESCORE_ROUNDS):
         step = _partial_budget(budget, pricing.full_figure, k / RESCORE_ROUNDS)
         _tick(progress, "rescore", k - 1, RESCORE_ROUNDS - 1)
-        widths, _ = plan_budget(a, scores, step, pricing, lattice, min_width=min_width)
+        widths, _ = plan_budget(a, scores, step, pricing, lattice, min_width=min_width, objective=objective)
         removed = a.graph.removed_of(plan_widths(a.groups, scores, widths))
         fresh = scorer(a, removed)
         for g, s in zip(a.groups, fresh):
@@ -351,7 +397,8 @@ def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm,
         budget.value if budget.kind == "latency_ms" else budget.value * pricing.full_figure
     cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
     try:
-        widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width)
+        widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width,
+                                   objective=config.objective)
         best_value, unmet = base["planner"]["retained_importance"], None
     except BudgetError as e:  # width alone cannot meet it: rank the blocks at full width
         widths, best_value, unmet = dict(cost.full), -np.inf, e
@@ -370,7 +417,8 @@ def _remove_blocks(a: Analysis, scores, config: SlimConfig, budget, pricing, lm,
         budget_k = Budget("latency_ms", figure) if budget.latency else \
             Budget(budget.kind, min(1.0, figure / pricing_k.full_figure))
         try:
-            _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width)
+            _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width,
+                                 objective=config.objective)
         except BudgetError:
             record["tries"].append({"removed": k, "retained_importance": None})
             k *= 2
@@ -549,7 +597,8 @@ def _cut_and_verify(a: Analysis, removed: np.ndarray, config: SlimConfig, progre
         "trace": a.trace,
         "trace_note": a.graph.traced.note,
         "config": {"ratio": config.ratio, "importance": config.importance, "strict": config.strict,
-                   "seed": config.seed, "prune_hidden": config.prune_hidden, "compensate": config.compensate},
+                   "seed": config.seed, "prune_hidden": config.prune_hidden, "compensate": config.compensate,
+                   "objective": config.objective},
         "params": {"before": _params(a.model), "after": _params(slim_model)},
         "macs": {"before": count_macs(graph.traced.graph, graph.shapes.__getitem__),
                  "after": count_macs(graph.traced.graph, shapes_after)},

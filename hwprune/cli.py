@@ -3,7 +3,8 @@
     hwprune analyze SPEC [--explain] [--json FILE]
     hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
                  [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance l2|l1|bn|random|fisher]
-                 [--min-width N] [-o OUT.pt] [--report OUT.json] [--onnx OUT.onnx] [--html OUT.html]
+                 [--min-width N] [--objective balanced|params] [-o OUT.pt] [--report OUT.json]
+                 [--onnx OUT.onnx] [--html OUT.html]
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt [--calibration FILE.pt]
@@ -89,6 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="keep at most this fraction of the conv and linear parameters")
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
+    from .plan.budget import OBJECTIVES
+    slim.add_argument("--objective", choices=tuple(OBJECTIVES), default="balanced",
+                      help="what a budgeted plan maximizes over magnitude importances (default balanced: the sum "
+                           "over groups of log(importance kept), so no layer is gutted for owning few parameters; "
+                           "params: importance-weighted parameters kept, which cuts cheap early layers first)")
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
@@ -226,10 +232,11 @@ def _cmd_slim(args) -> int:
     with _progress() as progress:
         model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
-                                     progress=progress, **budget, target=args.target or "cpu",
+                                     progress=progress, **budget, target=args.target,
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
-                                     compensate=args.compensate, calibration=calibration)
+                                     compensate=args.compensate, calibration=calibration,
+                                     objective=args.objective)
         report = dict(report)
         report["source"] = _source_record(loaded)
         if calibration is not None:
@@ -459,8 +466,8 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
 
 
 def _plan_row(plan: dict) -> str:
-    b = plan["budget"]
-    text = f"--{b['kind'].replace('_', '-')} {b['value']:g} on {plan['target']} ({plan['model']})"
+    from .plan.budget import budget_line
+    text = f"{budget_line(plan)} ({plan['model']})"
     if plan.get("requested") is not None:
         text += (f": asked {plan['requested']:.3f} ms, planned {plan['predicted_after']:.3f} ms "
                  f"(from {plan['predicted_before']:.3f})")

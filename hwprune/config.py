@@ -20,6 +20,9 @@ class SlimConfig:
     it); not mask-equivalent, so the slim model is checked by output fidelity instead.
     compensate: read each removed channel as its calibration mean where a linear or unpadded
     conv consumes it, folded into that layer's bias (hwprune.compensate).
+    objective: what a budgeted plan maximizes over magnitude criteria (hwprune.plan.budget.OBJECTIVES):
+    "balanced", the sum over groups of log(importance kept), or "params", importance-weighted
+    parameters kept (the objective before balanced, which guts cheap early layers).
     """
 
     ratio: float = 0.5
@@ -31,12 +34,16 @@ class SlimConfig:
     custom_rules: tuple = field(default=())
     prune_hidden: bool = False
     compensate: bool = False
+    objective: str = "balanced"
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) < 1.0:
             raise InputError(
                 f"ratio {self.ratio!r} is outside [0, 1): give the fraction of channels to remove, "
                 "for example --ratio 0.5")
+        from .plan.budget import OBJECTIVES
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"objective {self.objective!r} is unknown: choose one of {', '.join(OBJECTIVES)}")
         if self.importance not in IMPORTANCES:
             raise InputError(
                 f"importance {self.importance!r} is unknown: choose one of {', '.join(IMPORTANCES)}")

@@ -33,6 +33,7 @@ class SlimPass:
     prune_hidden: bool = False  # see hwprune.slim
     allow_block_removal: bool = False
     compensate: bool = False  # see hwprune.slim
+    objective: str = "balanced"  # see hwprune.slim
     measure: bool = True  # measure before and after where the target is this machine
     progress: object = None  # progress(stage, done, total), as hwprune.slim takes
     report: dict | None = field(default=None, init=False)
@@ -59,7 +60,7 @@ class SlimPass:
         slim_model, report = slim(model, inputs, **self._budget(), importance=self.importance, target=self.target,
                                   lut=self.lut, threads=self.threads, min_width=self.min_width,
                                   prune_hidden=self.prune_hidden, allow_block_removal=self.allow_block_removal,
-                                  compensate=self.compensate, progress=self.progress)
+                                  compensate=self.compensate, objective=self.objective, progress=self.progress)
         report = dict(report)
         report["latency_ms"] = latency_compare(model, slim_model, inputs, get_target(self.target), lut=self.lut,
                                                settings=OrtSettings(threads=self.threads), measure=self.measure,

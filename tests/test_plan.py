@@ -2,10 +2,12 @@
 budget, widths on the lattice, an unmeetable budget named, and budgets end to end."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -15,7 +17,7 @@ import hwprune
 from hwprune.cli import main
 from hwprune.hardware import get_target
 from hwprune.plan.allocate import BudgetError, Problem, retained, solve
-from hwprune.plan.budget import Budget, candidates
+from hwprune.plan.budget import OBJECTIVES, Budget, candidates
 
 
 class ChainCost:
@@ -177,6 +179,42 @@ def test_cli_speedup_writes_the_plan_into_the_report(tmp_path, monkeypatch):
     assert report["config"]["budget"] == {"flops": 0.6} and report["plan"]["groups"]
 
 
+def _plan_under(isa: str, monkeypatch, **kwargs) -> dict:
+    from conftest import ISAS
+    from hwprune.hardware import processor
+    monkeypatch.setattr(processor, "lattice_isa", lambda: ISAS[isa])
+    model, x = _net()
+    return hwprune.slim(model, x, **kwargs)[1]["plan"]
+
+
+def test_a_flops_budget_without_a_target_plans_the_same_on_every_host(monkeypatch):
+    plans = {isa: _plan_under(isa, monkeypatch, flops=0.5) for isa in ("avx2", "avx512")}
+    widths = {isa: [g["width_after"] for g in p["groups"]] for isa, p in plans.items()}
+    assert widths["avx2"] == widths["avx512"] and any(w % 16 for w in widths["avx2"])
+    assert plans["avx2"]["lattice"] == {"multiple": 8, "from": "portable (no target given)"}
+    assert plans["avx2"]["target"] is None
+
+
+def test_a_flops_budget_on_the_cpu_target_follows_the_pinned_lattice(cpu_isa, monkeypatch):
+    plan = _plan_under(cpu_isa, monkeypatch, flops=0.5, target="cpu")
+    multiple = {"avx2": 8, "avx512": 16}[cpu_isa]
+    assert plan["lattice"]["multiple"] == multiple and plan["target"] == "cpu"
+    assert all(g["width_after"] % multiple == 0 for g in plan["groups"])
+
+
+def test_a_budget_that_only_the_lattice_blocks_says_so(monkeypatch):
+    from conftest import ISAS
+    from hwprune.hardware import processor
+    monkeypatch.setattr(processor, "lattice_isa", lambda: ISAS["avx512"])
+    model, x = _net()
+    with pytest.raises(BudgetError, match=r"only because widths sit on the lattice of % 16 \(target cpu on this "
+                                          r"host \(avx2, avx512f\)\).*Give --target with a finer lattice"):
+        hwprune.slim(model, x, flops=0.05, target="cpu")
+    with pytest.raises(BudgetError) as e:  # one channel a group does not fit either: no lattice sentence
+        hwprune.slim(model, x, flops=0.0001, target="cpu")
+    assert "lattice" not in str(e.value)
+
+
 def test_cli_refuses_a_speedup_below_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["slim", "models_for_cli:tiny_convnet", "--speedup", "0.5"]) == 2
@@ -266,3 +304,75 @@ def test_kernels_are_priced_at_their_time_inside_the_model(tmp_path):
     # a budget in ms maps onto the in-place kernel sum: the original's figure is all of it
     assert placed.to_internal(placed.full_figure) == pytest.approx(sum(placed.full_cost(b) for b in placed.blocks))
     assert "inside the model" in placed.source and "inside" not in alone.source
+
+
+# ---------------------------------------------------------------- the objective
+
+def test_every_objective_has_a_row():
+    assert sorted(OBJECTIVE_CASES) == sorted(OBJECTIVES)
+
+
+# objective: the narrowest kept fraction of any group of Net at flops=0.5 on jetson's lattice, bounds
+OBJECTIVE_CASES = {
+    "balanced": (0.5, 1.0),  # halving any group costs the same log 2: none goes below half
+    "params": (0.0, 0.25),  # the last conv owns 576 weights a channel against 27..432 of the first: gutted
+}
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVE_CASES))
+def test_objective_row(objective):
+    low, high = OBJECTIVE_CASES[objective]
+    model, x = _net()
+    slim, report = hwprune.slim(model, x, flops=0.5, target="jetson", objective=objective)
+    plan = report["plan"]
+    narrowest = min(g["width_after"] / g["width_before"] for g in plan["groups"])
+    assert low <= narrowest <= high, plan["groups"]
+    assert plan["planner"]["objective"] == objective and report["config"]["objective"] == objective
+    assert plan["planner"]["cost_after"] <= 0.5 * plan["full"] * (1 + 1e-9) and report["verify"]["passed"]
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVE_CASES))
+@given(scores=st.lists(st.floats(0, 10), min_size=2, max_size=40), seed=st.integers(0, 3))
+@settings(max_examples=30, deadline=None)
+def test_objective_values_grow_with_width_and_peak_at_full(objective, scores, seed):
+    model, x = _net()
+    a = _analysis()
+    g = a.prunable[seed % len(a.prunable)]
+    s = np.resize(np.asarray(scores), g.width)
+    cands = list(range(1, g.width + 1))
+    v = OBJECTIVES[objective](a.graph, g, s, cands)
+    assert np.all(np.diff(v) >= -1e-9) and v[-1] == max(v)
+
+
+@functools.cache
+def _analysis():
+    model, x = _net()
+    return hwprune.analyze(model, x)
+
+
+def test_an_unknown_objective_names_the_choices():
+    model, x = _net()
+    with pytest.raises(hwprune.InputError, match="objective 'flops' is unknown: choose one of balanced, params"):
+        hwprune.slim(model, x, flops=0.5, objective="flops")
+
+
+# ---------------------------------------------------------------- --ratio on the lattice
+
+def test_a_ratio_with_a_target_snaps_every_width_to_its_lattice(cpu_isa):
+    model, x = _net()
+    slim, report = hwprune.slim(model, x, ratio=0.2, target="cpu")
+    multiple = {"avx2": 8, "avx512": 16}[cpu_isa]
+    widths = [g["width_after"] for g in report["groups"] if g["frozen"] is None]
+    assert all(w % multiple == 0 for w in widths) and widths != [48, 64, 40], widths
+    assert report["lattice"] == {"multiple": multiple, "from": f"target cpu on this host "
+                                 f"({'avx2, avx512f' if cpu_isa == 'avx512' else 'avx2'})",
+                                 "snapped": True, "off_lattice": []}
+    assert report["verify"]["passed"]
+
+
+def test_a_ratio_without_a_target_keeps_its_widths_and_warns_off_the_lattice():
+    model, x = _net()
+    with pytest.warns(UserWarning, match=r"ratio 0.2 leaves 2 group\(s\) off the lattice of % 8.*Give a target"):
+        slim, report = hwprune.slim(model, x, ratio=0.2)
+    assert [g["width_after"] for g in report["groups"] if g["frozen"] is None] == [39, 52, 32]
+    assert report["lattice"]["snapped"] is False and len(report["lattice"]["off_lattice"]) == 2

@@ -89,8 +89,8 @@ def _summary(report: dict) -> str:
             rows.append(("measured latency", f"none: {lat['target']} is not attached here (predicted only)"))
     plan = report.get("plan")
     if plan:
-        b = plan["budget"]
-        rows.append(("budget", f"--{b['kind'].replace('_', '-')} {b['value']:g} on {plan['target']}"))
+        from ..plan.budget import budget_line
+        rows.append(("budget", budget_line(plan)))
     groups = report["groups"]
     cut = sum(1 for g in groups if g["width_after"] < g["width_before"])
     frozen = sum(1 for g in groups if g["frozen"])

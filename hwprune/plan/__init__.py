@@ -21,16 +21,3 @@ def plan_widths(groups, scores, widths: dict) -> dict:
         if keep < g.width:
             cuts[g.id] = np.sort(np.argsort(s, kind="stable")[: g.width - keep])
     return cuts
-
-
-def plan_uniform(groups, scores, ratio: float) -> dict:
-    """Remove floor(width * ratio) channels of every unfrozen group (at least one stays),
-    least important first. Returns {group id: removed channel positions}."""
-    cuts = {}
-    for g, s in zip(groups, scores):
-        if g.frozen is not None:
-            continue
-        n = min(int(g.width * ratio), g.width - 1)
-        if n > 0:
-            cuts[g.id] = np.sort(np.argsort(s, kind="stable")[:n])
-    return cuts
