@@ -8,7 +8,8 @@
 from .config import RecoverConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, ItemData, LoaderData, load_data
 from .distributed import is_main_process
+from .iterative import compose_kept, iterative_slim
 from .train import RecoverRecord, finetune
 
 __all__ = ["RecoverConfig", "RecoverRecord", "finetune", "load_data", "ItemData", "LoaderData",
-           "IMAGENET_MEAN", "IMAGENET_STD", "is_main_process"]
+           "iterative_slim", "compose_kept", "IMAGENET_MEAN", "IMAGENET_STD", "is_main_process"]

@@ -145,6 +145,18 @@ def _describe(obj) -> str:
 
 # ---------------------------------------------------------------- loading
 
+def check_spec(spec) -> None:
+    """Fail at once, before models load, where a data path is missing or an empty file."""
+    spec = str(spec)
+    path = Path(spec)
+    if _FACTORY.fullmatch(spec) and not path.exists():
+        return
+    if not path.exists():
+        raise InputError(f"{path}: no such data file or folder: give {_FORMS}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: the data file is empty: give {_FORMS}")
+
+
 def load_data(spec, example_inputs: tuple, *, tokenizer=None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
               model=None):
     """The recovery data that `spec` names (see the module docstring): an ItemData, or a
@@ -156,12 +168,9 @@ def load_data(spec, example_inputs: tuple, *, tokenizer=None, mean=IMAGENET_MEAN
     path = Path(spec)
     if _FACTORY.fullmatch(spec) and not path.exists():
         return _load_factory(spec, len(example_inputs))
-    if not path.exists():
-        raise InputError(f"{path}: no such data file or folder: give {_FORMS}")
+    check_spec(spec)
     if path.is_dir():
         return _load_images(path, example_inputs, mean, std)
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the data file is empty: give {_FORMS}")
     if path.suffix.lower() in TEXT_SUFFIXES:
         return _load_text(path, example_inputs, tokenizer, model)
     return _load_tensors(path, len(example_inputs))

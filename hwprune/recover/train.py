@@ -44,6 +44,7 @@ class RecoverRecord:
     data: str
     items: int | None
     config: dict
+    outputs: list = field(default_factory=list)  # [(output name, loss)]: how each output was compared
     eval_before: dict = field(default_factory=dict)
     eval_after: dict = field(default_factory=dict)
     losses: list = field(default_factory=list)
@@ -133,7 +134,7 @@ class _Trainer:
         if self.features is not None:
             parts["features"] = self.features.loss()
             total = total + c.feature_weight * parts["features"]
-        if self.penalty is not None and grad:
+        if self.penalty is not None:
             parts["penalty"] = self.penalty(self.student)
             total = total + parts["penalty"]
         parts["total"] = total
@@ -210,6 +211,7 @@ def _run(student, teacher, data, config, device, world, example_inputs, kept, to
         _check_batch(trainer, first, data)
         record = RecoverRecord(total, 0, world.size, str(device), None if trainer.amp is None else str(trainer.amp),
                                data.source, stream.items, config.to_json())
+        record.outputs = [list(r) for r in trainer.rules]
         _train(trainer, stream, data, record, progress, checkpoint_dir, resume)
         record.eval_after = trainer.evaluate(stream, config.eval_items)
         if trainer.features is not None:
