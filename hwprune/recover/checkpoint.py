@@ -35,6 +35,17 @@ def _as_python_state(s):
     return (s[0], tuple(s[1]), s[2])
 
 
+def prepare(directory: Path) -> None:
+    """Create the checkpoint folder, and fail now (not after hours of training) if it cannot be written."""
+    from ..io import check_output
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{directory}: cannot create the checkpoint folder ({e.strerror}): give another "
+                         "--checkpoint-dir") from e
+    check_output(Path(directory) / NAME, force=True)
+
+
 def save(directory: Path, state: dict) -> Path:
     path = Path(directory) / NAME
     atomic_write(path, lambda tmp: torch.save(state, tmp), force=True)

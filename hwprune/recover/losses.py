@@ -119,13 +119,15 @@ def _dims_of(module: nn.Module):
 
 
 class FeatureMatch:
-    """Hooks on the student's and the teacher's conv and linear modules whose output channels
-    the cut kept a subset of (kept: the slim report's {param fqn: {dim: [kept indices]}}).
-    loss() = mean over those modules of the per-item relative squared error
-    ||s_i - t_i[kept]||^2 / ||t_i[kept]||^2: relative, so layers of any scale weigh alike."""
+    """Hooks on the student's and the teacher's conv and linear modules that the cut touched
+    (kept: the slim report's {param fqn: {dim: [kept indices]}}, any dim of their weight):
+    the student's output is compared with the teacher's at the kept output channels (all of
+    them where only the input channels were cut). loss() = mean over those modules of the
+    per-item relative squared error ||s_i - t_i[kept]||^2 / ||t_i[kept]||^2: relative, so
+    layers of any scale weigh alike."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, kept: dict):
-        self.index: dict[str, tuple[torch.Tensor, int]] = {}
+        self.index: dict[str, tuple[torch.Tensor | None, int]] = {}
         for fqn, dims in kept.items():
             path, _, leaf = fqn.rpartition(".")
             try:
@@ -134,13 +136,13 @@ class FeatureMatch:
             except AttributeError:
                 continue
             spec = _dims_of(module)
-            if leaf != "weight" or spec is None or str(spec[0]) not in {str(d) for d in dims}:
+            if leaf != "weight" or spec is None:
                 continue
-            idx = dims.get(str(spec[0]), dims.get(spec[0]))
-            self.index[path] = (torch.as_tensor(idx, dtype=torch.long), spec[1])
+            idx = {str(d): v for d, v in dims.items()}.get(str(spec[0]))
+            self.index[path] = (None if idx is None else torch.as_tensor(idx, dtype=torch.long), spec[1])
         if not self.index:
-            raise InputError("feature distillation found no conv or linear module whose output channels were cut: "
-                             "give the slim report's 'kept' of this model, or turn features off")
+            raise InputError("feature distillation found no conv or linear module that the cut touched: give the "
+                             "slim report's 'kept' of this model, or turn features off")
         self.student_out: dict = {}
         self.teacher_out: dict = {}
         self.handles = [m.register_forward_hook(self._hook(self.student_out, p))
@@ -158,7 +160,8 @@ class FeatureMatch:
         total = 0.0
         for path, (idx, dim) in self.index.items():
             s = self.student_out[path].float()
-            t = self.teacher_out[path].float().index_select(dim, idx.to(s.device))
+            t = self.teacher_out[path].float()
+            t = t if idx is None else t.index_select(dim, idx.to(s.device))
             err = ((s - t) ** 2).reshape(s.shape[0], -1).sum(1)
             total = total + (err / (t ** 2).reshape(t.shape[0], -1).sum(1).clamp_min(1e-12)).mean()
         self.student_out.clear()

@@ -107,7 +107,7 @@ class _Trainer:
         if config.features and kept is None:
             raise InputError("features: feature distillation needs the slim report's 'kept' channels: pass "
                              "kept=report['kept'] (on the command line, --features REPORT.json)")
-        self.rules, self.classes = None, None
+        self.rules, self.classes, self.source = None, None, ""
         self.model = student if world.size == 1 else nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -126,7 +126,8 @@ class _Trainer:
         parts = {"distill": distill_loss(s_out, t_out, self.rules, self.config.temperature)}
         c = self.config
         total = parts["distill"]
-        if batch.labels is not None:
+        if batch.labels is not None:  # a DataLoader's labels are seen only as they come
+            _check_labels((int(batch.labels.min()), int(batch.labels.max())), self.classes, self.source)
             logits = logits_of(s_out, self.rules).float()
             parts["task"] = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                         batch.labels.to(self.device).reshape(-1))
@@ -147,7 +148,7 @@ class _Trainer:
             k = int(batch.inputs[0].shape[0])
             sums += k * torch.tensor([float(_value(parts.get(p, 0.0))) for p in PARTS], dtype=torch.float64)
             n += k
-        return {p: round(float(v / n), 6) for p, v in zip(PARTS, sums)} if n else {}
+        return {p: float(f"{float(v / n):.6g}") for p, v in zip(PARTS, sums)} if n else {}
 
     def step_losses(self, parts: dict) -> dict:
         """The parts averaged over processes: the loss of the whole global batch."""
@@ -206,6 +207,7 @@ def _run(student, teacher, data, config, device, world, example_inputs, kept, to
     teacher.to(device).eval()
     try:
         trainer = _Trainer(student, teacher, config, device, world, kept, penalty)
+        trainer.source = data.source
         first = next(iter(stream.eval_batches(1)), None) if not isinstance(data, ItemData) else \
             stream.local_batch(0)
         _check_batch(trainer, first, data)
@@ -282,6 +284,8 @@ def _train(trainer: _Trainer, stream, data, record: RecoverRecord, progress, che
     schedule = _schedule(optimizer, c.warmup, record.steps)
     torch.manual_seed(c.seed)
     fingerprint, shapes = c.fingerprint() | {"steps_total": record.steps}, ckpt.shapes_of(trainer.student)
+    if checkpoint_dir is not None and world.main:
+        ckpt.prepare(checkpoint_dir)
     state = ckpt.load(checkpoint_dir, fingerprint=fingerprint, shapes=shapes, source=data.source) \
         if checkpoint_dir is not None and resume else None
     if state is not None:
@@ -309,8 +313,6 @@ def _train(trainer: _Trainer, stream, data, record: RecoverRecord, progress, che
     if progress is not None:
         progress("recover", record.start_step, record.steps)
     for step, batch in stream.batches(record.start_step, record.steps, c.num_workers):
-        if isinstance(data, LoaderData) and batch.labels is not None:  # a loader's labels are seen as they come
-            _check_labels((int(batch.labels.min()), int(batch.labels.max())), trainer.classes, data.source)
         parts = trainer.losses(batch)
         loss = parts["total"]
         if trainer.scaler is not None:
@@ -322,7 +324,7 @@ def _train(trainer: _Trainer, stream, data, record: RecoverRecord, progress, che
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
-        record.losses.append(round(trainer.step_losses(parts)["total"], 6))
+        record.losses.append(float(f"{trainer.step_losses(parts)['total']:.6g}"))
         if (step + 1) % c.checkpoint_every == 0 or step + 1 == record.steps:
             save(step + 1)
         if progress is not None:
