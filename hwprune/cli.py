@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
-                          slim_function)
+                          recover_row, slim_function)
 from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
@@ -458,6 +458,8 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
         removed = [b["path"] for b in report["depth"]["removed"]]
         table.add_row("blocks removed", (", ".join(removed) + " (verified: equal to zeroing their branches)")
                       if removed else f"none of {len(report['depth']['candidates'])} (width kept more importance)")
+    if "recover" in report:
+        table.add_row("recovery", recover_row(report["recover"]))
     if "latency_ms" in report:
         lat = report["latency_ms"]
         table.add_row("predicted", _predicted_row(lat))

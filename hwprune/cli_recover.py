@@ -218,6 +218,13 @@ def check_slim_recover(args) -> None:
     check_spec(args.recover)
 
 
+def recover_row(recover: dict) -> str:
+    """The slim summary's line for --recover: rounds, and each round's loss before -> after."""
+    losses = ", ".join(f"{r['recovery']['eval_before'].get('total', float('nan')):.3g} → "
+                       f"{r['recovery']['eval_after'].get('total', float('nan')):.3g}" for r in recover["rounds"])
+    return f"{recover['schedule']}; distillation loss per round: {losses}"
+
+
 @contextmanager
 def recover_progress():
     """A rich progress display with the loss, on rank 0's terminal; None elsewhere."""

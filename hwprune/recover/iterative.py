@@ -143,5 +143,15 @@ def _final_report(report: dict, first: dict, kept: dict, rows: list, kind, value
     widths = {tuple(g["members"]): g["width_before"] for g in first["groups"]}
     report["groups"] = [g | {"width_before": widths.get(tuple(g["members"]), g["width_before"])}
                         for g in report["groups"]]
+    if report.get("plan"):  # the last round's plan, stated from the original with the user's budget
+        plan, start = dict(report["plan"]), first["plan"]
+        plan |= {"budget": {"kind": kind, "value": value}, "round_budget": plan["budget"], "full": start.get("full"),
+                 "predicted_before": start.get("predicted_before")}
+        if plan.get("measured") and start.get("measured"):
+            before, after = start["measured"]["before_ms"], plan["measured"]["after_ms"]
+            plan["measured"] = {"before_ms": before, "after_ms": after, "speedup": round(before / after, 4)}
+        report["plan"] = plan
+    if "budget" in report.get("config", {}):
+        report["config"] = report["config"] | {"budget": {kind: value}}
     report["recover"] = {"schedule": f"geometric, {rounds} rounds toward {kind} {value:g}", "rounds": rows}
     return report

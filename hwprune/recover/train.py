@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..graph.trace import is_exported_graph
 from . import checkpoint as ckpt
 from .config import RecoverConfig
 from .data import ItemData, LoaderData, load_data
@@ -102,11 +103,11 @@ class _Trainer:
         self.student, self.teacher = student, teacher
         self.amp = _amp_dtype(config.amp, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
-        self.features = FeatureMatch(student, teacher, kept) if config.features and config.feature_weight > 0 \
-            else None
         if config.features and kept is None:
             raise InputError("features: feature distillation needs the slim report's 'kept' channels: pass "
                              "kept=report['kept'] (on the command line, --features REPORT.json)")
+        self.features = FeatureMatch(student, teacher, kept) if config.features and config.feature_weight > 0 \
+            else None
         self.rules, self.classes, self.source = None, None, ""
         self.model = student if world.size == 1 else nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None)
@@ -186,9 +187,15 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _eval(module: nn.Module) -> None:
+    """Eval mode; a graph from a .pt2 keeps the mode it was exported in (it cannot switch)."""
+    if not is_exported_graph(module):
+        module.eval()
+
+
 def _set_modes(student: nn.Module, dropout: bool) -> None:
     """Eval mode (frozen norms, no dropout); with dropout=True, dropout layers train."""
-    student.eval()
+    _eval(student)
     if dropout:
         for m in student.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -204,7 +211,8 @@ def _run(student, teacher, data, config, device, world, example_inputs, kept, to
     home, was_training, student_home = _device_of(teacher), teacher.training, _device_of(student)
     student = copy.deepcopy(student).to(device)
     _set_modes(student, config.dropout)
-    teacher.to(device).eval()
+    _eval(teacher.to(device))
+    trainer = None
     try:
         trainer = _Trainer(student, teacher, config, device, world, kept, penalty)
         trainer.source = data.source
@@ -216,10 +224,12 @@ def _run(student, teacher, data, config, device, world, example_inputs, kept, to
         record.outputs = [list(r) for r in trainer.rules]
         _train(trainer, stream, data, record, progress, checkpoint_dir, resume)
         record.eval_after = trainer.evaluate(stream, config.eval_items)
-        if trainer.features is not None:
-            trainer.features.remove()
     finally:
-        teacher.to(home).train(was_training)
+        if trainer is not None and trainer.features is not None:
+            trainer.features.remove()  # the hooks on the user's teacher go, whatever happened
+        teacher.to(home)
+        if not is_exported_graph(teacher):
+            teacher.train(was_training)
     record.seconds = round(time.perf_counter() - started, 3)
     return student.to(student_home), record
 
