@@ -52,12 +52,12 @@ class ItemStream:
         return zip(range(start, stop), loader)
 
     def eval_batches(self, items: int):
-        """The first `items` items in order, unaugmented, in batches of the local size (every
-        process measures the same ones)."""
+        """The first `items` items in order, unaugmented, in whole batches of the local size
+        (every process measures the same ones; a graph exported for one batch size takes no other)."""
         n = min(items, len(self.data))
-        for first in range(0, n, self.batch_size):
-            yield collate([self.data[i] for i in range(first, min(n, first + self.batch_size))],
-                          self.data.has_labels)
+        n = n - n % self.local if n >= self.local else n
+        for first in range(0, n, self.local):
+            yield collate([self.data[i] for i in range(first, min(n, first + self.local))], self.data.has_labels)
 
 
 class _Steps(torch.utils.data.Dataset):

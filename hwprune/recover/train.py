@@ -260,8 +260,12 @@ def _check_batch(trainer: _Trainer, batch, data) -> None:
             trainer.student(*(t.to(trainer.device) for t in batch.inputs))
     except Exception as e:  # the model's own error, whatever its type, is what the user needs
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fix = "give data shaped like the example inputs"
+        if is_exported_graph(trainer.student):
+            fix += (f"; a graph exported with torch.export takes only the batch it was exported with: give a batch "
+                    f"size of that times {trainer.world.size} process(es)")
         raise InputError(f"{data.source}: the model rejects a batch of shape {shapes} ({type(e).__name__}: "
-                         f"{first}): give data shaped like the example inputs") from e
+                         f"{first}): {fix}") from e
     trainer.rules = output_rules(t_out, trainer.config.output_loss)
     logits = logits_of(t_out, trainer.rules)
     trainer.classes = None if logits is None else int(logits.shape[-1])
