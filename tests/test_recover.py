@@ -354,11 +354,28 @@ def test_iterative_slim_meets_a_flops_budget_with_verified_rounds(tmp_path):
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in slim.state_dict().items()}
 
 
+def test_iterative_slim_resumes_its_rounds(tmp_path):
+    """With a budget that plans the same each time, a resumed run redoes each cut and takes
+    each round's recovery from its last checkpoint: the same final weights, no step retrained."""
+    torch.manual_seed(0)
+    model, x = ConvNet(32).eval(), (torch.randn(1, 3, 16, 16),)
+    torch.save(torch.randn(16, 3, 16, 16), tmp_path / "x.pt")
+    config = RecoverConfig(steps=4, batch_size=8)
+    run = lambda **kw: hwprune.iterative_slim(model, x, tmp_path / "x.pt", rounds=2, flops=0.5,  # noqa: E731
+                                              recover=config, checkpoint_dir=tmp_path / "ck", **kw)
+    first, _ = run()
+    again, report = run(resume=True)
+    assert [r["recovery"]["start_step"] for r in report["recover"]["rounds"]] == [4, 4]
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
 def test_iterative_slim_wants_one_budget():
     with pytest.raises(hwprune.InputError, match="give exactly one of speedup"):
         hwprune.iterative_slim(ConvNet(), X8, "x.pt", rounds=2)
     with pytest.raises(hwprune.InputError, match="rounds 0"):
         hwprune.iterative_slim(ConvNet(), X8, "x.pt", rounds=0, flops=0.5)
+    with pytest.raises(hwprune.InputError, match="allow_block_removal with more than one round"):
+        hwprune.iterative_slim(ConvNet(), X8, "x.pt", rounds=2, flops=0.5, allow_block_removal=True)
 
 
 def test_cli_slim_recover_writes_the_bundle_once(tmp_path, monkeypatch, capsys):

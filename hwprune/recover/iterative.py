@@ -44,6 +44,9 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
     if "widths" in slim_kwargs:
         raise InputError("iterative slim plans each round from a budget: give speedup, latency_ms, flops, params "
                          "or ratio instead of widths")
+    if slim_kwargs.get("allow_block_removal") and rounds > 1:
+        raise InputError("allow_block_removal with more than one round is not supported: a removed block changes "
+                         "the names later rounds' channels are stated in; use rounds=1, or cut width only")
     recover = recover or RecoverConfig()
     kind, value = _budget(slim_kwargs)
     rest = {k: v for k, v in slim_kwargs.items() if k not in BUDGETS}
