@@ -8,17 +8,22 @@ Public API only:
     declare_rule(op_or_function, like="elementwise")
     SlimPass(target="jetson", speedup=2)(model, example_inputs) -> slim_model; .report
     load_pretrained(dir) -> a pruned Hugging Face model that save_pretrained wrote
+    finetune(slim_model, original, data, config=RecoverConfig(...)) -> (model, RecoverRecord)
+    iterative_slim(model, example_inputs, data, rounds=K, recover=RecoverConfig(...), **slim_kwargs)
+        -> (model, report)
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
 from .graph.rules import declare_rule
 from .hf import load_pretrained
 from .pipeline import SlimPass
+from .recover import RecoverConfig, RecoverRecord, finetune, iterative_slim
 from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
     "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained",
+    "finetune", "iterative_slim", "RecoverConfig", "RecoverRecord",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
     "NothingToPruneError", "VerificationError", "BudgetError",
 ]

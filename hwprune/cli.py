@@ -8,6 +8,8 @@
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt [--calibration FILE.pt]
+    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt   (hwprune.cli_recover; and
+                 slim --recover DATA --rounds K)
 
 Every HwpruneError becomes one line on stderr and exit code 2, as do usage errors. Any other
 exception is a bug in hwprune and keeps its traceback.
@@ -22,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
+from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
+                          recover_row, slim_function)
 from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
@@ -125,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
                            "closer output, same speed")
     slim.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_target_arguments(slim)
+    add_slim_recover_arguments(slim)
     slim.set_defaults(command=_cmd_slim)
 
     apply = sub.add_parser("apply", help="re-apply a report's kept channels to another checkpoint")
@@ -137,6 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     apply.set_defaults(command=_cmd_apply)
 
     add_hardware_commands(sub, _add_model_arguments)
+    add_recover_commands(sub)
     return parser
 
 
@@ -223,20 +229,23 @@ def _cmd_slim(args) -> int:
         raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
                          "--latency-ms, --flops or --params")
     check_target(args)
+    check_slim_recover(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
     raw = read_calibration(args.calibration) if args.calibration is not None else None
     loaded = _load(args)
     calibration = _calibration(args, raw, loaded)
     outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
-    with _progress() as progress:
-        model, report = hwprune.slim(loaded.module, loaded.example_inputs, ratio=args.ratio,
+    with recover_progress() if args.recover else _progress() as progress:
+        model, report = slim_function(args, loaded)(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress, **budget, target=args.target,
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
                                      compensate=args.compensate, calibration=calibration,
                                      objective=args.objective)
+        if not hwprune.recover.is_main_process():  # under torchrun, rank 0 writes
+            return 0
         report = dict(report)
         report["source"] = _source_record(loaded)
         if calibration is not None:
@@ -456,6 +465,8 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
         removed = [b["path"] for b in report["depth"]["removed"]]
         table.add_row("blocks removed", (", ".join(removed) + " (verified: equal to zeroing their branches)")
                       if removed else f"none of {len(report['depth']['candidates'])} (width kept more importance)")
+    if "recover" in report:
+        table.add_row("recovery", recover_row(report["recover"]))
     if "latency_ms" in report:
         lat = report["latency_ms"]
         table.add_row("predicted", _predicted_row(lat))

