@@ -136,7 +136,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
          flops: float | None = None, params: float | None = None, target: str = "cpu",
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
-         allow_block_removal: bool = False, calibration=None, compensate: bool = False):
+         allow_block_removal: bool = False, calibration=None, compensate: bool = False, loss_fn=None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
@@ -147,8 +147,12 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
-    calibration: inputs for importance="fisher" and for compensate (a list of input tuples shaped
+    calibration: inputs for the criteria that measure on inputs (hwprune.importance.DATA_CRITERIA:
+    fisher, activation, apoz, taylor, loss_change) and for compensate (a list of input tuples shaped
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
+    loss_fn(model, batch) -> scalar tensor: the loss of importance="taylor" or "loss_change", called
+    with a stand-in for the model and a calibration item, which may then carry labels after the
+    inputs (default: a label-free loss, hwprune.importance.loss).
     compensate: where a linear or an unpadded conv consumes a removed channel, fold the
     channel's calibration mean into that layer's bias instead of dropping it (hwprune.compensate);
     verified as mask equivalence with those channels read as their means.
@@ -167,15 +171,15 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     _tick(progress, "score", 0, 1)
     if calibration is not None and config.importance not in DATA_CRITERIA and not config.compensate:
         raise InputError(f"calibration inputs were given, but importance {config.importance!r} reads only the "
-                         f"weights and compensate is off: use importance='fisher' or compensate=True, or "
-                         f"leave calibration out")
-    calib = calibration_batches(a.example_inputs, calibration) \
+                         f"weights and compensate is off: use an importance that measures on inputs "
+                         f"({', '.join(DATA_CRITERIA)}) or compensate=True, or leave calibration out")
+    calib = calibration_batches(a.example_inputs, calibration, labels=loss_fn is not None) \
         if config.importance in DATA_CRITERIA or config.compensate else None
 
     def scorer(an: Analysis, removed=None):
         an.calibration = calib
         return score(an.graph, tensors_of(an.model), config.importance, config.seed, an.model, calib, progress,
-                     removed, _compensation_of(an) if config.compensate else None)
+                     removed, _compensation_of(an) if config.compensate else None, loss_fn=loss_fn)
     scores = scorer(a)
     if budget is not None:
         return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress,
