@@ -299,6 +299,18 @@ def test_slim_with_a_loss_criterion_and_labelled_calibration_cuts_the_lowest_and
     assert sorted(kept) == sorted(np.argsort(-s, kind="stable")[:len(kept)].tolist())
 
 
+@pytest.mark.parametrize("name", ["taylor", "activation"])
+def test_a_budget_plans_on_data_criteria_and_the_cut_verifies(trained, name):
+    # taylor's figures share one unit across groups, so the budget is approached in rounds
+    # re-measured on the masked model, as Fisher's; activation's are normalized per parameter
+    m, batches = trained
+    calib = [(x,) for x, _ in batches[:2]]
+    slim, report = hwprune.slim(m, calib[0], flops=0.6, importance=name, calibration=calib, min_width=1)
+    assert report["verify"]["passed"]
+    assert report["plan"]["planner"]["cost_after"] <= 0.6 * report["plan"]["full"] * 1.001
+    assert ("importance_rounds" in report["plan"]) == CRITERIA[name].across_groups
+
+
 @pytest.mark.parametrize("name", DATA_CRITERIA)
 def test_slim_without_calibration_measures_on_the_example_inputs(name):
     m = _table_model()
@@ -335,6 +347,8 @@ NEGATIVE = [
     pytest.param(lambda m, x: hwprune.slim(Scalar().eval(), (torch.randn(3, 6),), ratio=0.5, importance="taylor"),
                  r"the default loss needs an output of logits .* floating outputs are \[\(\)\]: give loss_fn",
                  id="default-loss-without-logits"),
+    pytest.param(lambda m, x: score(m[1].graph, {}, "taylor", 0, m[0], [x], loss_fn=_labelled, teacher=m[0]),
+                 "both loss_fn and teacher were given", id="loss_fn-and-teacher"),
     pytest.param(lambda m, x: hwprune.slim(m[0], x, ratio=0.5, importance="l1", calibration=[x]),
                  "importance 'l1' reads only the weights .*fisher, activation, apoz, taylor, loss_change",
                  id="calibration-for-a-weight-criterion"),

@@ -132,9 +132,10 @@ def test_a_zero_channel_has_zero_gradient_not_nan():
     assert torch.isfinite(grad).all() and not grad[1].any()
 
 
-def test_penalties_read_through_a_data_parallel_wrapper():
+@pytest.mark.parametrize("wrap", [nn.DataParallel, torch.compile], ids=["DataParallel", "compile"])
+def test_penalties_read_through_a_wrapper(wrap):
     model, penalty = _built(ConvRes, (2, 3, 6, 6))
-    wrapped = nn.DataParallel(model)
+    wrapped = wrap(model)  # parameter names gain "module." / "_orig_mod."; compile compiles on first call only
     assert penalty(wrapped).item() == penalty(model).item()
     assert hwprune.BNL1(0.1)(wrapped).item() == hwprune.BNL1(0.1)(model).item()
 
@@ -233,7 +234,8 @@ def test_slim_with_l2_then_removes_the_channels_the_penalty_drove_down(trained):
 @pytest.mark.parametrize("make,message", [
     (lambda m, a: hwprune.GroupLasso(a, -1.0), "penalty strength -1.0: give a finite number >= 0"),
     (lambda m, a: hwprune.BNL1(float("nan")), "penalty strength nan"),
-    (lambda m, a: hwprune.GroupLasso(a, 1e-3)(MLP()), r"the model has no parameter a.bias \(of 11 the penalty was built for\): build GroupLasso from the analysis"),
+    (lambda m, a: hwprune.GroupLasso(a, 1e-3)(MLP()),
+     r"the model has no parameter a.bias \(of 11 the penalty was built for\): build GroupLasso from the analysis"),
     (lambda m, a: hwprune.BNL1(1e-3)(MLP()), "MLP has no BatchNorm layer with a scale"),
 ], ids=["negative", "nan", "other-model", "no-bn"])
 def test_penalty_misuse_is_a_clear_error(make, message):

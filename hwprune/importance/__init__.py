@@ -162,6 +162,9 @@ def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibratio
     if row.needs is not Needs.LOSS and (loss_fn is not None or teacher is not None):
         raise InputError(f"importance {name!r} reads {row.needs.value}, not a loss: loss_fn and teacher are for "
                          f"{', '.join(n for n, c in CRITERIA.items() if c.needs is Needs.LOSS)}")
+    if loss_fn is not None and teacher is not None:
+        raise InputError("both loss_fn and teacher were given: the teacher is for the default distillation loss; "
+                         "give one (a loss_fn may call the teacher itself)")
     if row.needs is not Needs.WEIGHTS and (model is None or not calibration):
         raise InputError(f"importance {name!r} measures on inputs: give the model and calibration, a non-empty "
                          "list of input tuples (hwprune.slim uses its example inputs when none are given)")

@@ -112,16 +112,17 @@ class GraphLoss:
         if self.ctx.loss_fn is not None:
             value = self.ctx.loss_fn(GraphModel(self.graph, self.model, masks, self._spec), item)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise InputError(f"loss_fn returned {type(value).__name__}"
-                                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}: return a scalar tensor")
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ""
+                raise InputError(f"loss_fn returned {type(value).__name__}{shape}: return a scalar tensor")
             return value.reshape(())
         outs = floating(_run_masked(self.graph, self.model, item, masks))
         if self.ctx.teacher is not None:
             return distillation_loss(outs, self._target(i, item))
         logits = [o for o in outs if o.dim() >= 1 and o.shape[-1] >= 2]
         if not logits:
-            raise InputError(f"the default loss needs an output of logits (two or more values in its last dim); the "
-                             f"model's floating outputs are {[tuple(o.shape) for o in outs]}: give loss_fn(model, batch)")
+            raise InputError(f"the default loss needs an output of logits (two or more values in its last dim); "
+                             f"the model's floating outputs are {[tuple(o.shape) for o in outs]}: "
+                             "give loss_fn(model, batch)")
         return self_label_loss(logits, self._target(i, item))
 
     def _target(self, i: int, item: tuple) -> list:

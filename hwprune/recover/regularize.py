@@ -36,9 +36,11 @@ def _strength(lam) -> float:
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
-    """The module under DistributedDataParallel / DataParallel: their parameter names gain 'module.'."""
+    """The module under DistributedDataParallel / DataParallel (their parameter names gain
+    'module.') and under torch.compile (it adds '_orig_mod.')."""
     parallel = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return model.module if isinstance(model, parallel) else model
+    model = model.module if isinstance(model, parallel) else model
+    return getattr(model, "_orig_mod", model)
 
 
 @dataclass(frozen=True)
