@@ -11,6 +11,7 @@ Public API only:
     finetune(slim_model, original, data, config=RecoverConfig(...)) -> (model, RecoverRecord)
     iterative_slim(model, example_inputs, data, rounds=K, recover=RecoverConfig(...), **slim_kwargs)
         -> (model, report)
+    GroupLasso(analysis, lam), BNL1(lam): training-time penalties, penalty(model) -> scalar
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
@@ -18,12 +19,14 @@ from .graph.rules import declare_rule
 from .hf import load_pretrained
 from .pipeline import SlimPass
 from .recover import RecoverConfig, RecoverRecord, finetune, iterative_slim
+from .recover.regularize import BNL1, GroupLasso
 from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
     "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained",
     "finetune", "iterative_slim", "RecoverConfig", "RecoverRecord",
+    "GroupLasso", "BNL1",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
     "NothingToPruneError", "VerificationError", "BudgetError",
 ]

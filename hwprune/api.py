@@ -137,7 +137,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          flops: float | None = None, params: float | None = None, target: str | None = None,
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False, calibration=None, compensate: bool = False,
-         objective: str = "balanced"):
+         objective: str = "balanced", loss_fn=None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
@@ -150,11 +150,15 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
-    calibration: inputs for importance="fisher" and for compensate (a list of input tuples shaped
+    calibration: inputs for the criteria that measure on inputs (hwprune.importance.DATA_CRITERIA:
+    fisher, activation, apoz, taylor, loss_change) and for compensate (a list of input tuples shaped
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
     objective: what a budgeted plan maximizes over magnitude criteria: "balanced" (default), the sum
     over groups of log(importance kept), so that no group is gutted for being cheap in parameters;
     "params", importance-weighted parameters kept (hwprune.plan.budget.OBJECTIVES).
+    loss_fn(model, batch) -> scalar tensor: the loss of importance="taylor" or "loss_change", called
+    with a stand-in for the model and a calibration item, which may then carry labels after the
+    inputs (default: a label-free loss, hwprune.importance.loss).
     compensate: where a linear or an unpadded conv consumes a removed channel, fold the
     channel's calibration mean into that layer's bias instead of dropping it (hwprune.compensate);
     verified as mask equivalence with those channels read as their means.
@@ -174,15 +178,15 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     _tick(progress, "score", 0, 1)
     if calibration is not None and config.importance not in DATA_CRITERIA and not config.compensate:
         raise InputError(f"calibration inputs were given, but importance {config.importance!r} reads only the "
-                         f"weights and compensate is off: use importance='fisher' or compensate=True, or "
-                         f"leave calibration out")
-    calib = calibration_batches(a.example_inputs, calibration) \
+                         f"weights and compensate is off: use an importance that measures on inputs "
+                         f"({', '.join(DATA_CRITERIA)}) or compensate=True, or leave calibration out")
+    calib = calibration_batches(a.example_inputs, calibration, labels=loss_fn is not None) \
         if config.importance in DATA_CRITERIA or config.compensate else None
 
     def scorer(an: Analysis, removed=None):
         an.calibration = calib
         return score(an.graph, tensors_of(an.model), config.importance, config.seed, an.model, calib, progress,
-                     removed, _compensation_of(an) if config.compensate else None)
+                     removed, _compensation_of(an) if config.compensate else None, loss_fn=loss_fn)
     scores = scorer(a)
     if budget is not None:
         return _slim_budgeted(a, scores, config, budget, target, lut, threads, min_width, progress,

@@ -2,7 +2,7 @@
 
     hwprune analyze SPEC [--explain] [--json FILE]
     hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
-                 [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance l2|l1|bn|random|fisher]
+                 [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance CRITERION]
                  [--min-width N] [--objective balanced|params] [-o OUT.pt] [--report OUT.json]
                  [--onnx OUT.onnx] [--html OUT.html]
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
@@ -102,10 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
-    slim.add_argument("--importance", choices=IMPORTANCES, default="l2",
-                      help="how channels are ranked (default l2); fisher: the squared output change of "
-                           "removing each channel, measured on --calibration (default: the example inputs)")
-    _add_calibration_argument(slim, "for --importance fisher and --compensate")
+    slim.add_argument("--importance", choices=IMPORTANCES, default="l2", help=_importance_help())
+    _add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
     slim.add_argument("--report", type=Path, metavar="OUT.json",
@@ -159,6 +157,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
                         help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
                              "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
+
+
+def _importance_help() -> str:
+    from .importance import CRITERIA, Needs
+    rows = "; ".join(f"{c.name}: {c.summary}" + ("" if c.needs is Needs.WEIGHTS else " (on --calibration, default "
+                     "the example inputs" + (", label-free loss" if c.needs is Needs.LOSS else "") + ")")
+                     for c in CRITERIA.values())
+    return f"how channels are ranked (default l2). {rows}"
 
 
 def _add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
@@ -222,9 +228,9 @@ def _cmd_slim(args) -> int:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
     from .importance import DATA_CRITERIA
     if args.calibration is not None and args.importance not in DATA_CRITERIA and not args.compensate:
-        raise InputError(f"--calibration {args.calibration}: only --importance fisher and --compensate read "
-                         f"inputs, and --importance {args.importance} reads the weights: add one of them, or drop "
-                         "--calibration")
+        raise InputError(f"--calibration {args.calibration}: only --importance {'|'.join(DATA_CRITERIA)} and "
+                         f"--compensate read inputs, and --importance {args.importance} reads the weights: add one "
+                         "of them, or drop --calibration")
     if args.allow_block_removal and not budget:
         raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
                          "--latency-ms, --flops or --params")

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import InputError
+from .importance import CRITERIA
 
-IMPORTANCES = ("l2", "l1", "bn", "random", "fisher")
+IMPORTANCES = tuple(CRITERIA)  # the importance registry's names (hwprune.importance.CRITERIA)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,15 @@ import torch
 
 from ..errors import InputError
 from ..verify import _run_masked, _tensor_placeholders, along
+from . import Needs, ScoreContext, criterion
 
 DRAWS = 16  # random projections in all, at least
+
+
+@criterion("fisher", Needs.INPUTS, across_groups=True,
+           summary="E||dOut/dg_c||^2: the squared output change of removing each channel, on calibration inputs")
+def fisher_criterion(ctx: ScoreContext) -> list:
+    return fisher(ctx.graph, ctx.model, ctx.calibration, ctx.seed, ctx.progress, ctx.removed, ctx.compensation)
 
 
 def fisher(graph, model, calibration: list, seed: int = 0, progress=None, removed=None, compensation=None) -> list:
@@ -118,14 +125,16 @@ def _gate(v, dims, reader, g):
     return v
 
 
-def calibration_batches(example: tuple, calibration) -> list:
+def calibration_batches(example: tuple, calibration, labels: bool = False) -> list:
     """The calibration inputs as a list of tuples shaped like the example (the traced graph's
-    sizes are fixed); the example alone when none are given."""
+    sizes are fixed); the example alone when none are given. labels: an item may carry more
+    after the inputs (labels for a loss_fn); only its first len(example) elements are checked."""
     if calibration is None:
         return [example]
     items = [c if isinstance(c, tuple) else (c,) for c in calibration]
     want = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(example) if isinstance(t, torch.Tensor)]
     for i, c in enumerate(items):
+        c = c[:len(example)] if labels else c
         got = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(c) if isinstance(t, torch.Tensor)]
         if got != want:
             raise InputError(f"calibration input {i} has shapes {got}; the model was traced with {want}: give "

@@ -105,7 +105,7 @@ def _figure(model, example_inputs, kind: str, rest: dict) -> float:
     from ..hardware import get_target
     from ..hardware.latency import latency_model, local_runtime
     from ..hardware.measure import OrtSettings
-    target = get_target(rest.get("target", "cpu"))
+    target = get_target(rest.get("target") or "cpu")  # as slim prices a latency budget
     lm = latency_model(target, lut=rest.get("lut"),
                        runtime=local_runtime(target, OrtSettings(threads=rest.get("threads", 1))))
     return latency_pricing(lm, graph).full_figure
