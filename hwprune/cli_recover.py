@@ -107,6 +107,10 @@ def add_recover_commands(sub) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="load torch.save pickles, which can run code: trusted files only")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--sparsity-reg", type=float, metavar="LAMBDA",
+                   help="add LAMBDA times the group lasso over the slim model's own channel groups (each channel's "
+                        "norm over every slice a cut removes with it) to the loss, driving whole channels to zero "
+                        "for the next slim to remove (hwprune.GroupLasso)")
     add_training_arguments(p)
     p.set_defaults(command=_cmd_finetune)
 
@@ -125,12 +129,16 @@ def _cmd_finetune(args) -> int:
             _check_output(out, args.force, inputs)
     check_spec(args.data)
     teacher, student = _load_pair(args, report)
+    penalty = None
+    if args.sparsity_reg is not None:
+        penalty = hwprune.GroupLasso(hwprune.analyze(student.module, teacher.example_inputs), args.sparsity_reg)
     with recover_progress() as progress:
         model, record = hwprune.finetune(student.module, teacher.module, str(args.data), config=config,
                                          example_inputs=teacher.example_inputs,
                                          kept=None if report is None else report["kept"],
                                          tokenizer=tokenizer_for(args, args.teacher), progress=progress,
-                                         checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+                                         checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                                         penalty=penalty)
     if not is_main_process():
         return 0
     _write(args, model, teacher.example_inputs, record)

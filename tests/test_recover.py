@@ -307,6 +307,23 @@ def test_cli_finetune_writes_the_trained_model_and_record(cli_models, capsys):
     assert "wrote out.pt" in capsys.readouterr().out
 
 
+def test_cli_sparsity_reg_drives_the_slim_models_channel_groups_down(cli_models, capsys):
+    def norms(lam):
+        extra = [] if lam is None else ["--sparsity-reg", str(lam)]
+        out = f"out{lam}.pt"
+        code = main(["finetune", "slim.pt", "--teacher", "orig.pt", "--data", "x.pt", "-o", out, "--trust-pickle",
+                     "--input-shape", "1,3,8,8", "--steps", "40", "--batch-size", "8", "--lr", "0.05", *extra])
+        assert code == 0, capsys.readouterr().err
+        model = torch.load(cli_models / out, weights_only=False)
+        lasso = hwprune.GroupLasso(hwprune.analyze(model, (torch.zeros(1, 3, 8, 8),)), 1.0)
+        return float(lasso(model))
+    with_reg, without = norms(0.5), norms(None)
+    assert with_reg < 0.5 * without, (with_reg, without)
+    assert main(["finetune", "slim.pt", "--teacher", "orig.pt", "--data", "x.pt", "-o", "o.pt", "--trust-pickle",
+                 "--input-shape", "1,3,8,8", "--sparsity-reg", "-1"]) == 2
+    assert "penalty strength -1.0" in capsys.readouterr().err
+
+
 CLI_BAD = [
     ("missing-data", ["--data", "nope.pt"], "nope.pt: no such data file or folder"),
     ("empty-data", ["--data", "empty.pt"], "empty.pt: the data file is empty"),
