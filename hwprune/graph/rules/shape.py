@@ -21,7 +21,7 @@ from .attention import head_split_link, splits_heads
 aten = torch.ops.aten
 
 
-def _chunks(a: tuple, b: tuple) -> list:
+def chunks(a: tuple, b: tuple) -> list:
     """Split two shapes of equal numel into runs of dims with equal products: [([i..], [j..]), ...]."""
     out, i, j = [], 0, 0
     while i < len(a) or j < len(b):
@@ -46,7 +46,7 @@ def reshape(op):
     sx, so = op.shape(x), op.shape(out)
     links, freezes = [], []
     where = f"{op.target} at {op.where}"
-    for ins, outs in _chunks(sx, so):
+    for ins, outs in chunks(sx, so):
         big_in = [d for d in ins if sx[d] > 1]
         big_out = [d for d in outs if so[d] > 1]
         freezes += positions(x, [d for d in ins if sx[d] == 1], "a size-1 dim")
