@@ -134,10 +134,30 @@ def test_no_import_cycle():
     assert not found, "import cycles in hwprune:\n" + "\n".join(" -> ".join(c) for c in found)
 
 
+def private_attributes(module: str, path: Path, modules: dict) -> list:
+    """(line, module, name) for each `m._name` where m is another hwprune module imported here."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            aliases |= {a.asname or a.name: f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules}
+    return [(node.lineno, aliases[node.value.id], node.attr) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+            and node.attr.startswith("_") and not node.attr.startswith("__") and aliases[node.value.id] != module]
+
+
 def test_no_private_name_is_imported_from_another_module():
     _, imports = import_graph()
     bad = [f"{_path(i.source)}:{i.line}: {i.source} imports {n} from {i.target}"
            for i in imports if i.target != i.source for n in i.names if n.startswith("_")]
+    modules = _modules()
+    bad += [f"{_path(m)}:{line}: {m} reads {name} of {target}"
+            for m, p in modules.items() for line, target, name in private_attributes(m, p, modules)]
     assert not bad, "private names imported across hwprune modules (make them public):\n" + "\n".join(bad)
 
 
@@ -169,6 +189,13 @@ def test_resolution_of_relative_and_submodule_imports(tmp_path):
     got = _imports("pkg.a", path, modules)
     assert got == [Import("pkg.a", "pkg.a.sub", (), 1), Import("pkg.a", "pkg.a.sub", ("_hidden", "shown"), 2),
                    Import("pkg.a", "pkg", ("top",), 3), Import("pkg.a", "pkg.a", (), 6)]
+
+
+def test_private_attribute_of_an_imported_module_is_found(tmp_path):
+    path = tmp_path / "b.py"
+    path.write_text("from . import a\nimport pkg.a as m\n\ndef f():\n    return a._hidden, m._other, a.shown\n")
+    got = private_attributes("pkg.b", path, {"pkg": None, "pkg.a": None, "pkg.b": None})
+    assert sorted(got) == [(5, "pkg.a", "_hidden"), (5, "pkg.a", "_other")]
 
 
 def test_import_hwprune_in_a_fresh_interpreter():

@@ -279,19 +279,6 @@ class Bmm(nn.Module):
         return self.o(torch.bmm(p, q.transpose(1, 2)))
 
 
-class Aten(nn.Module):
-    """conv -> one aten op called as written -> conv (ops that torch code reaches only inside
-    other ops, such as _softmax, are called directly so that export keeps them)."""
-
-    def __init__(self, f, c_in=4, c=8, c_out=None, after=None):
-        super().__init__()
-        self.f, self.a = f, nn.Conv2d(c_in, c, 3, padding=1)
-        self.b = after if after is not None else nn.Conv2d(c, c_out or c, 1)
-
-    def forward(self, x):
-        return self.b(self.f(self.a(x)))
-
-
 class PReLUKernel(nn.Module):
     def __init__(self):
         super().__init__()
@@ -320,28 +307,14 @@ class Gather(nn.Module):
         return self.b(z)
 
 
-class Arange(nn.Module):
-    """A tensor made in forward (arange, zeros, full, ...) added to the channels fixes their count."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make, self.a, self.b = make, nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
-
-    def forward(self, x):
-        return self.b(self.a(x) + self.make().view(8, 1, 1))
+def plus(make: Callable) -> Callable:
+    """conv -> y + make() -> conv: a tensor made in forward, added along the channels, fixes their count."""
+    return lambda: Lambda(lambda y: y + make().view(-1, 1, 1))
 
 
-class ReadsSize(nn.Module):
-    """Reads a size or checks a scalar: touches no element."""
-
-    def __init__(self, f):
-        super().__init__()
-        self.f, self.a, self.b = f, nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
-
-    def forward(self, x):
-        y = self.a(x)
-        self.f(y)
-        return self.b(y)
+def _after(_, y):
+    """y, once the size or check before it has been evaluated (it touches no element)."""
+    return y
 
 
 @dataclass(frozen=True)
@@ -458,48 +431,54 @@ RULE_CASES = [
     Case("max_dim", aten.max.dim, lambda: Lambda(lambda y: y * y.max(1, keepdim=True)[0]), expect="frozen:picks"),
     Case("metadata", aten._assert_tensor_metadata.default, Metadata, (1, 3, 4, 4)),
     Case("creation", aten.ones.default, Creation, (1, 3, 4, 4), "frozen:fixed in forward"),
-    Case("metadata", aten.numel.default, lambda: ReadsSize(lambda y: aten.numel.default(y)), (1, 3, 4, 4)),
-    Case("metadata", aten.dim.default, lambda: ReadsSize(lambda y: aten.dim.default(y)), (1, 3, 4, 4)),
+    Case("metadata", aten.numel.default, lambda: Lambda(lambda y: _after(aten.numel.default(y), y))),
+    Case("metadata", aten.dim.default, lambda: Lambda(lambda y: _after(aten.dim.default(y), y))),
     Case("conv", aten.conv1d.padding, lambda: nn.Sequential(nn.Conv1d(4, 8, 3, padding="same"), nn.Conv1d(8, 2, 1)), (2, 4, 9)),
     Case("conv", aten.conv2d.padding, lambda: Lambda(nn.Conv2d(8, 8, 3, padding="same"))),
-    Case("conv", aten.conv3d.padding, lambda: nn.Sequential(nn.Conv3d(4, 8, 3, padding="same"), nn.Conv3d(8, 2, 1)), (1, 4, 4, 4, 4)),
+    Case("conv", aten.conv3d.padding, lambda: nn.Sequential(nn.Conv3d(4, 8, 3, padding="same"), nn.Conv3d(8, 2, 1)),
+         (1, 4, 4, 4, 4)),
     Case("conv_transpose", aten.conv_transpose3d.input,
          lambda: nn.Sequential(nn.Conv3d(4, 8, 1), nn.ConvTranspose3d(8, 6, 2), nn.Conv3d(6, 2, 1)), (1, 4, 3, 3, 3)),
     Case("matmul", aten.bmm.default, Bmm, (2, 5, 8)),
     Case("matmul", aten.mm.default, lambda: Bmm("mm"), (5, 8)),
     Case("addmm", aten.baddbmm.default, lambda: Bmm("baddbmm"), (2, 5, 8)),
     Case("prelu", aten._prelu_kernel.default, PReLUKernel),
-    Case("softmax", aten._softmax.default, lambda: Aten(lambda y: aten._softmax(y, 1, False)), expect="frozen:softmax"),
-    Case("softmax", aten.log_softmax.int, lambda: Aten(lambda y: F.log_softmax(y, -1))),
-    Case("softmax", aten._log_softmax.default, lambda: Aten(lambda y: aten._log_softmax(y, 1, False)), expect="frozen:softmax"),
-    Case("sum_", aten.sum.default, lambda: Aten(lambda y: y / (1 + y.abs().sum()))),
-    Case("sum_", aten.nansum.default, lambda: Aten(lambda y: y / (1 + torch.nansum(y.abs())))),
-    Case("mean", aten.mean.default, lambda: Aten(lambda y: y - y.mean()), expect="frozen:mean"),
-    Case("mean", aten.var.correction, lambda: Aten(lambda y: y / (1 + aten.var.correction(y, [2, 3], correction=1, keepdim=True)))),
-    Case("mean", aten.var.dim, lambda: Aten(lambda y: y / (1 + aten.var.dim(y, [1], True, True))), expect="frozen:var"),
-    Case("mean", aten.std.dim, lambda: Aten(lambda y: y / (1 + aten.std.dim(y, [2, 3], True, True)))),
-    Case("mean", aten.std.correction, lambda: Aten(lambda y: y / (1 + aten.std.correction(y, [1], correction=1, keepdim=True))), expect="frozen:std"),
-    Case("mean", aten.amax.default, lambda: Aten(lambda y: y - y.amax(1, keepdim=True)), expect="frozen:amax"),
-    Case("mean", aten.amin.default, lambda: Aten(lambda y: y - y.amin((2, 3), keepdim=True))),
-    Case("mean", aten.logsumexp.default, lambda: Aten(lambda y: y - torch.logsumexp(y, 1, keepdim=True)), expect="frozen:logsumexp"),
-    Case("mean", aten.var_mean.correction, lambda: Aten(lambda y: y - aten.var_mean.correction(y, [2, 3], correction=1, keepdim=True)[1])),
-    Case("max_dim", aten.min.dim, lambda: Aten(lambda y: y * y.min(3, keepdim=True)[0])),
-    Case("max_dim", aten.argmax.default, lambda: Aten(lambda y: y * y.argmax(1, keepdim=True)), expect="frozen:picks"),
-    Case("max_dim", aten.argmin.default, lambda: Aten(lambda y: y * y.argmin(3, keepdim=True))),
+    Case("softmax", aten._softmax.default, lambda: Lambda(lambda y: aten._softmax(y, 1, False)), expect="frozen:softmax"),
+    Case("softmax", aten.log_softmax.int, lambda: Lambda(lambda y: F.log_softmax(y, -1))),
+    Case("softmax", aten._log_softmax.default, lambda: Lambda(lambda y: aten._log_softmax(y, 1, False)), expect="frozen:softmax"),
+    Case("sum_", aten.sum.default, lambda: Lambda(lambda y: y / (1 + y.abs().sum()))),
+    Case("sum_", aten.nansum.default, lambda: Lambda(lambda y: y / (1 + torch.nansum(y.abs())))),
+    Case("mean", aten.mean.default, lambda: Lambda(lambda y: y - y.mean()), expect="frozen:mean"),
+    Case("mean", aten.var.correction,
+         lambda: Lambda(lambda y: y / (1 + aten.var.correction(y, [2, 3], correction=1, keepdim=True)))),
+    Case("mean", aten.var.dim, lambda: Lambda(lambda y: y / (1 + aten.var.dim(y, [1], True, True))), expect="frozen:var"),
+    Case("mean", aten.std.dim, lambda: Lambda(lambda y: y / (1 + aten.std.dim(y, [2, 3], True, True)))),
+    Case("mean", aten.std.correction,
+         lambda: Lambda(lambda y: y / (1 + aten.std.correction(y, [1], correction=1, keepdim=True))), expect="frozen:std"),
+    Case("mean", aten.amax.default, lambda: Lambda(lambda y: y - y.amax(1, keepdim=True)), expect="frozen:amax"),
+    Case("mean", aten.amin.default, lambda: Lambda(lambda y: y - y.amin((2, 3), keepdim=True))),
+    Case("mean", aten.logsumexp.default, lambda: Lambda(lambda y: y - torch.logsumexp(y, 1, keepdim=True)),
+         expect="frozen:logsumexp"),
+    Case("mean", aten.var_mean.correction,
+         lambda: Lambda(lambda y: y - aten.var_mean.correction(y, [2, 3], correction=1, keepdim=True)[1])),
+    Case("max_dim", aten.min.dim, lambda: Lambda(lambda y: y * y.min(3, keepdim=True)[0])),
+    Case("max_dim", aten.argmax.default, lambda: Lambda(lambda y: y * y.argmax(1, keepdim=True)), expect="frozen:picks"),
+    Case("max_dim", aten.argmin.default, lambda: Lambda(lambda y: y * y.argmin(3, keepdim=True))),
     Case("index", aten.gather.default, lambda: Gather("gather"), expect="frozen:gathers"),
     Case("index", aten.index_select.default, lambda: Gather("index_select"), expect="frozen:gathers"),
     Case("index", aten.take_along_dim.default, lambda: Gather("take_along_dim"), expect="frozen:gathers"),
-    Case("creation", aten.arange.default, lambda: Arange(lambda: torch.arange(8.0)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.arange.start, lambda: Arange(lambda: torch.arange(1.0, 9.0)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.arange.start_step, lambda: Arange(lambda: torch.arange(0.0, 16.0, 2.0)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.zeros.default, lambda: Arange(lambda: torch.zeros(8)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.full.default, lambda: Arange(lambda: torch.full((8,), 0.5)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.empty.memory_format, lambda: Arange(lambda: torch.empty(8).copy_(torch.ones(8))), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.scalar_tensor.default, lambda: Arange(lambda: aten.scalar_tensor(0.5).expand(8)), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.rand.default, lambda: Arange(lambda: torch.rand(8) * 0), (1, 3, 4, 4), FIXED),
-    Case("creation", aten.randn.default, lambda: Arange(lambda: torch.randn(8) * 0), (1, 3, 4, 4), FIXED),
+    Case("creation", aten.arange.default, plus(lambda: torch.arange(8.0)), expect=FIXED),
+    Case("creation", aten.arange.start, plus(lambda: torch.arange(1.0, 9.0)), expect=FIXED),
+    Case("creation", aten.arange.start_step, plus(lambda: torch.arange(0.0, 16.0, 2.0)), expect=FIXED),
+    Case("creation", aten.zeros.default, plus(lambda: torch.zeros(8)), expect=FIXED),
+    Case("creation", aten.full.default, plus(lambda: torch.full((8,), 0.5)), expect=FIXED),
+    Case("creation", aten.empty.memory_format, plus(lambda: torch.empty(8).copy_(torch.ones(8))), expect=FIXED),
+    Case("creation", aten.scalar_tensor.default, plus(lambda: aten.scalar_tensor(0.5).expand(8)), expect=FIXED),
+    Case("creation", aten.rand.default, plus(lambda: torch.rand(8) * 0), expect=FIXED),
+    Case("creation", aten.randn.default, plus(lambda: torch.randn(8) * 0), expect=FIXED),
     Case("reshape", aten.reshape.default, lambda: MLP(lambda y: y.reshape(y.shape[0], -1, y.shape[-1])), (2, 3, 8)),
-    Case("reshape", aten._unsafe_view.default, lambda: MLP(lambda y: aten._unsafe_view(y, [y.shape[0], -1, y.shape[-1]])), (2, 3, 8)),
+    Case("reshape", aten._unsafe_view.default,
+         lambda: MLP(lambda y: aten._unsafe_view(y, [y.shape[0], -1, y.shape[-1]])), (2, 3, 8)),
     Case("reshape", aten.squeeze.dim, lambda: MLP(lambda y: y.unsqueeze(1).squeeze(1)), (2, 3, 8)),
     Case("reshape", aten.squeeze.dims, lambda: MLP(lambda y: y[:, None, :, None].squeeze((1, 3))), (2, 3, 8)),
     Case("reshape", aten.squeeze.default, lambda: MLP(lambda y: y[:, None].squeeze()), (2, 3, 8)),
@@ -513,7 +492,8 @@ RULE_CASES = [
     Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y)),
          expect="frozen:does not map dim"),
     Case("cat", aten.concat.default, lambda: Lambda(lambda y: torch.concat([y, y.relu()], 1), after=nn.Conv2d(16, 4, 1))),
-    Case("split", aten.tensor_split.sections, lambda: Lambda(lambda y: sum(torch.tensor_split(y, 2, 1)), after=nn.Conv2d(4, 2, 1))),
+    Case("split", aten.tensor_split.sections,
+         lambda: Lambda(lambda y: sum(torch.tensor_split(y, 2, 1)), after=nn.Conv2d(4, 2, 1))),
     Case("pad", aten.constant_pad_nd.default, lambda: Lambda(lambda y: aten.constant_pad_nd(y, [1, 1, 1, 1]))),
     Case("channel_shuffle", aten.native_channel_shuffle.default, lambda: Lambda(lambda y: aten.native_channel_shuffle(y, 2))),
 ]
