@@ -15,16 +15,15 @@ from torch import nn
 
 from .config import SlimConfig
 from .errors import BudgetError, FrozenGroupError, InputError, NothingToPruneError, VerificationError
-from .graph.groups import BOUNDARY_REASONS, ChannelGraph, _short, build_channel_graph
+from .graph.groups import BOUNDARY_REASONS, ChannelGraph, build_channel_graph
 from .graph.heads import head_changes
-from .graph.trace import _FRAME
 from .graph.macs import count_macs
 from .graph.rules import DECLARED
-from .graph.trace import GRAPH, check_inputs, is_exported_graph, trace
+from .graph.trace import GRAPH, check_inputs, input_tuple, is_exported_graph, short_path, stack_frames, trace
 from .importance import DATA_CRITERIA, score
 from .importance.fisher import calibration_batches
 from .plan import plan_widths
-from .surgery import cut
+from .surgery import cut, has_cutter
 from .verify import tensors_of, verify, verify_fidelity
 
 
@@ -81,18 +80,10 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _as_tuple(example_inputs) -> tuple:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (list, tuple)):
-        return tuple(example_inputs)
-    raise InputError(f"example inputs must be a tensor or a tuple of tensors, not {type(example_inputs).__name__}")
-
-
 def analyze(model: nn.Module, example_inputs, *, config: SlimConfig | None = None, progress=None) -> Analysis:
     """Trace the model and find its coupled channel groups; nothing is cut."""
     config = config or SlimConfig()
-    example_inputs = _as_tuple(example_inputs)
+    example_inputs = input_tuple(example_inputs)
     if not is_exported_graph(model):  # an exported graph keeps the mode it was exported in
         model.eval()
     _tick(progress, "check inputs", 0, 3)
@@ -100,7 +91,7 @@ def analyze(model: nn.Module, example_inputs, *, config: SlimConfig | None = Non
     _tick(progress, "trace", 1, 3)
     traced = trace(model, example_inputs)
     _tick(progress, "group", 2, 3)
-    graph = build_channel_graph(traced, model, _grouping_rules(config))
+    graph = build_channel_graph(traced, model, _grouping_rules(config), has_cutter=has_cutter)
     _tick(progress, "group", 3, 3)
     return Analysis(model, example_inputs, graph, _grouping_rules(config))
 
@@ -531,7 +522,7 @@ def _groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
               if "/torch/" not in f.filename or "/torch/nn/modules/" in f.filename]
     for filename, lineno in reversed(frames):
         nodes = [n for n in graph.traced.graph.nodes if n.op == "call_function"
-                 and any(f == filename and int(ln) == lineno for f, ln, _ in _FRAME.findall(n.meta.get("stack_trace") or ""))]
+                 and any(f == filename and int(ln) == lineno for f, ln, _ in stack_frames(n))]
         labels = set()
         for n in nodes:
             for t in [a.name for a in n.all_input_nodes] + [n.name]:
@@ -540,7 +531,7 @@ def _groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
                     labels.update(seg[removed[seg]].tolist())
         hit = [g for g in graph.groups if g.frozen is None and labels.intersection(g.labels.tolist())]
         if hit:
-            return [(g, f"{_short(filename)}:{lineno}") for g in hit]
+            return [(g, f"{short_path(filename)}:{lineno}") for g in hit]
     return []
 
 

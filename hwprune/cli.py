@@ -17,12 +17,11 @@ exception is a bug in hwprune and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
+from .cli_common import (console as _console, load_model as _load, ort_settings, progress_display as _progress,
+                         read_report)
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
                           recover_row, slim_function)
@@ -30,7 +29,7 @@ from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from .io import atomic_write, check_output
-from .load import LoadedModel, calibration_items, format_shapes, load_spec, read_calibration, spec_name, spec_path
+from .load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
 from .pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
@@ -303,16 +302,15 @@ def _target(args):
 
 def _latency_detail(args, loaded, model, progress) -> dict:
     """report["layers"] and report["staircases"] for the HTML report's plots."""
-    from .cli_hardware import _settings
     from .deploy.layers import detail_for
     return detail_for(_target(args), loaded.module, model, loaded.example_inputs, lut=args.lut,
-                      settings=_settings(args), progress=progress)
+                      settings=ort_settings(args), progress=progress)
 
 
 def _cmd_apply(args) -> int:
     import hwprune
 
-    report = _read_report(args.report)
+    report = read_report(args.report)
     if args.calibration is not None and not report.get("config", {}).get("compensate"):
         raise InputError(f"--calibration {args.calibration}: {args.report} was made without --compensate, so "
                          "apply measures nothing on inputs: drop --calibration")
@@ -356,96 +354,17 @@ def _inputs_of(args) -> list:
     return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None), getattr(args, "calibration", None)]
 
 
-def _declare_rules(specs: list) -> None:
-    import hwprune
-    for spec in specs:
-        name, sep, family = spec.partition("=")
-        if not sep or not name or not family:
-            raise InputError(f"--rule {spec!r} is not OP=FAMILY: write for example --rule mylib::swish=elementwise")
-        try:
-            hwprune.declare_rule(name, like=family)
-        except (ValueError, AttributeError, RuntimeError) as e:
-            raise InputError(f"--rule {spec!r}: {e}") from e
-
-
-def _load(args, default_shape: str | None = None, default_from: str = "") -> LoadedModel:
-    _declare_rules(getattr(args, "rule", []))
-    with _cwd_on_path():
-        return load_spec(args.spec, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
-                         example_inputs=args.example_inputs, default_input_shape=default_shape,
-                         default_from=default_from)
-
-
-@contextmanager
-def _cwd_on_path():
-    """Factory specs and pickled classes import from the current directory, as `python -m` does."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
 def _source_record(loaded: LoadedModel) -> dict:
     return {"spec": loaded.spec, "family": loaded.family,
             "input_shape": format_shapes(tuple(t.shape) for t in loaded.example_inputs),
             "inputs_from": loaded.inputs_from}
 
 
-_save_module = save_module  # the names cli_hardware and older callers use
+_save_module = save_module  # the names older callers use
 _write_json = write_json
 
 
-def _read_report(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path}: no such report file: give the --report JSON written by "
-                         "hwprune slim")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: is not valid JSON ({e}): give the --report file written by "
-                         "hwprune slim") from e
-    if not isinstance(report, dict) or "kept" not in report:
-        raise InputError(f"{path}: has no 'kept' channels: give the --report file written by "
-                         "hwprune slim")
-    return report
-
-
 # ---------------------------------------------------------------- printing
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-@contextmanager
-def _progress():
-    """A rich progress display on a terminal; None (no display) when stderr is a file or pipe."""
-    console = _console(stderr=True)
-    if not console.is_terminal:
-        yield None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
-
-    tasks: dict[str, int] = {}
-    with Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True) as display:
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:  # stages run in order: a new one means the others are done
-                for task in tasks.values():
-                    display.update(task, completed=display.tasks[task].total)
-                tasks[stage] = display.add_task(stage, total=total)
-            display.update(tasks[stage], completed=done, total=total)
-
-        yield progress
-
 
 def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
     table = _summary_table(f"hwprune slim {loaded.spec}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .cli_common import console, load_model, ort_settings, progress_display
 from .errors import InputError
 
 
@@ -57,13 +58,6 @@ def add_target_arguments(slim) -> None:
                       help="onnxruntime intra-op threads for --target cpu (default 1)")
 
 
-def _settings(args):
-    from .hardware.measure import OrtSettings
-    if args.threads < 1:
-        raise InputError(f"--threads {args.threads}: give 1 or more")
-    return OrtSettings(threads=args.threads)
-
-
 def slim_latency(args, loaded, slim_model, progress) -> dict | None:
     """report['latency_ms'] for `slim --target`, or None without --target."""
     if args.target is None:
@@ -71,7 +65,7 @@ def slim_latency(args, loaded, slim_model, progress) -> dict | None:
     from .hardware import get_target
     from .hardware.compare import latency_compare
     return latency_compare(loaded.module, slim_model, loaded.example_inputs, get_target(args.target),
-                           lut=args.lut, settings=_settings(args), progress=progress)
+                           lut=args.lut, settings=ort_settings(args), progress=progress)
 
 
 def check_target(args) -> None:
@@ -84,17 +78,16 @@ def check_target(args) -> None:
     from .hardware.latency import local_runtime, open_table
     target = get_target(args.target)
     if args.lut:
-        open_table(target, local_runtime(target, _settings(args)), args.lut)
+        open_table(target, local_runtime(target, ort_settings(args)), args.lut)
 
 
 def _cmd_targets(args) -> int:
-    from .cli import _console
     from .hardware import TARGETS
 
     rows = [t.to_json() for t in TARGETS]
-    console = _console()
+    screen = console()
     if args.json:
-        console.print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
+        screen.print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
         return 0
     from rich.table import Table
     table = Table(title="hwprune targets", title_justify="left")
@@ -108,14 +101,13 @@ def _cmd_targets(args) -> int:
         reasons.setdefault(f"latency model: {t.latency_model}", []).append(t.name)
         table.add_row(t.name, ", ".join(t.aliases), t.runtime.split(" (")[0], t.precision,
                       f"% {row['lattice']}")
-    console.print(table)
+    screen.print(table)
     for reason, names in reasons.items():
-        console.print(f"- {reason} [{', '.join(names)}]", markup=False)
+        screen.print(f"- {reason} [{', '.join(names)}]", markup=False)
     return 0
 
 
 def _cmd_profile(args) -> int:
-    from .cli import _console, _load, _progress
     from .export.onnx import onnx_graph
     from .hardware import get_target
     from .hardware.latency import MeasuredLatency, local_runtime, open_table
@@ -126,22 +118,22 @@ def _cmd_profile(args) -> int:
     target = get_target(args.target)
     if args.grid < 2:
         raise InputError(f"--grid {args.grid}: give 2 or more widths per sweep")
-    runtime = local_runtime(target, _settings(args))
+    runtime = local_runtime(target, ort_settings(args))
     if runtime is None:
         raise LatencyTableError(
             f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
             f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
             f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
-    loaded = _load(args)
+    loaded = load_model(args)
     table = open_table(target, runtime, str(args.out) if args.out else None, create=True)
     name = spec_name(args.spec)
-    with _progress() as progress:
+    with progress_display() as progress:
         result = profile(onnx_graph(loaded.module, loaded.example_inputs), name, target,
                          MeasuredLatency(table, runtime), grid=args.grid, plot_dir=args.plot,
                          progress=progress)
-    console = _console()
+    screen = console()
     cal = table.calibration()
-    console.print(f"profiled {loaded.spec} on {target.name}: {result.kernels} kernels and widths "
+    screen.print(f"profiled {loaded.spec} on {target.name}: {result.kernels} kernels and widths "
                   f"({result.measured} measured, {result.reused} already in the table)\n"
                   f"end to end: measured {result.measured_ms:.3f} ms, sum of kernels {result.kernels_ms:.3f} ms, "
                   f"predicted {result.predicted_ms:.3f} ms (scale {cal.scale:.3f}, offset {cal.offset_ms:.3f} ms "
@@ -153,7 +145,7 @@ def _cmd_profile(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .cli import _console, _load, _write_json
+    from .deploy.bundle import write_json
     from .hardware import get_target
     from .hardware.compare import onnx_graphs
     from .hardware.latency import local_runtime
@@ -161,13 +153,13 @@ def _cmd_bench(args) -> int:
     from .load import format_shapes, load_spec, spec_path
 
     target = get_target(args.target)
-    runtime = local_runtime(target, _settings(args))
+    runtime = local_runtime(target, ort_settings(args))
     if runtime is None:
         raise InputError(f"bench measures on this machine; target {target.name} is not attached here: use "
                          "--target cpu, or run bench on the device")
     if args.json:
         check_output(args.json, force=args.force, inputs=[spec_path(args.spec), args.slim and spec_path(args.slim)])
-    loaded = _load(args)
+    loaded = load_model(args)
     models, names = [loaded.module], [loaded.spec]
     if args.slim:
         shape = format_shapes(tuple(t.shape) for t in loaded.example_inputs)
@@ -183,8 +175,8 @@ def _cmd_bench(args) -> int:
     if len(timings) == 2:
         result["speedup"] = round(timings[0].median_ms / timings[1].median_ms, 4)
     if args.json:
-        atomic_write(args.json, lambda tmp: _write_json(tmp, result), force=args.force)
-    _console().print(_bench_table(result))
+        atomic_write(args.json, lambda tmp: write_json(tmp, result), force=args.force)
+    console().print(_bench_table(result))
     return 0
 
 

@@ -151,16 +151,16 @@ def _check_output(path: Path, force: bool, inputs: list) -> None:
 
 
 def _read_kept(path: Path) -> dict:
-    from .cli import _read_report
-    return _read_report(path)
+    from .cli_common import read_report
+    return read_report(path)
 
 
 def _load_pair(args, report):
     """(teacher, student) LoadedModels; the student takes the teacher's example inputs."""
-    from .cli import _cwd_on_path
+    from .cli_common import cwd_on_path
     from .load import load_spec
     shape = (report or {}).get("source", {}).get("input_shape")
-    with _cwd_on_path():
+    with cwd_on_path():
         teacher = load_spec(args.teacher, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
                             example_inputs=args.example_inputs, default_input_shape=shape,
                             default_from=f"the input shape recorded in {args.features}")
@@ -175,8 +175,8 @@ def _write(args, model, example_inputs, record) -> None:
     if args.record is not None:
         atomic_write(args.record, lambda tmp: write_json(tmp, record.to_json()), force=args.force)
     before, after = record.eval_before.get("total"), record.eval_after.get("total")
-    from .cli import _console
-    _console().print(f"wrote {args.output}: {record.steps} steps on {record.data} ({record.world_size} process"
+    from .cli_common import console
+    console().print(f"wrote {args.output}: {record.steps} steps on {record.data} ({record.world_size} process"
                      f"{'es' if record.world_size > 1 else ''}, {record.device}); loss on {args.data}: "
                      f"{before:.4g} → {after:.4g}" if before is not None else f"wrote {args.output}",
                      highlight=False, markup=False)
@@ -236,9 +236,9 @@ def recover_row(recover: dict) -> str:
 @contextmanager
 def recover_progress():
     """A rich progress display with the loss, on rank 0's terminal; None elsewhere."""
-    from .cli import _console
+    from .cli_common import console as make_console
     from .recover import is_main_process
-    console = _console(stderr=True)
+    console = make_console(stderr=True)
     if not console.is_terminal or not is_main_process():
         yield None
         return

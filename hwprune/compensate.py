@@ -30,7 +30,7 @@ from torch import nn
 
 from .graph.rules import OpCall
 from .graph.rules.conv import CONVS
-from .verify import _run_masked
+from .graph.masked import run_masked
 
 aten = torch.ops.aten
 _CONVS = {*CONVS, aten.convolution.default}  # transposed ones are refused by their argument
@@ -104,7 +104,7 @@ def _takes_bias(model, weight: str) -> bool:
 
 def find_folds(graph, model) -> list:
     """Every place a channel of a prunable group ends in a layer that can fold its mean."""
-    from .importance.fisher import _gated_dims, prunable_labels
+    from .importance.fisher import gated_dims, prunable_labels
     prunable = prunable_labels(graph)
     kinds = graph.traced.placeholders
     params = {n: fqn for n, (k, fqn) in kinds.items() if k in ("param", "buffer")}
@@ -116,7 +116,7 @@ def find_folds(graph, model) -> list:
     exported = graph.traced.tracer == "exported graph"
     nodes = {n.name: n for n in graph.traced.graph.nodes}
     folds = []
-    for tensor, dims in _gated_dims(graph, prunable).items():
+    for tensor, dims in gated_dims(graph, prunable).items():
         for d, _, readers in dims:
             for r in sorted(readers):
                 f = _fold_of(graph, nodes[r], tensor, d, calls, params, model, exported)
@@ -142,7 +142,7 @@ def channel_means(graph, model, calibration: list, folds: list) -> dict:
 
     with torch.inference_mode():
         for x in calibration:
-            _run_masked(graph, model, x, at, capture)
+            run_masked(graph, model, x, at, capture)
     return {k: (s / len(calibration)).float() for k, s in sums.items()}
 
 
@@ -183,14 +183,14 @@ def bias_deltas(folds: list, fills: dict, tensors: dict) -> dict:
 def fold_biases(slim: nn.Module, deltas: dict, kept: dict) -> int:
     """Add each delta, cut like its layer's outputs, to the slim layer's bias or running mean
     (a new bias where it had neither). Returns the number of layers changed."""
-    from .surgery import _tensor
+    from .surgery import tensor_at
     with torch.no_grad():
         for weight, (bias, delta) in deltas.items():
             rows = (kept.get(bias) or kept.get(weight) or {}).get(0)
             if rows is not None:
                 delta = delta[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
             if bias is not None:
-                t = _tensor(slim, bias)
+                t = tensor_at(slim, bias)
                 t.add_(delta.to(t.dtype))
                 continue
             owner = slim.get_submodule(weight.rpartition(".")[0]) if "." in weight else slim

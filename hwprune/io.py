@@ -69,7 +69,7 @@ def atomic_write(path: Path | str, writer: Callable[[Path], object], *, force: b
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return result
 
 
@@ -99,7 +99,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make the rename durable; some filesystems cannot fsync a directory, which is harmless."""
     try:
         fd = os.open(directory, os.O_RDONLY)

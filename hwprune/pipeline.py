@@ -51,12 +51,13 @@ class SlimPass:
 
     def __call__(self, model, example_inputs):
         """The slim model (a new module of the same class); the report goes to self.report."""
-        from .api import _as_tuple, slim
+        from .api import slim
+        from .graph.trace import input_tuple
         from .hardware import get_target
         from .hardware.compare import latency_compare
         from .hardware.measure import OrtSettings
 
-        inputs = _as_tuple(example_inputs)
+        inputs = input_tuple(example_inputs)
         slim_model, report = slim(model, inputs, **self._budget(), importance=self.importance, target=self.target,
                                   lut=self.lut, threads=self.threads, min_width=self.min_width,
                                   prune_hidden=self.prune_hidden, allow_block_removal=self.allow_block_removal,

@@ -261,6 +261,62 @@ class WindowAttention(nn.Module):
         return self.post(self.att(self.pre(x)))
 
 
+class Bmm(nn.Module):
+    """Scores of two projections by bmm / mm / baddbmm: the contracted hidden dim couples them."""
+
+    def __init__(self, how="bmm"):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.o = nn.Linear(8, 12), nn.Linear(8, 12), nn.Linear(5, 3)
+        self.bias = nn.Parameter(torch.randn(5, 5))
+
+    def forward(self, x):  # x (2, 5, 8), or (5, 8) for mm
+        p, q = self.a(x), self.b(x)
+        if self.how == "mm":
+            return self.o(torch.mm(p, q.t()))
+        if self.how == "baddbmm":
+            return self.o(torch.baddbmm(self.bias, p, q.transpose(1, 2)))
+        return self.o(torch.bmm(p, q.transpose(1, 2)))
+
+
+class PReLUKernel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.p, self.b = nn.Conv2d(4, 8, 1), nn.PReLU(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):  # the kernel reads the slopes as (C, 1, 1) against (N, C, H, W)
+        return self.b(aten._prelu_kernel(self.a(x), self.p.weight.view(-1, 1, 1)))
+
+
+class Gather(nn.Module):
+    """A gather of channels by index: the rule cannot follow index values, so it freezes."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Conv2d(4, 8, 1), nn.Conv2d(4, 2, 1)
+        self.register_buffer("idx", torch.tensor([0, 2, 4, 6]))
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.how == "gather":
+            z = torch.gather(y, 1, self.idx.view(1, 4, 1, 1).expand(y.shape[0], 4, y.shape[2], y.shape[3]))
+        elif self.how == "index_select":
+            z = torch.index_select(y, 1, self.idx)
+        else:
+            z = torch.take_along_dim(y, self.idx.view(1, 4, 1, 1), dim=1)
+        return self.b(z)
+
+
+def plus(make: Callable) -> Callable:
+    """conv -> y + make() -> conv: a tensor made in forward, added along the channels, fixes their count."""
+    return lambda: Lambda(lambda y: y + make().view(-1, 1, 1))
+
+
+def _after(_, y):
+    """y, once the size or check before it has been evaluated (it touches no element)."""
+    return y
+
+
 @dataclass(frozen=True)
 class Case:
     rule: str
@@ -275,6 +331,8 @@ class Case:
             return (torch.randint(0, self.ints, self.shape),)
         return (torch.randn(self.shape),)
 
+
+FIXED = "frozen:fixed in forward"
 
 RULE_CASES = [
     Case("conv", aten.conv2d.default, lambda: Lambda(nn.Identity())),
@@ -373,6 +431,71 @@ RULE_CASES = [
     Case("max_dim", aten.max.dim, lambda: Lambda(lambda y: y * y.max(1, keepdim=True)[0]), expect="frozen:picks"),
     Case("metadata", aten._assert_tensor_metadata.default, Metadata, (1, 3, 4, 4)),
     Case("creation", aten.ones.default, Creation, (1, 3, 4, 4), "frozen:fixed in forward"),
+    Case("metadata", aten.numel.default, lambda: Lambda(lambda y: _after(aten.numel.default(y), y))),
+    Case("metadata", aten.dim.default, lambda: Lambda(lambda y: _after(aten.dim.default(y), y))),
+    Case("conv", aten.conv1d.padding, lambda: nn.Sequential(nn.Conv1d(4, 8, 3, padding="same"), nn.Conv1d(8, 2, 1)), (2, 4, 9)),
+    Case("conv", aten.conv2d.padding, lambda: Lambda(nn.Conv2d(8, 8, 3, padding="same"))),
+    Case("conv", aten.conv3d.padding, lambda: nn.Sequential(nn.Conv3d(4, 8, 3, padding="same"), nn.Conv3d(8, 2, 1)),
+         (1, 4, 4, 4, 4)),
+    Case("conv_transpose", aten.conv_transpose3d.input,
+         lambda: nn.Sequential(nn.Conv3d(4, 8, 1), nn.ConvTranspose3d(8, 6, 2), nn.Conv3d(6, 2, 1)), (1, 4, 3, 3, 3)),
+    Case("matmul", aten.bmm.default, Bmm, (2, 5, 8)),
+    Case("matmul", aten.mm.default, lambda: Bmm("mm"), (5, 8)),
+    Case("addmm", aten.baddbmm.default, lambda: Bmm("baddbmm"), (2, 5, 8)),
+    Case("prelu", aten._prelu_kernel.default, PReLUKernel),
+    Case("softmax", aten._softmax.default, lambda: Lambda(lambda y: aten._softmax(y, 1, False)), expect="frozen:softmax"),
+    Case("softmax", aten.log_softmax.int, lambda: Lambda(lambda y: F.log_softmax(y, -1))),
+    Case("softmax", aten._log_softmax.default, lambda: Lambda(lambda y: aten._log_softmax(y, 1, False)), expect="frozen:softmax"),
+    Case("sum_", aten.sum.default, lambda: Lambda(lambda y: y / (1 + y.abs().sum()))),
+    Case("sum_", aten.nansum.default, lambda: Lambda(lambda y: y / (1 + torch.nansum(y.abs())))),
+    Case("mean", aten.mean.default, lambda: Lambda(lambda y: y - y.mean()), expect="frozen:mean"),
+    Case("mean", aten.var.correction,
+         lambda: Lambda(lambda y: y / (1 + aten.var.correction(y, [2, 3], correction=1, keepdim=True)))),
+    Case("mean", aten.var.dim, lambda: Lambda(lambda y: y / (1 + aten.var.dim(y, [1], True, True))), expect="frozen:var"),
+    Case("mean", aten.std.dim, lambda: Lambda(lambda y: y / (1 + aten.std.dim(y, [2, 3], True, True)))),
+    Case("mean", aten.std.correction,
+         lambda: Lambda(lambda y: y / (1 + aten.std.correction(y, [1], correction=1, keepdim=True))), expect="frozen:std"),
+    Case("mean", aten.amax.default, lambda: Lambda(lambda y: y - y.amax(1, keepdim=True)), expect="frozen:amax"),
+    Case("mean", aten.amin.default, lambda: Lambda(lambda y: y - y.amin((2, 3), keepdim=True))),
+    Case("mean", aten.logsumexp.default, lambda: Lambda(lambda y: y - torch.logsumexp(y, 1, keepdim=True)),
+         expect="frozen:logsumexp"),
+    Case("mean", aten.var_mean.correction,
+         lambda: Lambda(lambda y: y - aten.var_mean.correction(y, [2, 3], correction=1, keepdim=True)[1])),
+    Case("max_dim", aten.min.dim, lambda: Lambda(lambda y: y * y.min(3, keepdim=True)[0])),
+    Case("max_dim", aten.argmax.default, lambda: Lambda(lambda y: y * y.argmax(1, keepdim=True)), expect="frozen:picks"),
+    Case("max_dim", aten.argmin.default, lambda: Lambda(lambda y: y * y.argmin(3, keepdim=True))),
+    Case("index", aten.gather.default, lambda: Gather("gather"), expect="frozen:gathers"),
+    Case("index", aten.index_select.default, lambda: Gather("index_select"), expect="frozen:gathers"),
+    Case("index", aten.take_along_dim.default, lambda: Gather("take_along_dim"), expect="frozen:gathers"),
+    Case("creation", aten.arange.default, plus(lambda: torch.arange(8.0)), expect=FIXED),
+    Case("creation", aten.arange.start, plus(lambda: torch.arange(1.0, 9.0)), expect=FIXED),
+    Case("creation", aten.arange.start_step, plus(lambda: torch.arange(0.0, 16.0, 2.0)), expect=FIXED),
+    Case("creation", aten.zeros.default, plus(lambda: torch.zeros(8)), expect=FIXED),
+    Case("creation", aten.full.default, plus(lambda: torch.full((8,), 0.5)), expect=FIXED),
+    Case("creation", aten.empty.memory_format, plus(lambda: torch.empty(8).copy_(torch.ones(8))), expect=FIXED),
+    Case("creation", aten.scalar_tensor.default, plus(lambda: aten.scalar_tensor(0.5).expand(8)), expect=FIXED),
+    Case("creation", aten.rand.default, plus(lambda: torch.rand(8) * 0), expect=FIXED),
+    Case("creation", aten.randn.default, plus(lambda: torch.randn(8) * 0), expect=FIXED),
+    Case("reshape", aten.reshape.default, lambda: MLP(lambda y: y.reshape(y.shape[0], -1, y.shape[-1])), (2, 3, 8)),
+    Case("reshape", aten._unsafe_view.default,
+         lambda: MLP(lambda y: aten._unsafe_view(y, [y.shape[0], -1, y.shape[-1]])), (2, 3, 8)),
+    Case("reshape", aten.squeeze.dim, lambda: MLP(lambda y: y.unsqueeze(1).squeeze(1)), (2, 3, 8)),
+    Case("reshape", aten.squeeze.dims, lambda: MLP(lambda y: y[:, None, :, None].squeeze((1, 3))), (2, 3, 8)),
+    Case("reshape", aten.squeeze.default, lambda: MLP(lambda y: y[:, None].squeeze()), (2, 3, 8)),
+    Case("reshape", aten.unsqueeze.default, lambda: Lambda(lambda y: y.unsqueeze(2).flatten(1, 2))),
+    Case("reshape", aten.view_as.default, lambda: MLP(lambda y: y.view(-1, 16).relu().view_as(y)), (2, 3, 8),
+         "frozen:does not map dim"),
+    Case("reshape", aten.reshape_as.default, lambda: MLP(lambda y: y.reshape(-1, 16).relu().reshape_as(y)), (2, 3, 8),
+         "frozen:does not map dim"),
+    Case("transpose", aten.swapaxes.default, lambda: MLP(lambda y: y.swapaxes(1, 2).swapaxes(1, 2)), (2, 3, 8)),
+    Case("transpose", aten.movedim.int, lambda: Lambda(lambda y: y.movedim(1, 3).movedim(3, 1))),
+    Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y)),
+         expect="frozen:does not map dim"),
+    Case("cat", aten.concat.default, lambda: Lambda(lambda y: torch.concat([y, y.relu()], 1), after=nn.Conv2d(16, 4, 1))),
+    Case("split", aten.tensor_split.sections,
+         lambda: Lambda(lambda y: sum(torch.tensor_split(y, 2, 1)), after=nn.Conv2d(4, 2, 1))),
+    Case("pad", aten.constant_pad_nd.default, lambda: Lambda(lambda y: aten.constant_pad_nd(y, [1, 1, 1, 1]))),
+    Case("channel_shuffle", aten.native_channel_shuffle.default, lambda: Lambda(lambda y: aten.native_channel_shuffle(y, 2))),
 ]
 
 
@@ -409,10 +532,104 @@ def test_rule(case: Case):
     _check(model, inputs, case.expect)
 
 
+@dataclass(frozen=True)
+class CallCase:
+    """An op that torch.export does not emit for a model with static shapes (it reads sizes, or
+    builds a tensor from a Python list): its rule is checked on one hand-made call instead. The
+    Coupling must cover every dim of every tensor the call touches (as grouping requires), and
+    `expect` says how: "free" (touched, never linked or frozen) or "frozen:<words>"."""
+    rule: str
+    op: object
+    args: tuple
+    expect: str
+    value: Callable | None = None  # the call's result where op(*args) cannot compute it
+
+
+CALL_CASES = [
+    CallCase("metadata", aten.sym_size.int, (torch.randn(2, 3), 1), "free"),
+    CallCase("metadata", aten.size.default, (torch.randn(2, 3),), "free"),
+    CallCase("metadata", aten.sym_numel.default, (torch.randn(2, 3),), "free"),
+    CallCase("metadata", aten.sym_stride.int, (torch.randn(2, 3), 0), "free"),
+    CallCase("metadata", aten._assert_scalar.default, (True, "a check on sizes"), "free"),
+    CallCase("metadata", aten.sym_constrain_range_for_size.default, (3,), "free"),
+    CallCase("creation", aten.tensor.default, ([0.5, 1.0, 2.0],), FIXED, lambda data: torch.tensor(data)),
+]
+
+
+def _one_call(case: CallCase):
+    """An fx graph of placeholders and one call of the op, with the values export would record."""
+    g = torch.fx.Graph()
+    args = tuple(_placeholder(g, f"t{i}", a) if isinstance(a, torch.Tensor) else a for i, a in enumerate(case.args))
+    node = g.call_function(case.op, args)
+    node.meta["val"] = case.value(*case.args) if case.value else case.op(*case.args)
+    return node
+
+
+def _placeholder(g, name: str, value: torch.Tensor):
+    p = g.placeholder(name)
+    p.meta["val"] = value
+    return p
+
+
+@pytest.mark.parametrize("case", CALL_CASES, ids=lambda c: f"{c.rule}-{c.op}")
+def test_rule_on_a_call(case: CallCase):
+    from hwprune.graph.rules import OpCall
+    node = _one_call(case)
+    shapes = {n.name: tuple(n.meta["val"].shape) for n in [*node.all_input_nodes, node]
+              if isinstance(n.meta["val"], torch.Tensor)}
+    tid = lambda a: a.name if isinstance(a, torch.fx.Node) and a.name in shapes else None  # noqa: E731
+    load_all()
+    assert RULES[case.op].__name__ == case.rule
+    c = RULES[case.op](OpCall(node, shapes.__getitem__, tid, "test"))
+    touched = {(t, d) for t, shape in shapes.items() for d in range(len(shape))}
+    frozen = {f.slot for f in c.freezes}
+    covered = {l.a for l in c.links} | {l.b for l in c.links} | frozen | set(c.free)
+    assert touched <= covered, f"dims the rule leaves out: {sorted(touched - covered)}"
+    if case.expect == "free":
+        assert not c.links and not c.freezes and set(c.free) == touched, c
+    else:
+        words = case.expect.split(":", 1)[1]
+        out = {(node.name, d) for d in range(len(shapes[node.name]))}
+        assert out <= frozen and all(words in f.reason for f in c.freezes), c
+
+
+def explicit_overloads() -> dict:
+    """{op overload: rule name} for every overload that a @rule decorator in graph/rules lists by
+    name, or through a module-level tuple of them (conv's CONVS). Overloads that a rule generates
+    from a list of op names (elementwise, spatial: every overload of ~100 ops) are not included;
+    test_every_rule_has_a_row holds those families to a row each."""
+    import ast
+    import importlib
+    from pathlib import Path
+    import hwprune.graph.rules as rules
+    found = {}
+    for path in sorted(Path(rules.__file__).parent.glob("*.py")):
+        module = importlib.import_module(f"{rules.__name__}.{path.stem}") if path.stem != "__init__" else rules
+        for fn in ast.walk(ast.parse(path.read_text())):
+            for deco in getattr(fn, "decorator_list", []):
+                if not (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "rule"):
+                    continue
+                for arg in deco.args:
+                    if isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Call):
+                        continue  # generated from names
+                    value = eval(ast.unparse(arg.value if isinstance(arg, ast.Starred) else arg), vars(module))
+                    for op in (value if isinstance(arg, ast.Starred) else [value]):
+                        found[op] = fn.name
+    return found
+
+
 def test_every_rule_has_a_row():
     names = {fn.__name__ for fn in load_all().values()}
     missing = names - {c.rule for c in RULE_CASES}
     assert not missing, f"rules without a RULE_CASES row: {sorted(missing)}"
+
+
+def test_every_listed_overload_has_a_row():
+    listed = explicit_overloads()
+    assert len(listed) > 100 and aten.squeeze.dim in listed and aten.gather.default in listed
+    rows = {c.op for c in [*RULE_CASES, *CALL_CASES]}
+    missing = sorted(f"{op} ({name})" for op, name in listed.items() if op not in rows)
+    assert not missing, f"overloads that a rule lists without a RULE_CASES or CALL_CASES row: {missing}"
 
 
 def test_duplicate_rule_is_rejected():

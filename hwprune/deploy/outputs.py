@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..io import OutputError, _fsync_dir, check_output
+from ..io import OutputError, fsync_dir, check_output
 
 STAGING_PREFIX = ".hwprune-staging-"
 _move = os.replace  # atomic within one filesystem; a name of its own so tests can interrupt it
@@ -100,7 +100,7 @@ class StagedOutputs:
                                   "output was left as it was before the run") from e
             raise
         for parent in self._staging:
-            _fsync_dir(parent)
+            fsync_dir(parent)
         return [dest for _, dest in moves]
 
     def cleanup(self) -> None:

@@ -8,6 +8,7 @@ parameter dims form one `ChannelGroup` (a layer's filters, a residual stream, ..
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,25 +16,18 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .rules import DECLARED, Coupling, Freeze, Link, OpCall, load_all
-from .trace import _FRAME, GRAPH, TracedGraph
+from .trace import GRAPH, TracedGraph, short_path, stack_frames
 
 
 
 def source_line(node) -> str:
     """The innermost frame of the node's stack trace outside torch itself: 'file.py:12 (fn)'."""
-    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    frames = stack_frames(node)
     if not frames:
         return f"node {node.name}"
     outside = [f for f in frames if "/torch/" not in f[0] or "/torch/export" in f[0]] or frames
     path, line, fn = outside[-1]
-    return f"{_short(path)}:{line} ({fn})"
-
-
-def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/"):
-        if marker in path:
-            return path.split(marker, 1)[1]
-    return path
+    return f"{short_path(path)}:{line} ({fn})"
 
 
 @dataclass
@@ -117,7 +111,7 @@ def _apply_rules(tg, shapes, extra_rules) -> tuple:
         inside = _custom_function(node, tg.functions, extra_rules)
         if inside:
             why = (f"{name} at {where[node.name]} runs inside custom autograd Function {inside[0]} "
-                   f"({_short(inside[1])}:{inside[2]}), whose backward may assume these sizes; declare it "
+                   f"({short_path(inside[1])}:{inside[2]}), whose backward may assume these sizes; declare it "
                    "with hwprune.declare_rule or --rule to cut through it")
             c = Coupling(freezes=tuple(Freeze((t, d), why) for t in touched for d in range(len(shapes[t]))))
         elif fn is None:
@@ -141,7 +135,7 @@ def _apply_rules(tg, shapes, extra_rules) -> tuple:
 def _custom_function(node, functions, extra_rules):
     """The custom autograd Function whose forward this node was traced in, unless declared."""
     declared = {k for k in [*DECLARED, *dict(extra_rules)] if isinstance(k, str)}
-    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    frames = stack_frames(node)
     for fn in functions:
         if fn[0] in declared:
             continue
@@ -154,7 +148,7 @@ MODEL_INPUT, MODEL_OUTPUT = "model input", "model output"
 BOUNDARY_REASONS = (MODEL_INPUT, MODEL_OUTPUT)
 
 
-def _boundary_freezes(tg, shapes, model, cutter_for) -> list:
+def _boundary_freezes(tg, shapes, model, has_cutter) -> list:
     from .heads import head_modules
     out = []
     attention = head_modules(tg) if tg.tracer != GRAPH else set()  # their tensors: surgery.attention
@@ -169,7 +163,7 @@ def _boundary_freezes(tg, shapes, model, cutter_for) -> list:
                 # are data, such as Swin v2's coordinate table that feeds its bias MLP as an input
                 why = f"{what} is a buffer of the attention {type(module).__name__} ({owner}): data, not channels"
                 out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
-            elif cutter_for(module) is None and owner not in attention:
+            elif not has_cutter(module) and owner not in attention:
                 why = (f"{what} belongs to {type(module).__name__} ({owner or 'the root module'}), "
                        "which has no cutter; register one with hwprune.surgery.register_cutter")
                 out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
@@ -225,14 +219,16 @@ def _components(shapes, links) -> tuple:
     return base, labels
 
 
-def build_channel_graph(tg: TracedGraph, model, extra_rules=()) -> ChannelGraph:
-    from ..surgery import cutter_for
+def build_channel_graph(tg: TracedGraph, model, extra_rules=(), *, has_cutter: Callable) -> ChannelGraph:
+    """The coupled channel groups of a traced model. has_cutter(module): whether surgery can fix
+    that module's sizes (hwprune.surgery.has_cutter); the tensors of a module without one are
+    frozen, since cutting them would leave its size attributes wrong."""
     shapes = _tensors(tg)
     links, freezes, where = _apply_rules(tg, shapes, extra_rules)
     same_links, unused = _same_tensor_links(tg, shapes, model)
     links += same_links
     freezes += unused
-    freezes += _boundary_freezes(tg, shapes, model, cutter_for)
+    freezes += _boundary_freezes(tg, shapes, model, has_cutter)
     base, labels = _components(shapes, links)
     ncomp = int(labels.max()) + 1 if labels.size else 0
     position = np.zeros(ncomp, dtype=bool)

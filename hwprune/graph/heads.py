@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .rules import load_all
 from .rules.attention import splits_heads
-from .rules.shape import _chunks
-
-_SPLITS = {"view", "reshape", "_unsafe_view", "unflatten"}
+from .rules.shape import chunks, reshape
 
 
 @dataclass(frozen=True)
@@ -25,9 +24,14 @@ class HeadCut:
     head_dim: int
 
 
+def _is_reshape(node) -> bool:
+    """A view, reshape or flatten: an op whose registered rule is the reshape rule."""
+    return node.op == "call_function" and load_all().get(node.target) is reshape
+
+
 def _head_dim_of(sx: tuple, so: tuple) -> tuple | None:
     """(heads dim, head_dim, head_dim's dim) of a split (.., H*d) -> (.., H, d), or None."""
-    for ins, outs in _chunks(sx, so):
+    for ins, outs in chunks(sx, so):
         big_in = [d for d in ins if sx[d] > 1]
         big_out = [d for d in outs if so[d] > 1]
         if len(big_in) == 1 and len(big_out) >= 2:
@@ -38,8 +42,7 @@ def _head_dim_of(sx: tuple, so: tuple) -> tuple | None:
 def _head_splits(graph):
     """(node, heads dim, head_dim) for every traced split of a projection into heads."""
     for node in graph.traced.graph.nodes:
-        name = getattr(getattr(node.target, "_overloadpacket", None), "__name__", "")
-        if node.op != "call_function" or name not in _SPLITS or not node.args:
+        if not _is_reshape(node) or not node.args:
             continue
         x = getattr(node.args[0], "name", None)
         if x not in graph.shapes or node.name not in graph.shapes:
@@ -53,9 +56,8 @@ def head_modules(traced) -> set:
     """Paths of the modules in whose forward a head split is traced (from the graph's own shapes)."""
     out = set()
     for node in traced.graph.nodes:
-        name = getattr(getattr(node.target, "_overloadpacket", None), "__name__", "")
         stack = node.meta.get("nn_module_stack")
-        if node.op != "call_function" or name not in _SPLITS or not isinstance(node.args[0], torch.fx.Node):
+        if not _is_reshape(node) or not isinstance(node.args[0], torch.fx.Node):
             continue
         sx, so = node.args[0].meta.get("val"), node.meta.get("val")
         if not isinstance(sx, torch.Tensor) or not isinstance(so, torch.Tensor):

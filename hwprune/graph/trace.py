@@ -44,6 +44,15 @@ def _flat_tensors(obj) -> list:
     return [x for x in leaves if isinstance(x, torch.Tensor)]
 
 
+def input_tuple(example_inputs) -> tuple:
+    """Example inputs as the tuple of positional arguments forward takes (a lone tensor is one)."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (list, tuple)):
+        return tuple(example_inputs)
+    raise InputError(f"example inputs must be a tensor or a tuple of tensors, not {type(example_inputs).__name__}")
+
+
 def check_inputs(model: nn.Module, example_inputs: tuple) -> None:
     """Run the model once so that a wrong input shape is an InputError, not a trace failure."""
     try:
@@ -77,7 +86,6 @@ def trace(model: nn.Module, example_inputs: tuple) -> TracedGraph:
             warnings.simplefilter("ignore")
             ep = torch.export.export(model, tuple(example_inputs), strict=False)
     except Exception as export_error:
-        from .fx_fallback import trace_symbolic
         first = str(export_error).strip().splitlines()[0][:200] if str(export_error).strip() else ""
         try:
             traced = trace_symbolic(model, example_inputs)
@@ -174,7 +182,7 @@ def custom_functions(graph) -> tuple:
         ranges.setdefault(code.co_filename, []).append((cls.__qualname__, code.co_filename, code.co_firstlineno, last))
     found = {}
     for n in graph.nodes:
-        for f, line, _ in _FRAME.findall(n.meta.get("stack_trace") or ""):
+        for f, line, _ in stack_frames(n):
             for fn in ranges.get(f, ()):
                 if fn[2] <= int(line) <= fn[3]:
                     found[fn[0]] = fn
@@ -182,3 +190,31 @@ def custom_functions(graph) -> tuple:
 
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def stack_frames(node) -> list:
+    """(file, line, function) of each frame of the node's stack trace, outermost first."""
+    return _FRAME.findall(node.meta.get("stack_trace") or "")
+
+
+def short_path(path: str) -> str:
+    """A source path from the package or work root on: what a report prints."""
+    for marker in ("site-packages/", "/work/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+# ---- fallback tracer --------------------------------------------------------------------------
+# For models torch.export cannot take (data-dependent sizes, custom ops without a fake kernel):
+# torch.fx.symbolic_trace, then lowered to the same high-level ATen ops as export by running it
+# once with real tensors (make_fx, pre-dispatch). Parameters come back as get_attr constants;
+# their state-dict names are found by tensor identity.
+
+def trace_symbolic(model, example_inputs) -> TracedGraph:
+    from torch.fx.experimental.proxy_tensor import make_fx
+    gm = torch.fx.symbolic_trace(model)
+    lowered = make_fx(gm, tracing_mode="real", pre_dispatch=True, record_stack_traces=True)(*example_inputs)
+    names = {id(p): ("param", n) for n, p in model.named_parameters(remove_duplicate=False)}
+    names |= {id(b): ("buffer", n) for n, b in model.named_buffers(remove_duplicate=False)}
+    return from_get_attr_graph(lowered, "symbolic_trace", lambda node, value: names.get(id(value)))

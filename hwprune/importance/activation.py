@@ -2,7 +2,7 @@
 
 A channel is measured at every activation where an op reads it and the channel ends there
 (a conv or linear that mixes it away, a reduction over it: the places the cut zeroes it, the
-same places Fisher gates, hwprune.importance.fisher._gated_dims), not where it only passes
+same places Fisher gates, hwprune.importance.fisher.gated_dims), not where it only passes
 through. At each such place the statistic is the mean over the channel's elements (batch,
 positions, a head's head_dim), and a channel's figure is the mean over its places and the
 calibration batches:
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..verify import _apply_mask, _masks, _run_masked
-from . import Needs, ScoreContext, criterion
-from .fisher import _gated_dims, prunable_labels
+from ..graph.masked import removal_masks, run_masked, zero_removed
+from .registry import Needs, ScoreContext, criterion
+from .fisher import gated_dims, prunable_labels
 
 
 @criterion("activation", Needs.INPUTS, summary="mean |a| where the channel is consumed, on calibration inputs")
@@ -33,8 +33,8 @@ def apoz(ctx: ScoreContext) -> list:
 
 def _statistic(ctx: ScoreContext, f) -> list:
     graph = ctx.graph
-    places = _gated_dims(graph, prunable_labels(graph))  # {tensor: [(dim, labels, readers)]}
-    cuts = _masks(graph, ctx.removed) if ctx.removed is not None else {}
+    places = gated_dims(graph, prunable_labels(graph))  # {tensor: [(dim, labels, readers)]}
+    cuts = removal_masks(graph, ctx.removed) if ctx.removed is not None else {}
     entries = {t: (t, cuts.get(t), places.get(t, [])) for t in set(places) | set(cuts)}
     nlab = int(graph.labels.max()) + 1
     total, seen = np.zeros(nlab), np.zeros(nlab)
@@ -43,7 +43,7 @@ def _statistic(ctx: ScoreContext, f) -> list:
     def apply(v, entry, reader):
         name, cut, dims = entry
         if cut is not None:
-            v = _apply_mask(v, cut)
+            v = zero_removed(v, cut)
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             return v
         for d, lab, readers in dims:
@@ -56,7 +56,7 @@ def _statistic(ctx: ScoreContext, f) -> list:
     with torch.no_grad():
         for i, item in enumerate(ctx.calibration):
             done.clear()
-            _run_masked(graph, ctx.model, item, entries, apply)
+            run_masked(graph, ctx.model, item, entries, apply)
             if ctx.progress is not None:
                 ctx.progress("score", i + 1, n)
     mean = np.divide(total, seen, out=np.zeros(nlab), where=seen > 0)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..verify import _run_masked, _tensor_placeholders, along
-from . import Needs, ScoreContext, criterion
+from ..graph.masked import along, run_masked, tensor_placeholders
+from .registry import Needs, ScoreContext, criterion
 
 DRAWS = 16  # random projections in all, at least
 
@@ -43,7 +43,7 @@ def fisher(graph, model, calibration: list, seed: int = 0, progress=None, remove
     hwprune.compensate: where a layer will read a removed channel as its mean m, the gate
     runs from m to the channel (m + g (x - m)), so the figure is of removing it that way."""
     prunable = prunable_labels(graph)
-    gates = _gated_dims(graph, prunable)
+    gates = gated_dims(graph, prunable)
     if compensation is not None:
         folds, means = compensation
         centred = {(f.tensor, f.dim, f.reader): means[(f.tensor, f.dim)] for f in folds if (f.tensor, f.dim) in means}
@@ -59,7 +59,7 @@ def fisher(graph, model, calibration: list, seed: int = 0, progress=None, remove
             if removed is not None:
                 g[torch.from_numpy(np.asarray(removed, dtype=bool))] = 0.0
             g.requires_grad_(True)
-            outs = _run_masked(graph, model, x, gates, lambda v, dims, reader: _gate(v, dims, reader, g))
+            outs = run_masked(graph, model, x, gates, lambda v, dims, reader: _gate(v, dims, reader, g))
             outs = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
             proj = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum() for o in outs)
             (grad,) = torch.autograd.grad(proj, g, allow_unused=True)
@@ -80,12 +80,12 @@ def prunable_labels(graph) -> np.ndarray:
     return prunable
 
 
-def _gated_dims(graph, prunable: np.ndarray) -> dict:
+def gated_dims(graph, prunable: np.ndarray) -> dict:
     """{activation: [(dim, labels, readers)]}: each dim that carries a channel of an unfrozen
     group, gated where an op reads it and the channel ends there (a linear, a conv, a sum over
     it). Ops it passes through (activations, adds, reshapes, per-head attention products)
     are not gated, or a channel would count once per op on its way."""
-    params = _tensor_placeholders(graph)
+    params = tensor_placeholders(graph)
     carried = {}  # node: the labels its outputs carry
     for node in graph.traced.graph.nodes:
         names, k = ([node.name] if node.name in graph.shapes else []), 0

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..verify import _masks, _run_masked
+from ..graph.masked import removal_masks, run_masked
 
 
 def floating(outs) -> list:
@@ -53,7 +53,7 @@ class GraphModel:
         if kwargs:
             raise InputError(f"loss_fn called the model with keyword arguments {sorted(kwargs)}: the traced graph "
                              "takes the example inputs' positional arguments; call model(*inputs)")
-        outs = _run_masked(self._graph, self._model, inputs, self._masks)
+        outs = run_masked(self._graph, self._model, inputs, self._masks)
         return self._spec(outs)
 
     def __getattr__(self, name):
@@ -90,12 +90,12 @@ def input_part(graph, item: tuple) -> tuple:
 
 class GraphLoss:
     """The loss of one criterion run: loss(i, masks) on calibration item i, the graph run with
-    `masks` (hwprune.verify._masks) on top of the channels already cut."""
+    `masks` (hwprune.graph.masked.removal_masks) on top of the channels already cut."""
 
     def __init__(self, ctx):
         self.ctx, self.graph, self.model = ctx, ctx.graph, ctx.model
         self.removed = ctx.removed if ctx.removed is not None else np.zeros(int(ctx.graph.labels.max()) + 1, bool)
-        self.base_masks = _masks(self.graph, self.removed)
+        self.base_masks = removal_masks(self.graph, self.removed)
         self._targets: dict = {}
         self._spec = _output_spec(self.model, input_part(self.graph, ctx.calibration[0])) if ctx.loss_fn else None
 
@@ -105,7 +105,7 @@ class GraphLoss:
             return self.base_masks
         removed = self.removed.copy()
         removed[also] = True
-        return _masks(self.graph, removed)
+        return removal_masks(self.graph, removed)
 
     def __call__(self, i: int, masks: dict) -> torch.Tensor:
         item = self.ctx.calibration[i]
@@ -115,7 +115,7 @@ class GraphLoss:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ""
                 raise InputError(f"loss_fn returned {type(value).__name__}{shape}: return a scalar tensor")
             return value.reshape(())
-        outs = floating(_run_masked(self.graph, self.model, item, masks))
+        outs = floating(run_masked(self.graph, self.model, item, masks))
         if self.ctx.teacher is not None:
             return distillation_loss(outs, self._target(i, item))
         logits = [o for o in outs if o.dim() >= 1 and o.shape[-1] >= 2]
@@ -132,7 +132,7 @@ class GraphLoss:
                 if self.ctx.teacher is not None:
                     self._targets[i] = [t.detach() for t in floating(self.ctx.teacher(*input_part(self.graph, item)))]
                 else:
-                    outs = floating(_run_masked(self.graph, self.model, item, self.base_masks))
+                    outs = floating(run_masked(self.graph, self.model, item, self.base_masks))
                     self._targets[i] = [o.reshape(-1, o.shape[-1]).argmax(-1) for o in outs
                                         if o.dim() >= 1 and o.shape[-1] >= 2]
         return self._targets[i]

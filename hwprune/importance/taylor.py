@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..verify import tensors_of
-from . import Needs, ScoreContext, _accumulate, criterion
+from .registry import Needs, ScoreContext, accumulate, criterion
 from .fisher import prunable_labels
 from .loss import GraphLoss, gradients_on
 
@@ -42,7 +42,7 @@ def taylor(ctx: ScoreContext) -> list:
         for i in range(n):
             grads = torch.autograd.grad(loss(i, loss.base_masks), params, allow_unused=True)
             gw = {name: g * p for name, g, p in zip(names, grads, params) if g is not None}
-            for t, s in zip(total, _accumulate(graph, gw, graph.param_slots, None)):
+            for t, s in zip(total, accumulate(graph, gw, graph.param_slots, None)):
                 t += s ** 2
             if ctx.progress is not None:
                 ctx.progress("score", i + 1, n)

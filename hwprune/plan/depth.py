@@ -140,7 +140,7 @@ def verify_removal(analysis, removed_model: nn.Module, blocks: list, rtol: float
     zeroed where the add reads it (the traced graph run with that whole tensor masked)."""
     from ..errors import VerificationError
     from ..numerics import max_errors
-    from ..verify import _random_like, _run_masked
+    from ..graph.masked import random_like, run_masked
     shapes = analysis.graph.shapes
     masks = {}
     for b in blocks:
@@ -149,8 +149,8 @@ def verify_removal(analysis, removed_model: nn.Module, blocks: list, rtol: float
     worst = 0.0
     with torch.inference_mode():
         for k in range(batches):
-            x = analysis.example_inputs if k == 0 else _random_like(analysis.example_inputs, seed=k)
-            ref = _run_masked(analysis.graph, analysis.model, x, masks)
+            x = analysis.example_inputs if k == 0 else random_like(analysis.example_inputs, seed=k)
+            ref = run_masked(analysis.graph, analysis.model, x, masks)
             got = [t for t in torch.utils._pytree.tree_leaves(removed_model(*x)) if isinstance(t, torch.Tensor)]
             for a, r in zip(got, ref, strict=True):
                 worst = max(worst, max_errors(a, r)[1])

@@ -15,7 +15,6 @@ the original's channels, so the final report's "kept" applies to the original (h
 """
 from __future__ import annotations
 
-import math
 
 from ..errors import InputError
 from .config import RecoverConfig
@@ -37,7 +36,7 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
     and a budget that plans the same each time (flops, params, ratio or a predicted latency),
     rounds whose recovery finished are redone from their last checkpoint in no time.
     Under torchrun, rank 0 cuts each round and sends the cut model to the other processes."""
-    import hwprune
+    from ..api import slim
 
     if not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds {rounds!r}: give 1 or more rounds of cut and recovery")
@@ -57,7 +56,7 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
         for k in range(1, rounds + 1):
             step = _round_budget(kind, value, k, rounds, model, current_model, example_inputs, rest,
                                  original_figure, rows)
-            cut, report = from_main(hwprune.slim(current_model, example_inputs, **step, **rest, progress=progress)
+            cut, report = from_main(slim(current_model, example_inputs, **step, **rest, progress=progress)
                                     if world.main else None, world)
             if kind == "speedup" and k == 1:
                 original_figure = _measured_or_predicted(report)

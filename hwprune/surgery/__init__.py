@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import copy
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..registry import Registry
+from .registry import CUTTERS, ModuleCut, register_cutter
+from .widths import record_widths
 
-CUTTERS = Registry("cutter")
-register_cutter = CUTTERS.register  # @register_cutter(ModuleType): one cutter per module type
-
-
-@dataclass(frozen=True)
-class ModuleCut:
-    """What a cutter knows of its module after the cut: the input shape of its first call,
-    before and after (None when the module is never called in the traced graph)."""
-    path: str
-    old_in_shape: tuple | None
-    new_in_shape: tuple | None
-    heads: object = None  # graph.heads.HeadCut where heads were split in this module's forward
+__all__ = ["CUTTERS", "ModuleCut", "register_cutter", "cutter_for", "has_cutter", "tensor_at", "sliced_tensors", "cut"]
 
 
 def cutter_for(module: nn.Module):
@@ -40,7 +29,13 @@ def cutter_for(module: nn.Module):
     return None
 
 
-def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
+def has_cutter(module: nn.Module) -> bool:
+    """Whether some cutter can fix the module's size attributes after its tensors are cut."""
+    return cutter_for(module) is not None
+
+
+def tensor_at(model: nn.Module, fqn: str) -> torch.Tensor:
+    """The parameter or buffer of `model` under this state-dict name."""
     owner, _, name = fqn.rpartition(".")
     mod = model.get_submodule(owner) if owner else model
     t = mod._parameters.get(name)
@@ -52,7 +47,7 @@ def sliced_tensors(model: nn.Module, kept: dict) -> dict:
     tensor, a Parameter where the original is one."""
     out = {}
     for fqn, dims in kept.items():
-        old = _tensor(model, fqn)
+        old = tensor_at(model, fqn)
         new = old.detach()
         for d, idx in sorted(dims.items()):
             new = new.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
@@ -94,6 +89,5 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dic
             fn = head_attributes
         if fn is not None:
             fn(mod, ModuleCut(path, old_in, new_in, head))
-    from ..hf import record_widths
     record_widths(model, slim)  # a Hugging Face model's config learns its per-layer widths
     return slim

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ModuleCut, register_cutter
+from .registry import ModuleCut, register_cutter
 
 HEAD_COUNT = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads")
 KV_HEAD_COUNT = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "num_heads_kv")

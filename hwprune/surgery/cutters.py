@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
-from . import ModuleCut, register_cutter
+from .registry import ModuleCut, register_cutter
 
 
 @register_cutter(_ConvNd)

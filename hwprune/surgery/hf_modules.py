@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transformers.pytorch_utils import Conv1D
 
-from . import ModuleCut, register_cutter
+from .registry import ModuleCut, register_cutter
 
 
 @register_cutter(Conv1D)

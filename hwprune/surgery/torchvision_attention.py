@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
-from . import ModuleCut, register_cutter
+from .registry import ModuleCut, register_cutter
 
 
 def _window_attention(input, qkv_weight, proj_weight, relative_position_bias, window_size, num_heads, shift_size,

@@ -66,6 +66,10 @@ class OpCall:
         a = self.arg(i, name)
         return self._tid(a) if a is not None else None
 
+    def tensor_id(self, a):
+        """Tensor id of an argument value (a graph node; None when it is not a tensor)."""
+        return self._tid(a)
+
     def ts(self, i: int, name: str | None = None) -> list:
         return [self._tid(a) for a in (self.arg(i, name) or [])]
 

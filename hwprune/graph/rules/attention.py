@@ -4,97 +4,113 @@ embeddings depend on it), so a head goes or stays whole.
 
 The reshape that splits a projection into (heads, head_dim) is where a head becomes a channel.
 A split alone cannot say which factor carries channels (a channel shuffle's view(b, g, c/g)
-carries the inner one); `splits_heads` looks at where the split goes: a split that reaches
-the q, k or v of an attention op, or an operand of a matmul, splits heads.
+carries the inner one); `splits_heads` looks at where the split goes, asking each op's
+registered rule where the dim goes: a split that reaches the q, k or v of an attention op, or
+an operand of a matmul, splits heads.
 """
 from __future__ import annotations
-
-import operator
 
 import numpy as np
 import torch
 
-from . import Coupling, Freeze, Link, rule, same
+from . import DECLARED, Coupling, Freeze, Link, OpCall, load_all, rule, same
 
 aten = torch.ops.aten
 
-_ELEMENTWISE = {"mul", "div", "add", "sub", "neg", "clone", "contiguous", "_to_copy", "to", "type_as", "dropout",
-                "alias", "detach", "expand", "slice", "cat", "split", "chunk", "split_with_sizes", "getitem"}
-_VIEWS = {"view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "unflatten"}
-_DEPTH = 32
+_DEPTH = 32  # ops followed from a split before giving up
 
 
-def _op_name(node) -> str:
-    if node.target is operator.getitem:
-        return "getitem"
-    return getattr(getattr(node.target, "_overloadpacket", None), "__name__", "") or ""
-
-
-def _shape(node) -> tuple | None:
+def _slots(node) -> dict:
+    """{tensor id: shape} of a node's output: its name, or name#k for each item of a tuple."""
     val = node.meta.get("val")
-    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+    if isinstance(val, torch.Tensor):
+        return {node.name: tuple(val.shape)}
+    if isinstance(val, (list, tuple)) and val and all(isinstance(v, torch.Tensor) for v in val):
+        return {f"{node.name}#{k}": tuple(v.shape) for k, v in enumerate(val)}
+    return {}
 
 
-def _carried(node, user, dim: int, rank: int):
-    """Where dim of node (of this rank) is in user's output, or None where user ends the trail:
-    it mixes that dim (a softmax, a reduction), splits or merges it, or selects from it."""
-    name, out = _op_name(user), _shape(user)
-    if name in ("unbind", "split", "chunk", "split_with_sizes") and user.args[0] is node:
-        d = user.args[1] if len(user.args) > 1 and name == "unbind" else (user.args[2] if len(user.args) > 2 else 0)
-        return None if name == "unbind" and d % rank == dim else dim - (name == "unbind" and d % rank < dim)
-    if out is None:
+def _coupling(user, rules: dict):
+    """The registered rule's Coupling of one call, from the shapes recorded on the nodes; None
+    where the op has no rule or its rule cannot read the call (the trail ends there)."""
+    fn = rules.get(user.target)
+    if fn is None or user.op != "call_function":
         return None
-    if name in _ELEMENTWISE:
-        return dim + len(out) - rank
-    if name == "permute":
-        return [d % rank for d in user.args[1]].index(dim)
-    if name == "transpose":
-        a, b = user.args[1] % rank, user.args[2] % rank
-        return b if dim == a else a if dim == b else dim
-    if name == "select":
-        d = user.args[1] % rank
-        return None if d == dim else dim - (d < dim)
-    if name in _VIEWS:
-        from .shape import _chunks
-        shp = _shape(node)
-        for ins, outs in _chunks(shp, out):
-            if dim in ins:
-                big_in = [d for d in ins if shp[d] > 1]
-                big_out = [d for d in outs if out[d] > 1]
-                return big_out[0] if big_in == [dim] and len(big_out) == 1 else None
-    return None
+    shapes = {}
+    for n in (user, *user.all_input_nodes):
+        shapes.update(_slots(n))
+    tid = lambda a: a.name if isinstance(a, torch.fx.Node) and a.name in shapes else None  # noqa: E731
+    try:
+        return fn(OpCall(user, shapes.__getitem__, tid, f"node {user.name}"))
+    except Exception:  # noqa: BLE001  (a rule that cannot read a call also stops grouping there)
+        return None
 
 
-def _reads_as_head_dim(user, node, dim: int, rank: int) -> bool:
-    """Does this attention op read dim of node as a head's channels (q/k/v's last dim, a matmul's
-    contracted dim or v's features)?"""
-    name = _op_name(user)
-    if name == "scaled_dot_product_attention":
-        return any(a is node for a in user.args[:3]) and dim == rank - 1
-    if name in ("matmul", "bmm"):
-        return (user.args[0] is node and dim == rank - 1) or (user.args[1] is node and dim >= rank - 2)
-    if name == "einsum":  # the letter of this dim is contracted, or is v's feature in the output
-        ins, _, res = user.args[0].replace(" ", "").partition("->")
-        subs = [sub for t, sub in zip(user.args[1], ins.split(",")) if t is node]
-        return any(len(sub) == rank and (sub[dim] not in res or sub[dim] == res[-1]) for sub in subs)
-    return False
+def _whole(idx) -> bool:
+    """A link's index map keeps every element apart (1:1, an offset, a reversal): the dim goes on
+    as it is. A block (flatten) or a split into factors does not."""
+    return idx is None or len(np.unique(idx)) == len(idx)
+
+
+def _carried(coupling, slot, outputs: set) -> list:
+    """The output slots that the rule links one-to-one with `slot`. A dim that the rule links in
+    place but freezes whole (a softmax or a norm over it) is read all together: it ends there."""
+    mixed = {f.slot for f in coupling.freezes if f.idx is None and f.kind != "position"}
+    found = []
+    for l in coupling.links:
+        for a, ia, b, ib in ((l.a, l.ia, l.b, l.ib), (l.b, l.ib, l.a, l.ia)):
+            if a != slot or b[0] not in outputs or not (_whole(ia) and _whole(ib)):
+                continue
+            if ia is None and ib is None and (a in mixed or b in mixed):
+                continue
+            found.append(b)
+    return found
+
+
+# ---- the attention products: which operand dims they read as a head's channels -------------------
+
+def _sdpa_reads(user, node, dim: int, rank: int) -> bool:  # q, k or v's last dim
+    return any(a is node for a in user.args[:3]) and dim == rank - 1
+
+
+def _matmul_reads(user, node, dim: int, rank: int) -> bool:  # the contracted dim, or v's features
+    return (user.args[0] is node and dim == rank - 1) or (user.args[1] is node and dim >= rank - 2)
+
+
+def _einsum_reads(user, node, dim: int, rank: int) -> bool:
+    """The letter of this dim is contracted, or is v's feature (the output's last letter)."""
+    ins, _, res = user.args[0].replace(" ", "").partition("->")
+    subs = [sub for t, sub in zip(user.args[1], ins.split(",")) if t is node]
+    return any(len(sub) == rank and (sub[dim] not in res or sub[dim] == res[-1]) for sub in subs)
+
+
+HEAD_READERS = {aten.scaled_dot_product_attention.default: _sdpa_reads, aten.matmul.default: _matmul_reads,
+                aten.bmm.default: _matmul_reads, aten.einsum.default: _einsum_reads}
 
 
 def splits_heads(node, dim: int) -> bool:
-    """Is `dim` of this reshape's output read by an attention op as a head's channels, through ops
-    that keep it whole? Then the dim before it is the heads."""
-    frontier, seen = [(node, dim)], set()
+    """Is `dim` of this reshape's output read by an attention product (HEAD_READERS) as a head's
+    channels? The dim is followed through the ops whose registered rules carry it whole; then
+    the dim before it is the heads."""
+    rules = {**load_all(), **DECLARED}
+    frontier, seen = [(node.name, dim)], set()
+    nodes = {node.name: node}
     for _ in range(_DEPTH):
         nxt = []
-        for n, d in frontier:
-            shp = _shape(n)
-            for u in n.users:
-                if shp is not None and _reads_as_head_dim(u, n, d, len(shp)):
+        for tid, d in frontier:
+            src = nodes[tid.split("#")[0]]
+            rank = len(_slots(src)[tid]) if tid == src.name else None
+            for u in src.users:
+                reads = HEAD_READERS.get(u.target)
+                if rank is not None and reads is not None and reads(u, src, d, rank):
                     return True
-                nd = _carried(n, u, d, len(shp)) if shp is not None else (d if _op_name(u) == "getitem" else None)
-                if nd is not None and (u, nd) not in seen:
-                    seen.add((u, nd))
-                    nxt.append((u, nd))
+                c = _coupling(u, rules)
+                outputs = _slots(u)
+                for slot in (_carried(c, (tid, d), set(outputs)) if c is not None else ()):
+                    if slot not in seen:
+                        seen.add(slot)
+                        nodes[u.name] = u
+                        nxt.append(slot)
         if not nxt:
             return False
         frontier = nxt

@@ -10,7 +10,8 @@ aten = torch.ops.aten
 
 
 def _reduce(op, dims, keepdim: bool, reduced_ok: bool, why: str) -> Coupling:
-    x, out = op.t(0), op.out
+    x = op.t(0)
+    outs = op.outs() if isinstance(op.node.meta.get("val"), (list, tuple)) else [op.out]  # var_mean: two
     rank = op.rank(x)
     dims = sorted({op.dim(d, x) for d in (dims if dims not in (None, []) else range(rank))})
     links, freezes, free, j = [], [], [], 0
@@ -21,10 +22,10 @@ def _reduce(op, dims, keepdim: bool, reduced_ok: bool, why: str) -> Coupling:
             else:
                 freezes.append(Freeze((x, d), f"{why} at {op.where}"))
             if keepdim:
-                freezes.append(Freeze((out, j), "a reduced dim", "position"))
+                freezes += [Freeze((out, j), "a reduced dim", "position") for out in outs]
                 j += 1
             continue
-        links.append(same(x, d, out, j))
+        links += [same(x, d, out, j) for out in outs]
         j += 1
     return Coupling(tuple(links), tuple(freezes), tuple(free))
 

@@ -21,7 +21,7 @@ from .attention import head_split_link, splits_heads
 aten = torch.ops.aten
 
 
-def _chunks(a: tuple, b: tuple) -> list:
+def chunks(a: tuple, b: tuple) -> list:
     """Split two shapes of equal numel into runs of dims with equal products: [([i..], [j..]), ...]."""
     out, i, j = [], 0, 0
     while i < len(a) or j < len(b):
@@ -46,7 +46,7 @@ def reshape(op):
     sx, so = op.shape(x), op.shape(out)
     links, freezes = [], []
     where = f"{op.target} at {op.where}"
-    for ins, outs in _chunks(sx, so):
+    for ins, outs in chunks(sx, so):
         big_in = [d for d in ins if sx[d] > 1]
         big_out = [d for d in outs if so[d] > 1]
         freezes += positions(x, [d for d in ins if sx[d] == 1], "a size-1 dim")
@@ -278,7 +278,7 @@ def index(op):
         return frozen
     x, out, idx = op.t(0), op.out, list(op.arg(1))
     at = [i for i, t in enumerate(idx) if t is not None]
-    if not at or at != list(range(at[0], at[-1] + 1)) or any(op._tid(idx[i]) is None for i in at):
+    if not at or at != list(range(at[0], at[-1] + 1)) or any(op.tensor_id(idx[i]) is None for i in at):
         return frozen  # indices apart from each other move the result's dims: not followed
     j, k = at[0], len(at)
     nb = op.rank(out) - (op.rank(x) - k)  # dims of the broadcast index shape
@@ -286,7 +286,7 @@ def index(op):
     links += [same(x, d, out, d - k + nb) for d in range(j + k, op.rank(x))]
     freezes = [Freeze((x, d), why) for d in range(j, j + k)]
     for i in at:
-        t = op._tid(idx[i])
+        t = op.tensor_id(idx[i])
         for m in range(op.rank(t)):
             dout = j + nb - op.rank(t) + m
             if op.shape(t)[m] == op.shape(out)[dout]:

@@ -1,0 +1,103 @@
+"""What the CLI's commands share (cli.py and cli_hardware.py): loading the model a command
+names, its --rule declarations, onnxruntime settings, and the console and progress display."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+from .load import LoadedModel, load_spec
+
+
+def declare_rules(specs: list) -> None:
+    """--rule OP=FAMILY, each given the built-in rule of FAMILY (hwprune.declare_rule)."""
+    import hwprune
+    for spec in specs:
+        name, sep, family = spec.partition("=")
+        if not sep or not name or not family:
+            raise InputError(f"--rule {spec!r} is not OP=FAMILY: write for example --rule mylib::swish=elementwise")
+        try:
+            hwprune.declare_rule(name, like=family)
+        except (ValueError, AttributeError, RuntimeError) as e:
+            raise InputError(f"--rule {spec!r}: {e}") from e
+
+
+def load_model(args, default_shape: str | None = None, default_from: str = "") -> LoadedModel:
+    """The model and example inputs that a command's SPEC and input options name."""
+    declare_rules(getattr(args, "rule", []))
+    with cwd_on_path():
+        return load_spec(args.spec, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
+                         example_inputs=args.example_inputs, default_input_shape=default_shape,
+                         default_from=default_from)
+
+
+@contextmanager
+def cwd_on_path():
+    """Factory specs and pickled classes import from the current directory, as `python -m` does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def ort_settings(args):
+    """onnxruntime settings from --threads."""
+    from .hardware.measure import OrtSettings
+    if args.threads < 1:
+        raise InputError(f"--threads {args.threads}: give 1 or more")
+    return OrtSettings(threads=args.threads)
+
+
+def console(stderr: bool = False):
+    """A rich console on stdout (stderr: for progress and warnings)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@contextmanager
+def progress_display():
+    """A rich progress display on a terminal; None (no display) when stderr is a file or pipe."""
+    screen = console(stderr=True)
+    if not screen.is_terminal:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn)
+
+    tasks: dict[str, int] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=screen,
+                  transient=True) as display:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:  # stages run in order: a new one means the others are done
+                for task in tasks.values():
+                    display.update(task, completed=display.tasks[task].total)
+                tasks[stage] = display.add_task(stage, total=total)
+            display.update(tasks[stage], completed=done, total=total)
+
+        yield progress
+
+
+def read_report(path: Path) -> dict:
+    """A slim report (JSON) with its kept channels, for `apply` and `finetune --features`."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such report file: give the --report JSON written by "
+                         "hwprune slim")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: is not valid JSON ({e}): give the --report file written by "
+                         "hwprune slim") from e
+    if not isinstance(report, dict) or "kept" not in report:
+        raise InputError(f"{path}: has no 'kept' channels: give the --report file written by "
+                         "hwprune slim")
+    return report

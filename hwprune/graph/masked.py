@@ -1,0 +1,108 @@
+"""The traced graph run op by op with chosen activations transformed before an op reads them:
+the interpreter behind mask equivalence (hwprune.verify), Fisher gates, channel means
+(hwprune.compensate) and block removal (plan.depth).
+
+An activation's removed elements are zeroed on a copy, so a mask never mutates a shared
+tensor; parameters, buffers and constants are never masked (a removed channel's bias reaches
+its consumer only through an activation, where the mask catches it). In-place ops run in
+place (Swin builds its attention mask with fill_ on slice views).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .groups import ChannelGraph
+
+
+def tensors_of(model) -> dict:
+    """{state-dict name: tensor} of every parameter and buffer, shared ones under each name."""
+    return dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+
+
+def tensor_placeholders(graph: ChannelGraph) -> set:
+    """Names of the graph's parameters, buffers and constants: never masked, only activations are."""
+    return {n for n, (k, _) in graph.traced.placeholders.items() if k in ("param", "buffer", "constant")}
+
+
+def removal_masks(graph: ChannelGraph, removed: np.ndarray) -> dict:
+    """{tensor id: [(dim, removed indices, keep vector)]} for activations with removed elements."""
+    out = {}
+    params = tensor_placeholders(graph)
+    for tid, shape in graph.shapes.items():
+        if tid in params:
+            continue
+        for d in range(len(shape)):
+            keep = ~removed[graph.dim_labels(tid, d)]
+            if not keep.all():
+                out.setdefault(tid, []).append((d, torch.from_numpy(np.flatnonzero(~keep)), torch.from_numpy(keep)))
+    return out
+
+
+def along(t: torch.Tensor, d: int, ndim: int) -> torch.Tensor:
+    """A 1-D tensor shaped to broadcast along dim d of an ndim-dimensional tensor."""
+    shape = [1] * ndim
+    shape[d] = -1
+    return t.view(shape)
+
+
+def zero_removed(x, masks):
+    """A copy of x with the removed elements zeroed. Where each removed index is a run of
+    elements (a channel of an NCHW map), index_fill_ writes only those; along an innermost dim
+    a broadcast `where` is faster (ms, 2 threads: 0.26 vs 0.79 on 256x56x56 dim 1, 0.79 vs 0.52
+    on 197x3072 dim 2)."""
+    copied = False
+    for d, gone, keep in masks:
+        if math.prod(x.shape[d + 1:]) >= 16:
+            x = x if copied else x.clone()
+            x.index_fill_(d, gone.to(x.device), 0)
+        else:
+            x = torch.where(along(keep, d, x.dim()).to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        copied = True
+    return x
+
+
+def run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=None) -> list:
+    """Run the traced graph with `model`'s tensors; every activation argument named in `masks`
+    goes through apply(x, masks[name], reader node) (default: zero_removed(x, masks[name]))
+    before an op reads it. Returns the graph's outputs."""
+    apply = apply or (lambda v, m, _: zero_removed(v, m))
+    tg = graph.traced
+    named = tensors_of(model)
+    flat_in = torch.utils._pytree.tree_leaves(inputs)
+    env = {}
+
+    def read(n, reader):
+        v = env[n.name]
+        return apply(v, masks[n.name], reader) if n.name in masks else v
+
+    for node in tg.graph.nodes:
+        if node.op in ("placeholder", "get_attr") and node.name in tg.placeholders:
+            kind, what = tg.placeholders[node.name]
+            env[node.name] = flat_in[what] if kind == "input" else (
+                tg.constants[what] if kind == "constant" else named[what])
+        elif node.op == "call_function":
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: read(a, node))
+            env[node.name] = node.target(*args, **kwargs)
+            if isinstance(env[node.name], (list, tuple)):
+                for k, v in enumerate(env[node.name]):
+                    env[f"{node.name}#{k}"] = v
+        elif node.op == "get_attr":
+            env[node.name] = getattr(tg.gm, node.target)
+    return [env[n] for n in tg.outputs]
+
+
+def random_like(example: tuple, seed: int) -> tuple:
+    """Inputs shaped like the example: floats drawn around its mean and spread, integers below its maximum."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if t.is_floating_point():
+            return torch.randn(t.shape, generator=g, dtype=t.dtype) * (t.std() if t.numel() > 1 else 1) + t.mean()
+        hi = int(t.max()) + 1 if t.numel() else 1
+        return torch.randint(0, max(hi, 1), t.shape, generator=g, dtype=t.dtype)
+    return torch.utils._pytree.tree_map(draw, example)

@@ -1,0 +1,101 @@
+"""The criteria registry: each criterion is one function plus one row (`@criterion(...)`),
+saying what it reads and whether its figures share a unit across groups; and the
+accumulation over a group's parameter slots that the weight criteria share."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class Needs(enum.Enum):
+    WEIGHTS = "the weights"
+    INPUTS = "calibration inputs"
+    LOSS = "a loss on calibration inputs"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    fn: Callable  # fn(ScoreContext) -> [one array per group]
+    needs: Needs
+    across_groups: bool  # figures in one unit for every group (a head and a neuron compare directly)
+    summary: str
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What a criterion may read. model/calibration for Needs.INPUTS and LOSS; removed: a
+    bool per channel label, the channels already cut (measure the model with them masked);
+    compensation: (folds, means) of hwprune.compensate (fisher reads it); loss_fn(model,
+    batch) -> scalar and teacher: hwprune.importance.loss."""
+    graph: object
+    tensors: dict
+    seed: int = 0
+    model: object = None
+    calibration: list | None = None
+    progress: Callable | None = None
+    removed: np.ndarray | None = None
+    compensation: tuple | None = None
+    loss_fn: Callable | None = None
+    teacher: object = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+CRITERIA: dict = {}
+
+
+def criterion(name: str, needs: Needs = Needs.WEIGHTS, across_groups: bool = False, summary: str = ""):
+    def register(fn):
+        if name in CRITERIA:
+            raise ValueError(f"two criteria named {name}")
+        CRITERIA[name] = Criterion(name, fn, needs, across_groups, summary or (fn.__doc__ or "").split("\n")[0])
+        return fn
+    return register
+
+
+def powered(t: torch.Tensor, power: int | None) -> torch.Tensor:
+    t = t.detach().float()
+    return t if power is None else t.abs() if power == 1 else t.pow(2)
+
+
+def per_index(t: torch.Tensor, dim: int) -> np.ndarray:
+    """Sum of an already powered tensor over every dim but `dim`."""
+    dims = [d for d in range(t.dim()) if d != dim]
+    return (t.sum(dims) if dims else t).cpu().numpy().astype(np.float64)
+
+
+def accumulate(graph, tensors: dict, slots, power: int | None) -> list:
+    """Per group, per channel: the sum over the given parameter slots of |w|^power (of w
+    itself with power None). Slots whose tensor is not in `tensors` are skipped."""
+    pos = np.full(int(graph.labels.max()) + 1, -1)
+    grp = np.full_like(pos, -1)
+    for g in graph.groups:
+        pos[g.labels] = np.arange(g.width)
+        grp[g.labels] = g.id
+    scores = [np.zeros(g.width) for g in graph.groups]
+    powered = (None, None)  # (fqn, |w|^power): once per tensor, not per dim (a tensor's slots are adjacent)
+    for tid, d, fqn in slots:
+        lab = graph.dim_labels(tid, d)
+        ok = grp[lab] >= 0
+        if not ok.any() or fqn not in tensors:
+            continue
+        if powered[0] != fqn:
+            powered = (fqn, powered(tensors[fqn], power))
+        v = per_index(powered[1], d)
+        for gid in np.unique(grp[lab][ok]):
+            sel = ok & (grp[lab] == gid)
+            np.add.at(scores[gid], pos[lab][sel], v[sel])
+    return scores
+
+
+class Scores(list):
+    """One array per group. across_groups: the figures are in one unit for every group (a
+    head and a neuron compare directly), not only within a group."""
+    across_groups: bool = False
