@@ -8,17 +8,19 @@ Public API only:
     declare_rule(op_or_function, like="elementwise")
     SlimPass(target="jetson", speedup=2)(model, example_inputs) -> slim_model; .report
     load_pretrained(dir) -> a pruned Hugging Face model that save_pretrained wrote
+    sparsify(model, example_inputs, sparsity=0.9, pattern="block:32") -> (sparse_model, report)
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
 from .graph.rules import declare_rule
 from .hf import load_pretrained
 from .pipeline import SlimPass
+from .sparse import sparsify
 from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
-    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained",
+    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained", "sparsify",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
     "NothingToPruneError", "VerificationError", "BudgetError",
 ]

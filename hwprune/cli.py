@@ -20,6 +20,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from .cli_sparse import add_sparse_command
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError
@@ -131,6 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
     apply.set_defaults(command=_cmd_apply)
 
     add_hardware_commands(sub, _add_model_arguments)
+    add_sparse_command(sub, _add_model_arguments)
     return parser
 
 
