@@ -52,7 +52,9 @@ class PatternRule:
 
 def _block_fits(shape, p):
     bad = [f"{name} {n}" for name, n in zip(("out", "in"), shape) if n % p.block]
-    return f"{' and '.join(bad)} not a multiple of block {p.block}" if bad else None
+    if not bad:
+        return None
+    return f"{' and '.join(bad)} not {'a multiple' if len(bad) == 1 else 'multiples'} of block {p.block}"
 
 
 def _block_scores(w, p):
