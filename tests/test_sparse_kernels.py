@@ -25,6 +25,30 @@ def test_native_kernel_is_the_one_that_runs_when_required():
         assert hasattr(torch.ops.hwprune_native, "bsr_linear")
 
 
+def test_without_cmake_the_op_falls_back_to_the_reference_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path))  # nothing built there
+    monkeypatch.delenv("HWPRUNE_REQUIRE_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_status", None)
+    monkeypatch.setattr(native, "_tool", lambda name: None)
+    with pytest.warns(RuntimeWarning, match="native BSR kernel is unavailable .cmake is not on PATH.*PyTorch reference"):
+        assert not native.load().loaded
+    assert ops.kernel_for("cpu", torch.float32) == "reference"
+    weight, crow, col, values = random_bsr(32, 48, 16, 0.5, seed=4)
+    x = torch.randn(3, 48)
+    torch.testing.assert_close(torch.ops.hwprune.bsr_linear(x, crow, col, values, None, 32),
+                               torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-5)
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_without_cmake_required_native_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path))
+    monkeypatch.setenv("HWPRUNE_REQUIRE_NATIVE", "1")
+    monkeypatch.setattr(native, "_status", None)
+    monkeypatch.setattr(native, "_tool", lambda name: None)
+    with pytest.raises(native.NativeBuildError, match="HWPRUNE_REQUIRE_NATIVE=1 but the native kernel is unavailable"):
+        native.load()
+
+
 @needs_native
 @settings(max_examples=30, deadline=None)
 @given(m=st.integers(1, 70), n_blocks=st.integers(1, 4), k_blocks=st.integers(1, 4), block=st.sampled_from([16, 32, 64]),

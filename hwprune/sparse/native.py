@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -68,14 +69,15 @@ def build(*, quiet: bool = True) -> Path:
     if missing:
         raise NativeBuildError(f"the kernel sources {', '.join(missing)} are not under {ROOT}: install hwprune "
                                "from its source tree (pip install -e .) to build the native kernel")
-    cmake = shutil.which("cmake")
+    cmake = _tool("cmake")
     if cmake is None:
         raise NativeBuildError("cmake is not on PATH: install it (pip install cmake, or the system package), then "
                                "run python -m hwprune.sparse build")
     target = library_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     includes, libraries = _torch_paths()
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    ninja = _tool("ninja")
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
         configure = [cmake, "-S", str(ROOT), "-B", tmp, *generator, "-DCMAKE_BUILD_TYPE=Release",
                      f"-DTORCH_INCLUDE_DIRS={';'.join(includes)}", f"-DTORCH_LIBRARY_DIRS={';'.join(libraries)}",
@@ -91,6 +93,12 @@ def build(*, quiet: bool = True) -> Path:
         shutil.copy2(built, staged)
         os.replace(staged, target)  # atomic: a reader sees the old file or the whole new one
     return target
+
+
+def _tool(name: str) -> str | None:
+    """A build tool from this Python's environment (pip's cmake and ninja wheels), else PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which(name)
 
 
 def _torch_paths() -> tuple:
