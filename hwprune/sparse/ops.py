@@ -64,3 +64,27 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
 def _(x, crow_indices, col_indices, values, bias, out_features):
     torch._check(x.shape[-1] % values.shape[-1] == 0)
     return x.new_empty((*x.shape[:-1], out_features))
+
+
+def _setup_context(ctx, inputs, output):
+    x, crow, col, values, bias, out_features = inputs
+    ctx.save_for_backward(x, crow, col, values)
+    ctx.has_bias = bias is not None
+    ctx.out_features = out_features
+
+
+def _backward(ctx, grad):
+    """dx = dy @ W; each stored block (in x out) gets x_cols^T @ dy_rows of its position; db = sum dy."""
+    x, crow, col, values = ctx.saved_tensors
+    b, k, n = values.shape[-1], x.shape[-1], ctx.out_features
+    w = dense_weight(crow, col, values, n, k).to(grad.dtype)
+    g2, x2 = grad.reshape(-1, n), x.reshape(-1, k)
+    rows = torch.repeat_interleave(torch.arange(n // b, device=crow.device), crow.diff())
+    xb = x2.view(-1, k // b, b)[:, col.long()]   # (M, nnz, B_in)
+    gb = g2.view(-1, n // b, b)[:, rows]          # (M, nnz, B_out)
+    grad_values = torch.einsum("mji,mjo->jio", xb, gb).to(values.dtype)
+    grad_bias = g2.sum(0) if ctx.has_bias else None
+    return (grad @ w).to(x.dtype), None, None, grad_values, grad_bias, None
+
+
+bsr_linear.register_autograd(_backward, setup_context=_setup_context)
