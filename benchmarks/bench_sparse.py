@@ -121,16 +121,20 @@ def run_cpu(args) -> dict:
 
 
 def summarize(rows: list) -> dict:
-    """Median native speedup over dense per sparsity (over shapes and batches), and the lowest
-    sparsity at which every shape and batch is at least at break-even."""
+    """Per contender and sparsity, the median speedup over dense across shapes and batches (and
+    the worst row for the native kernel); the lowest sparsity at which every row breaks even."""
     by_s = {}
     for r in rows:
-        by_s.setdefault(r["sparsity"], []).append(r["speedup_vs_dense"]["hwprune_native_bsr"])
-    median = {f"{s:.2f}": statistics.median(v) for s, v in sorted(by_s.items())}
-    worst = {f"{s:.2f}": min(v) for s, v in sorted(by_s.items())}
-    even = [s for s, v in sorted(by_s.items()) if min(v) >= 1.0]
-    return {"native_over_dense_median": median, "native_over_dense_worst": worst,
-            "break_even_sparsity_all_shapes": even[0] if even else None}
+        by_s.setdefault(r["sparsity"], []).append(r["speedup_vs_dense"])
+    median = {name: {f"{s:.2f}": statistics.median(v[name] for v in vs) for s, vs in sorted(by_s.items())}
+              for name in rows[0]["speedup_vs_dense"]}
+    native = {s: [v["hwprune_native_bsr"] for v in vs] for s, vs in sorted(by_s.items())}
+    even = [s for s, v in native.items() if min(v) >= 1.0]
+    return {"median_over_dense": median,
+            "native_over_dense_worst": {f"{s:.2f}": min(v) for s, v in native.items()},
+            "native_rows_at_least_5x": {f"{s:.2f}": sum(x >= 5 for x in v) for s, v in native.items()},
+            "rows_per_sparsity": len(next(iter(native.values()))),
+            "break_even_sparsity_all_rows": even[0] if even else None}
 
 
 def run_gpu(args) -> dict:

@@ -49,11 +49,13 @@ class SparsifyConfig:
 def _select(model: nn.Module, config: SparsifyConfig) -> tuple:
     """(taken {name: module}, skipped [(name, reason)]) of the layers that match --layers."""
     candidates = [(n, m) for n, m in model.named_modules() if kind_of(m) is not None]
-    matching = [(n, m) for n, m in candidates if fnmatch.fnmatchcase(n, config.layers)]
+    globs = [g.strip() for g in config.layers.split(",") if g.strip()]
+    matching = [(n, m) for n, m in candidates if any(fnmatch.fnmatchcase(n, g) for g in globs)]
     if not matching:
         names = ", ".join(n for n, _ in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
         raise InputError(f"--layers {config.layers!r} matches none of the model's {len(candidates)} linear and conv "
-                         f"layers ({names or 'none'}): give a glob over module names, such as '*.intermediate.*'")
+                         f"layers ({names or 'none'}): give globs over module names, comma-separated, such as "
+                         "'*.intermediate.dense,encoder.layer.?.output.dense'")
     taken, skipped = {}, []
     for name, module in matching:
         kind = kind_of(module)
