@@ -68,6 +68,8 @@ def cmd_sparsify(args) -> int:
             from .sparse import export
             write = export.export_onnx_custom_op if args.onnx_custom_op else export.export_onnx_dense
             report["onnx"] = write(model, loaded.example_inputs, stage.path("onnx"))
+            if args.pattern == "2:4" and not args.onnx_custom_op:
+                report["tensorrt"] = _trtexec(stage, args.onnx)
         if "pt2" in stage.outputs:
             report["pt2"] = write_pt2(model, loaded.example_inputs, stage.path("pt2"))
         report["outputs"] = {k: str(v) for k, v in stage.outputs.items()}
@@ -77,7 +79,17 @@ def cmd_sparsify(args) -> int:
     console = _console()
     console.print(_summary(loaded.spec, report), markup=False)
     console.print(_layer_table(report), markup=False)
+    if "tensorrt" in report:  # one line, never wrapped: it is meant to be copied
+        console.print("TensorRT runs 2:4 weights sparse (sm80+) when built with its sparse-weights flag:", markup=False)
+        console.print(report["tensorrt"]["command"], markup=False, soft_wrap=True)
     return 0
+
+
+def _trtexec(stage, onnx: Path) -> dict:
+    """The trtexec command that builds the 2:4 ONNX file with TensorRT's sparse-weights flag."""
+    from .deploy.tensorrt import onnx_inputs, trtexec_record
+    return trtexec_record(onnx, onnx.with_suffix(".engine"), "fp16", onnx_inputs(stage.path("onnx")),
+                          "the device's default clocks", sparse_weights=True)
 
 
 def _summary(spec: str, report: dict):

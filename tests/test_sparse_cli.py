@@ -87,3 +87,11 @@ def test_onnx_custom_op_has_one_hwprune_node_per_bsr_layer(workdir):
 def test_default_output_is_named_after_the_spec(workdir):
     assert main(["sparsify", MLP, "--sparsity", "0.5", "--scope", "layer", "--layers", "fc*"]) == 0
     assert (workdir / "mlp.sparse.pt").is_file()
+
+
+def test_two_four_onnx_comes_with_the_sparse_weights_trtexec_command(workdir, capsys):
+    assert main(["sparsify", MLP, "--pattern", "2:4", "--onnx", "m.onnx", "--report", "m.json"]) == 0
+    report = json.loads((workdir / "m.json").read_text())
+    assert "--sparsity=enable" in report["tensorrt"]["argv"] and report["tensorrt"]["argv"][1] == "--onnx=m.onnx"
+    assert report["tensorrt"]["command"] in capsys.readouterr().out.splitlines()
+    assert report["onnx"]["max_rel_err"] <= 1e-4
