@@ -6,7 +6,9 @@ kernels (native CPU, Triton GPU, PyTorch reference), and the sparsify pass.
 """
 from . import ops  # registers hwprune::bsr_linear
 from .bsr import BSRConv1x1, BSRLinear
+from .choose import LayerChoice, plan_layers
 from .masks import Pattern, compute_masks
 from .sparsify import SparsifyConfig, prove, sparsify
 
-__all__ = ["sparsify", "prove", "SparsifyConfig", "Pattern", "compute_masks", "BSRLinear", "BSRConv1x1", "ops"]
+__all__ = ["sparsify", "prove", "SparsifyConfig", "Pattern", "compute_masks", "BSRLinear", "BSRConv1x1", "ops", "plan_layers",
+           "LayerChoice"]
