@@ -24,8 +24,8 @@ _CONFIGS = [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s)
 
 
 def _bsr_linear_kernel(x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, y_ptr, M, K, N,
-                       stride_xm, stride_ym, M_BUCKET, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr, B: tl.constexpr,
-                       BLOCK_M: tl.constexpr):
+                       stride_xm, stride_ym, M_BUCKET, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                       PRECISION: tl.constexpr, B: tl.constexpr, BLOCK_M: tl.constexpr):
     pid_m = tl.program_id(0)
     rb = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -42,7 +42,7 @@ def _bsr_linear_kernel(x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, y_ptr, M, K,
         if UPCAST:  # exact: every bf16 is an fp32, and the GPU accumulates in fp32 too
             x = x.to(tl.float32)
             w = w.to(tl.float32)
-        acc += tl.dot(x, w, out_dtype=tl.float32)
+        acc += tl.dot(x, w, input_precision=PRECISION, out_dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rb * B + inner).to(tl.float32)[None, :]
     out = y_ptr + rows[:, None] * stride_ym + (rb * B + inner)[None, :]
@@ -87,11 +87,14 @@ def bsr_linear_triton(x, crow, col, values, bias, out_features: int) -> torch.Te
     values = values.to(x.dtype).contiguous()
     bias_arg = bias.contiguous() if bias is not None else values  # never read without HAS_BIAS
     interpret = _interpreting()
+    # fp32 follows torch's setting for matmuls (TF32 off by default), as F.linear does
+    precision = "tf32" if x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
     args = (x2, crow, col, values, bias_arg, y, m, k, out_features, x2.stride(0), y.stride(0))
     if interpret:
         grid = (triton.cdiv(m, 16), out_features // b)
-        _kernel(True)[grid](*args, _bucket(m), HAS_BIAS=bias is not None, UPCAST=x.dtype == torch.bfloat16, B=b, BLOCK_M=16)
+        _kernel(True)[grid](*args, _bucket(m), HAS_BIAS=bias is not None, UPCAST=x.dtype == torch.bfloat16,
+                            PRECISION=precision, B=b, BLOCK_M=16)
     else:
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), out_features // b)  # noqa: E731
-        _kernel(False)[grid](*args, _bucket(m), HAS_BIAS=bias is not None, UPCAST=False, B=b)
+        _kernel(False)[grid](*args, _bucket(m), HAS_BIAS=bias is not None, UPCAST=False, PRECISION=precision, B=b)
     return y.reshape(*x.shape[:-1], out_features)
