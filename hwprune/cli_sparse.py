@@ -29,7 +29,7 @@ def add_sparse_command(sub, add_model_arguments) -> None:
                    help="rank weights across all selected layers (global, default) or within each layer")
     p.add_argument("--layers", default="*", metavar="GLOB",
                    help="module names to sparsify: globs, comma-separated, such as "
-                        "'*.intermediate.dense,encoder.layer.?.output.dense' (default: all)")
+                        "'*.intermediate.dense,*.layer.?.output.dense' (default: all)")
     p.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                    help="sparse model file (default <name>.sparse.pt in the current directory)")
     p.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")

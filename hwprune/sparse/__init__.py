@@ -10,5 +10,5 @@ from .choose import LayerChoice, plan_layers
 from .masks import Pattern, compute_masks
 from .sparsify import SparsifyConfig, prove, sparsify
 
-__all__ = ["sparsify", "prove", "SparsifyConfig", "Pattern", "compute_masks", "BSRLinear", "BSRConv1x1", "ops", "plan_layers",
-           "LayerChoice"]
+__all__ = ["sparsify", "prove", "SparsifyConfig", "Pattern", "compute_masks", "BSRLinear", "BSRConv1x1", "ops",
+           "plan_layers", "LayerChoice"]

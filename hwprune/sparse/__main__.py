@@ -1,7 +1,7 @@
 """python -m hwprune.sparse build [--force] | status
 
-build: unless it is already built for this torch and these sources (or --force), compile the native CPU kernel of hwprune::bsr_linear against the installed torch (CMake,
-about 5-25 s), load it, check it against the PyTorch reference, and print where it is. Without
+build: unless it is already built for this torch and these sources (or --force), compile the
+native CPU kernel of hwprune::bsr_linear against the installed torch (CMake, about 5-50 s), load it, check it against the PyTorch reference, and print where it is. Without
 cmake or a C++ compiler it prints why, says that the reference will run instead, and exits 0,
 so that a set-up line that runs it still succeeds; HWPRUNE_REQUIRE_NATIVE=1 makes that exit 1.
 status: say which kernel the op uses on this machine, building nothing.

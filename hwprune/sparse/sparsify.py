@@ -55,7 +55,7 @@ def _select(model: nn.Module, config: SparsifyConfig) -> tuple:
         names = ", ".join(n for n, _ in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
         raise InputError(f"--layers {config.layers!r} matches none of the model's {len(candidates)} linear and conv "
                          f"layers ({names or 'none'}): give globs over module names, comma-separated, such as "
-                         "'*.intermediate.dense,encoder.layer.?.output.dense'")
+                         "'*.intermediate.dense,*.layer.?.output.dense'")
     taken, skipped = {}, []
     for name, module in matching:
         kind = kind_of(module)
