@@ -12,6 +12,7 @@ Public API only:
     iterative_slim(model, example_inputs, data, rounds=K, recover=RecoverConfig(...), **slim_kwargs)
         -> (model, report)
     GroupLasso(analysis, lam), BNL1(lam): training-time penalties, penalty(model) -> scalar
+    sparsify(model, example_inputs, sparsity=0.9, pattern="block:32") -> (sparse_model, report)
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig
@@ -20,11 +21,12 @@ from .hf import load_pretrained
 from .pipeline import SlimPass
 from .recover import RecoverConfig, RecoverRecord, finetune, iterative_slim
 from .recover.regularize import BNL1, GroupLasso
+from .sparse import sparsify
 from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
-    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained",
+    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained", "sparsify",
     "finetune", "iterative_slim", "RecoverConfig", "RecoverRecord",
     "GroupLasso", "BNL1",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .cli_common import (console as _console, load_model as _load, ort_settings, progress_display as _progress,
                          read_report)
+from .cli_sparse import add_sparse_command
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
                           recover_row, slim_function)
@@ -140,6 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_hardware_commands(sub, _add_model_arguments)
     add_recover_commands(sub)
+    add_sparse_command(sub, _add_model_arguments)
     return parser
 
 

@@ -19,12 +19,16 @@ WARMUP_MS = 500
 DURATION_S = 10
 
 
-def trtexec_command(onnx_path: Path, engine_path: Path, precision: str, times_path: Path | None = None) -> list[str]:
+def trtexec_command(onnx_path: Path, engine_path: Path, precision: str, times_path: Path | None = None,
+                    *, sparse_weights: bool = False) -> list[str]:
     """trtexec arguments that build `onnx_path` into `engine_path` and time it: fp16, or int8 with
-    fp16 fallback; CUDA graphs and no host<->device copies, as a deployed engine runs."""
+    fp16 fallback; CUDA graphs and no host<->device copies, as a deployed engine runs.
+    sparse_weights: let TensorRT pick its 2:4 sparse tactics where a weight is 2:4 (sm80+)."""
     argv = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--fp16"]
     if precision == "int8":
         argv.append("--int8")
+    if sparse_weights:
+        argv.append("--sparsity=enable")
     argv += ["--useCudaGraph", "--noDataTransfers", "--useSpinWait", f"--warmUp={WARMUP_MS}",
              f"--duration={DURATION_S}"]
     if times_path is not None:
@@ -32,10 +36,11 @@ def trtexec_command(onnx_path: Path, engine_path: Path, precision: str, times_pa
     return argv
 
 
-def trtexec_record(onnx_path: Path, engine_path: Path, precision: str, inputs: list, spec_note: str) -> dict:
+def trtexec_record(onnx_path: Path, engine_path: Path, precision: str, inputs: list, spec_note: str, *,
+                   sparse_weights: bool = False) -> dict:
     """What the report and the console say about running the slim model on the device."""
     times = engine_path.with_name(engine_path.stem + ".trtexec-times.json")
-    argv = trtexec_command(onnx_path, engine_path, precision, times)
+    argv = trtexec_command(onnx_path, engine_path, precision, times, sparse_weights=sparse_weights)
     notes = [f"inputs are static in the ONNX file ({', '.join(f'{n} {s}' for n, s in inputs)}), so trtexec "
              "takes no --shapes",
              "on a Jetson, fix the power mode and clocks first (sudo nvpmodel -m MODE; sudo jetson_clocks); the "
@@ -59,7 +64,8 @@ def onnx_inputs(onnx_path: Path) -> list[tuple[str, str]]:
             for i in graph.input if i.name not in weights]
 
 
-def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibration: list | None = None) -> dict:
+def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibration: list | None = None, *,
+                 sparse_weights: bool = False) -> dict:
     """Build the engine of `onnx_path` (fp16; int8 with fp16 fallback, calibrated with an entropy
     calibrator on `calibration`, a list of input tuples), write it to `engine_path`, time it.
     Needs tensorrt and a CUDA GPU (hwprune.hardware.tensorrt.available())."""
@@ -77,6 +83,8 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibration
                            "nothing was written")
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
+    if sparse_weights:  # 2:4 weights (hwprune sparsify --pattern 2:4) may then run sparse tensor-core tactics
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     calibrator = None
     if precision == "int8":
         if not calibration:
