@@ -219,20 +219,23 @@ def _did_you_mean(name: str, names) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def _load_factory(spec: str) -> _Source:
+def import_factory(spec: str, returns: str, error=ModelLoadError):
+    """The function a `package.module:function` spec names; importing it runs the user's code."""
     module_name, _, attr = spec.partition(":")
     try:
-        pkg = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ModelLoadError(
-            f"{spec}: cannot import module {module_name!r} ({e}): make sure it is on "
-            "PYTHONPATH (the current directory is searched), or give a file path") from e
-    factory = getattr(pkg, attr, None)
+        raise error(f"{spec}: cannot import module {module_name!r} ({e}): make sure it is on PYTHONPATH (the "
+                    "current directory is searched), or give a file path") from e
+    factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ModelLoadError(
-            f"{spec}: module {module_name!r} has no callable {attr!r}: give "
-            "package.module:function where the function returns a module or "
-            "(module, example_inputs)")
+        raise error(f"{spec}: module {module_name!r} has no callable {attr!r}: give package.module:function "
+                    f"where the function returns {returns}")
+    return factory
+
+
+def _load_factory(spec: str) -> _Source:
+    factory = import_factory(spec, "a module or (module, example_inputs)")
     built = factory()
     module, inputs = built if isinstance(built, tuple) and len(built) == 2 else (built, None)
     if not isinstance(module, nn.Module):

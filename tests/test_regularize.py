@@ -154,15 +154,7 @@ def test_bn_l1_is_the_sum_of_absolute_bn_scales():
 
 # --- training with the penalty, then slim ---
 
-class MLP(nn.Module):
-    def __init__(self, d: int = 16, w: int = 24, inner: int = 32, classes: int = 4):
-        super().__init__()
-        self.fc1, self.up = nn.Linear(d, w), nn.Linear(w, inner)
-        self.down, self.head = nn.Linear(inner, w), nn.Linear(w, classes)
-
-    def forward(self, x):
-        h = torch.relu(self.fc1(x))
-        return self.head(torch.relu(h + self.down(torch.relu(self.up(h)))))
+from test_criteria import MLP  # noqa: E402  (a residual MLP: tests/ is on sys.path)
 
 
 def _train(lam: float, steps: int = 300):

@@ -60,12 +60,12 @@ def criterion(name: str, needs: Needs = Needs.WEIGHTS, across_groups: bool = Fal
     return register
 
 
-def powered(t: torch.Tensor, power: int | None) -> torch.Tensor:
+def _powered(t: torch.Tensor, power: int | None) -> torch.Tensor:
     t = t.detach().float()
     return t if power is None else t.abs() if power == 1 else t.pow(2)
 
 
-def per_index(t: torch.Tensor, dim: int) -> np.ndarray:
+def _per_index(t: torch.Tensor, dim: int) -> np.ndarray:
     """Sum of an already powered tensor over every dim but `dim`."""
     dims = [d for d in range(t.dim()) if d != dim]
     return (t.sum(dims) if dims else t).cpu().numpy().astype(np.float64)
@@ -87,8 +87,8 @@ def accumulate(graph, tensors: dict, slots, power: int | None) -> list:
         if not ok.any() or fqn not in tensors:
             continue
         if powered[0] != fqn:
-            powered = (fqn, powered(tensors[fqn], power))
-        v = per_index(powered[1], d)
+            powered = (fqn, _powered(tensors[fqn], power))
+        v = _per_index(powered[1], d)
         for gid in np.unique(grp[lab][ok]):
             sel = ok & (grp[lab] == gid)
             np.add.at(scores[gid], pos[lab][sel], v[sel])

@@ -22,7 +22,6 @@ resumed at step t, or split over N processes, sees exactly the same items and cr
 """
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -177,16 +176,8 @@ def load_data(spec, example_inputs: tuple, *, tokenizer=None, mean=IMAGENET_MEAN
 
 
 def _load_factory(spec: str, n_inputs: int) -> LoaderData:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InputError(f"{spec}: cannot import module {module_name!r} ({e}): put it on PYTHONPATH (the current "
-                         "directory is searched), or give a data file") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise InputError(f"{spec}: module {module_name!r} has no callable {attr!r}: give package.module:function "
-                         "where the function returns a DataLoader")
+    from ..load import import_factory
+    factory = import_factory(spec, "a DataLoader", InputError)
     loader = factory()
     if not hasattr(loader, "__iter__") or isinstance(loader, (torch.Tensor, str)):
         raise InputError(f"{spec}: the factory returned {type(loader).__name__}, not a DataLoader: return a "

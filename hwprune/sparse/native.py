@@ -55,10 +55,13 @@ def cache_dir() -> Path:
 
 
 def library_path() -> Path:
-    """Where the library for this torch and these sources lives."""
+    """Where the library for this torch, these sources and this processor's ISA lives."""
+    from ..hardware.processor import this_processor
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((ROOT / name).read_bytes())
+    # built with -march=native: a library built on another processor may use instructions this one lacks
+    digest.update(" ".join(sorted(this_processor().isa)).encode())
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return cache_dir() / f"torch{torch.__version__}-abi{abi}-{digest.hexdigest()[:12]}" / LIBRARY
 

