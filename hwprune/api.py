@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .config import SlimConfig
-from .errors import BudgetError, FrozenGroupError, InputError, NothingToPruneError, VerificationError
+from .errors import (BudgetError, FrozenGroupError, InputError, LatticeWarning, NothingToPruneError,
+                     VerificationError)
 from .graph.groups import BOUNDARY_REASONS, ChannelGraph, build_channel_graph
 from .graph.heads import head_changes
 from .graph.macs import count_macs
@@ -212,7 +213,7 @@ def _ratio_widths(a: Analysis, ratio: float, target: str | None) -> tuple:
         warnings.warn(f"ratio {ratio:g} leaves {len(off)} group(s) off the lattice of % {lattice.multiple}, for "
                       f"example {g.members[0]} at {widths[g.id]} of {g.width} channels: such widths can run slower "
                       "than the original. Give a target (--target) to snap the widths to its lattice",
-                      stacklevel=3)
+                      LatticeWarning, stacklevel=3)
     return widths, {"multiple": lattice.multiple, "from": source, "snapped": target is not None,
                     "off_lattice": [g.id for g in off]}
 

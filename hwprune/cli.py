@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from .cli_common import (console as _console, load_model as _load, ort_settings, progress_display as _progress,
-                         read_report)
+from .cli_common import (console as _console, count as _num, load_model as _load, model_inputs as _inputs_of,
+                         ort_settings, progress_display as _progress, read_report, summary_table as _summary_table)
 from .cli_sparse import add_sparse_command
 from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
 from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
                           recover_row, slim_function)
 from .config import IMPORTANCES, SlimConfig
-from .errors import HwpruneError, InputError
+from .errors import HwpruneError, InputError, LatticeWarning
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from .io import atomic_write, check_output
 from .load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
@@ -243,7 +244,8 @@ def _cmd_slim(args) -> int:
     calibration = _calibration(args, raw, loaded)
     outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
-    with recover_progress() if args.recover else _progress() as progress:
+    with recover_progress() if args.recover else _progress() as progress, warnings.catch_warnings():
+        warnings.simplefilter("ignore", LatticeWarning)  # said once, below the summary, from the report
         model, report = slim_function(args, loaded)(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress, **budget, target=args.target,
@@ -271,6 +273,12 @@ def _cmd_slim(args) -> int:
     frozen = _frozen_table(report["groups"])
     if frozen is not None:
         console.print(frozen)
+    lattice = report.get("lattice") or {}
+    if lattice.get("off_lattice"):
+        console.print(f"note: --ratio {args.ratio:g} left {len(lattice['off_lattice'])} group(s) off the lattice of "
+                      f"% {lattice['multiple']} (groups {', '.join(map(str, lattice['off_lattice']))}): such widths "
+                      "can run slower than the original. Add --target to snap them to its lattice",
+                      markup=False, highlight=False)
     trt = report.get("tensorrt")
     if trt is not None and trt["engine"] is None:
         console.print(f"TensorRT: {trt['why_not_built']}. On the device, build and time the engine with:",
@@ -350,10 +358,6 @@ def _slim_outputs(args, *, hf: bool) -> Bundle:
                   onnx=args.onnx or (named["onnx"] if deploy or engine else None),
                   html=args.html or (named["html"] if deploy else None), pt2=args.pt2,
                   hf=named["hf"] if hf else None, engine=engine)
-
-
-def _inputs_of(args) -> list:
-    return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None), getattr(args, "calibration", None)]
 
 
 def _source_record(loaded: LoadedModel) -> dict:
@@ -469,15 +473,6 @@ def _frozen_table(groups: list, limit: int = 20):
     return table
 
 
-def _summary_table(title: str):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    return table
-
-
 def _group_counts(groups: list) -> str:
     frozen = sum(1 for g in groups if g["frozen"])
     cut = sum(1 for g in groups if g["width_after"] < g["width_before"])
@@ -490,13 +485,6 @@ def _before_after(before, after) -> str:
 
 def _change(before, after) -> str:
     return f"{(after - before) / before:+.1%}" if before else "n/a"
-
-
-def _num(n) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
 
 
 def _count_params(model) -> int:

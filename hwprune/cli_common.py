@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
-from .load import LoadedModel, load_spec
+from .load import LoadedModel, load_spec, spec_path
 
 
 def declare_rules(specs: list) -> None:
@@ -101,3 +101,25 @@ def read_report(path: Path) -> dict:
         raise InputError(f"{path}: has no 'kept' channels: give the --report file written by "
                          "hwprune slim")
     return report
+
+
+def model_inputs(args) -> list:
+    """The input files a command reads: no output may overwrite them."""
+    return [spec_path(args.spec), args.example_inputs, getattr(args, "lut", None), getattr(args, "calibration", None)]
+
+
+def summary_table(title: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    return table
+
+
+def count(n) -> str:
+    """A count as people read it: 11.69M, 1.81G."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)

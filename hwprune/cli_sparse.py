@@ -46,7 +46,7 @@ def add_sparse_command(sub, add_model_arguments) -> None:
 def cmd_sparsify(args) -> int:
     import hwprune
 
-    from .cli import _console, _inputs_of, _load
+    from .cli_common import console, load_model, model_inputs
     from .deploy.bundle import save_module, write_json, write_pt2
     from .load import spec_name
     from .sparse.sparsify import SparsifyConfig
@@ -56,8 +56,8 @@ def cmd_sparsify(args) -> int:
         raise InputError("--onnx-custom-op needs --onnx OUT.onnx: name the ONNX file to write")
     outputs = {"model": args.output or Path(f"{spec_name(args.spec)}.sparse.pt"), "report": args.report,
                "onnx": args.onnx, "pt2": args.pt2}
-    stage = StagedOutputs(outputs, force=args.force, inputs=_inputs_of(args))
-    loaded = _load(args)
+    stage = StagedOutputs(outputs, force=args.force, inputs=model_inputs(args))
+    loaded = load_model(args)
     model, report = hwprune.sparsify(loaded.module, loaded.example_inputs, sparsity=args.sparsity,
                                      pattern=args.pattern, scope=args.scope, layers=args.layers)
     report["source"] = {"spec": loaded.spec, "inputs_from": loaded.inputs_from}
@@ -75,7 +75,7 @@ def cmd_sparsify(args) -> int:
         if "report" in stage.outputs:
             write_json(stage.path("report"), report)
         stage.commit(required=list(stage.outputs))
-    console = _console()
+    console = console()
     console.print(_summary(loaded.spec, report), markup=False)
     console.print(_layer_table(report), markup=False)
     if "tensorrt" in report:  # one line, never wrapped: it is meant to be copied
@@ -92,12 +92,12 @@ def _trtexec(stage, onnx: Path) -> dict:
 
 
 def _summary(spec: str, report: dict):
-    from .cli import _num, _summary_table
+    from .cli_common import count, summary_table
 
-    table = _summary_table(f"hwprune sparsify {spec}")
+    table = summary_table(f"hwprune sparsify {spec}")
     c, w, v = report["config"], report["weights"], report["verify"]
     table.add_row("pattern", f"{c['pattern']}, scope {c['scope']}, layers {c['layers']!r}")
-    table.add_row("weights", f"{_num(w['zeroed'])} of {_num(w['in_layers'])} zeroed ({w['sparsity']:.1%}) in "
+    table.add_row("weights", f"{count(w['zeroed'])} of {count(w['in_layers'])} zeroed ({w['sparsity']:.1%}) in "
                              f"{len(report['layers'])} layers; {len(report['skipped'])} skipped")
     table.add_row("verify", f"{v['mode']}: max abs err {v['max_abs_err']:.2e}, max rel err {v['max_rel_err']:.2e}")
     if "onnx" in report:

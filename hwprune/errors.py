@@ -33,3 +33,7 @@ class VerificationError(HwpruneError):
 class BudgetError(HwpruneError):
     """A budget (--speedup, --latency-ms, --flops, --params) cannot be met even with every
     group at its minimum width; the message gives the best reachable figure."""
+
+
+class LatticeWarning(UserWarning):
+    """A width is off the lattice its hardware runs fast (a --ratio without a target)."""

@@ -177,6 +177,16 @@ def test_slim_writes_a_verified_model_and_its_report(tmp_path, monkeypatch, caps
     assert "params" in capsys.readouterr().out
 
 
+def test_slim_ratio_without_a_target_notes_the_widths_off_the_lattice(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CLI says it in its own words, not as a Python warning
+        assert main(["slim", TINY, "--ratio", "0.5", "-o", "s.pt"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: --ratio 0.5 left 1 group(s) off the lattice of % 8 (groups 0)" in out and "Add --target" in out
+
+
 def test_slim_default_output_is_named_after_the_spec(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["slim", TINY, "--ratio", "0.25"]) == 0

@@ -30,6 +30,7 @@ from models_for_cli import TinyConvNet
 
 ROOT = Path(__file__).parent.parent
 TINY = "models_for_cli:tiny_convnet"
+LATTICE = "models_for_cli:lattice_convnet"  # a ratio with a target still cuts it
 BUNDLE = ("tiny.pt", "tiny.onnx", "tiny.report.json", "tiny.report.html")
 
 
@@ -97,13 +98,13 @@ def onnx_against_torch(onnx_path: Path, model_path: Path, inputs: tuple) -> floa
 # ---------------------------------------------------------------- the bundle
 
 def test_target_writes_the_whole_bundle_next_to_the_model(here, capsys):
-    assert main(["slim", TINY, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt"]) == 0
+    assert main(["slim", LATTICE, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt"]) == 0
     assert sorted(p.name for p in here.iterdir() if p.name != ".cache") == sorted(BUNDLE)
     report = json.loads((here / "tiny.report.json").read_text())
     assert report["onnx"]["opset"] >= 17 and report["onnx"]["max_rel_err"] <= 1e-4
     assert report["outputs"] == {"model": "tiny.pt", "report": "tiny.report.json", "onnx": "tiny.onnx",
                                  "html": "tiny.report.html"}
-    inputs = (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)),)
+    inputs = (torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)),)
     assert onnx_against_torch(here / "tiny.onnx", here / "tiny.pt", inputs) <= 1e-4
     # per-layer figures: both convs and the linear, the cut ones narrower and cheaper
     layers = {r["name"]: r for r in report["layers"]}
@@ -124,8 +125,9 @@ def test_target_writes_the_whole_bundle_next_to_the_model(here, capsys):
     assert len(decoded_images(here / "tiny.report.html")) == 3  # no measured figure: the target is not here
 
 
+@pytest.mark.host_isa  # measures this host; the cut is on both CPU lattices
 def test_a_local_target_gets_the_predicted_against_measured_plot(here):
-    assert main(["slim", TINY, "--ratio", "0.5", "--target", "cpu", "-o", "tiny.pt"]) == 0
+    assert main(["slim", LATTICE, "--ratio", "0.5", "--target", "cpu", "-o", "tiny.pt"]) == 0
     report = json.loads((here / "tiny.report.json").read_text())
     assert report["latency_ms"]["measured_after"] > 0 and "tensorrt" not in report
     assert report["staircases"][0]["widths"] == "lattice widths"  # measured: each width is timed
@@ -346,7 +348,7 @@ def test_where_tensorrt_builds_the_engine_joins_the_bundle(here, capsys, monkeyp
     monkeypatch.setattr(hardware_trt, "available", lambda: True)
     monkeypatch.setattr(hardware_trt, "attached", lambda target: False)
     monkeypatch.setattr(deploy_trt, "build_engine", fake_build)
-    assert main(["slim", TINY, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt"]) == 0
+    assert main(["slim", LATTICE, "--ratio", "0.5", "--target", "jetson", "-o", "tiny.pt"]) == 0
     assert built == ["fp16"] and (here / "tiny.engine").read_bytes() == b"engine"
     report = json.loads((here / "tiny.report.json").read_text())
     assert report["outputs"]["engine"] == "tiny.engine" and report["tensorrt"]["engine"]["on_target"] is False

@@ -5,14 +5,14 @@ from hwprune.cli import main
 from hwprune.hardware import TARGETS
 
 
-def test_targets_lists_every_target(capsys):
+def test_targets_lists_every_target(capsys, cpu_isa):
     assert main(["targets", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == [t.name for t in TARGETS]
     assert all(r["lattice_rules"] and r["lattice"] >= 1 for r in rows)
 
 
-def test_targets_table(capsys):
+def test_targets_table(capsys, cpu_isa):
     assert main(["targets"]) == 0
     out = capsys.readouterr().out
     assert all(t.name in out for t in TARGETS), out  # whole names, even in CI's 80 columns
@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 from hwprune.hardware.lut import LatencyTable  # noqa: E402
 
 TINY = "models_for_cli:tiny_convnet"
+LATTICE = "models_for_cli:lattice_convnet"  # a ratio with a target still cuts it
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def _one_error_line(capsys, *fragments):
         assert fragment in err[0], err[0]
 
 
+@pytest.mark.host_isa  # measures this host
 def test_profile_writes_a_table_and_a_staircase_png_and_resumes(here, capsys):
     from PIL import Image
 
@@ -59,8 +61,9 @@ def test_profile_writes_a_table_and_a_staircase_png_and_resumes(here, capsys):
     assert "(0 measured" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.host_isa  # measures this host
 def test_slim_target_cpu_reports_predicted_and_measured_latency(here):
-    assert main(["slim", TINY, "--ratio", "0.5", "--target", "cpu", "--report", "r.json", "-o", "s.pt"]) == 0
+    assert main(["slim", LATTICE, "--ratio", "0.5", "--target", "cpu", "--report", "r.json", "-o", "s.pt"]) == 0
     lat = json.loads((here / "r.json").read_text())["latency_ms"]
     for key in ("predicted_before", "predicted_after", "measured_before", "measured_after"):
         assert lat[key] > 0, key
@@ -69,7 +72,7 @@ def test_slim_target_cpu_reports_predicted_and_measured_latency(here):
 
 
 def test_slim_target_jetson_without_a_table_uses_the_analytic_model(here):
-    assert main(["slim", TINY, "--ratio", "0.5", "--target", "jetson", "--report", "r.json", "-o", "s.pt"]) == 0
+    assert main(["slim", LATTICE, "--ratio", "0.5", "--target", "jetson", "--report", "r.json", "-o", "s.pt"]) == 0
     lat = json.loads((here / "r.json").read_text())["latency_ms"]
     assert lat["target"] == "jetson-orin-nano" and lat["measured_before"] is None
     assert lat["how"]["latency_model"].startswith("analytic (orin-nano-8gb")

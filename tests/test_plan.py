@@ -272,6 +272,7 @@ def test_kernels_are_tied_to_the_module_that_owns_their_weight(node, path):
     assert module_path(node, modules) == path
 
 
+@pytest.mark.host_isa  # measures this host
 def test_kernels_are_priced_at_their_time_inside_the_model(tmp_path):
     # a kernel timed alone keeps its weights in cache: each is scaled to its time in place
     from hwprune.export.onnx import onnx_graph

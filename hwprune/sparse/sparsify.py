@@ -123,7 +123,7 @@ def prove(original: nn.Module, sparse: nn.Module, masks: dict, inputs: tuple, *,
           batches: int = 2) -> dict:
     """Check `sparse` against the original with weight * mask, layer by layer and output by output."""
     from ..numerics import max_errors
-    from ..verify import _random_like
+    from ..graph.masked import random_like
 
     reference = copy.deepcopy(original).eval()
     with torch.no_grad():
@@ -141,7 +141,7 @@ def prove(original: nn.Module, sparse: nn.Module, masks: dict, inputs: tuple, *,
     try:
         with torch.inference_mode():
             for b in range(batches):
-                x = inputs if b == 0 else _random_like(inputs, seed=b)
+                x = inputs if b == 0 else random_like(inputs, seed=b)
                 want = [t for t in torch.utils._pytree.tree_leaves(reference(*x)) if isinstance(t, torch.Tensor)]
                 got = [t for t in torch.utils._pytree.tree_leaves(sparse(*x)) if isinstance(t, torch.Tensor)]
                 for a, r in zip(got, want, strict=True):
