@@ -93,7 +93,7 @@ def normalized(scores, weight: float = 1.0) -> np.ndarray:
     sum of these over the channels kept: importance-weighted parameters."""
     s = np.asarray(scores, dtype=float)
     mean = float(s.mean()) if s.size else 0.0
-    return s * (weight / mean) if mean > 0 else s
+    return s / mean * weight if mean > 0 else s  # s / mean first: weight / a subnormal mean is inf
 
 
 def group_values(graph, groups, scores) -> list:
