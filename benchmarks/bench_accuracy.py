@@ -254,20 +254,20 @@ def run_row(row: Row, speedup: float, runtime, config) -> dict:
 
 # ---------------------------------------------------------------- the run
 
-def how(args, config) -> dict:
+def how(runtime, config) -> dict:
+    """The run's settings: the runtime's own account of its measuring (hwprune.hardware.measure),
+    plus the commit, the command, the versions and the recovery recipe."""
+    import torch_pruning
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hwprune", "benchmarks"],
                                 capture_output=True, text=True).stdout.strip())
-    import onnxruntime
-    import torch_pruning
-    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit, "dirty": dirty,
-            "processor": this_processor().name, "isa": sorted(this_processor().isa), "cores": __import__("os").cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "torch_pruning": getattr(torch_pruning, "__version__", "?"), "hwprune": hwprune.api._version(),
-            "latency": "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, 1 intra-op thread, batch 1, interleaved "
-                       "pairs, medians; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's latency "
-                       "within 2%",
-            "recovery": config.to_json(), "noise_sigma_digits": NOISE}
+    return runtime.how() | {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit, "dirty": dirty,
+        "isa": sorted(this_processor().isa), "batch": 1, "python": platform.python_version(),
+        "torch": torch.__version__, "torch_pruning": getattr(torch_pruning, "__version__", "?"),
+        "comparison": "interleaved pairs; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's "
+                      "latency within 2%, the other hwprune contenders landed by slim on their own",
+        "recovery": config.to_json(), "noise_sigma_digits": NOISE}
 
 
 def main() -> None:
@@ -290,13 +290,14 @@ def main() -> None:
             row = make_row(name, Path(tmp), args.dense_epochs)
             for s in (float(v) for v in args.speedups.split(",")):
                 rows.append(run_row(row, s, runtime, config))
-                _write(args.out, how(args, config), rows)
+                _write(args.out, how(runtime, config), rows)
                 _plot(rows, args.out.with_suffix(".png"))
 
 
 def _write(path: Path, how_: dict, rows: list) -> None:
     from hwprune.io import atomic_write
-    atomic_write(path, json.dumps({"how": how_, "rows": rows}, indent=1).encode())
+    text = json.dumps({"how": how_, "rows": rows}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text), force=True)  # rewritten after every row
 
 
 CONTENDERS = ("hwprune_balanced", "hwprune_data", "hwprune_params", "uniform", "tp_uniform", "tp_global")
