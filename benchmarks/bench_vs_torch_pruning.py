@@ -94,17 +94,35 @@ FIDELITY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohis
 CALIBRATION_PHOTOS = ("camera", "coins", "moon", "page", "clock", "grass", "gravel", "brick", "text")
 
 
+# photographs that ship with scikit-learn and matplotlib, by the names photo() takes
+SKLEARN_PHOTOS = ("china", "flower")
+MATPLOTLIB_PHOTOS = {"grace_hopper": "grace_hopper.jpg", "minduka": "Minduka_Present_Blue_Pack.png"}
+
+
+def photo(name: str):
+    """One photograph as an array (H, W[, C]): scikit-image's data by its function name, or
+    scikit-learn's and matplotlib's sample photographs by the names above; None where this
+    installation lacks it (nothing is fetched)."""
+    try:
+        if name in SKLEARN_PHOTOS:
+            from sklearn.datasets import load_sample_image
+            return load_sample_image(f"{name}.jpg")
+        if name in MATPLOTLIB_PHOTOS:
+            from matplotlib import cbook
+            from PIL import Image
+            return np.asarray(Image.open(cbook.get_sample_data(MATPLOTLIB_PHOTOS[name], asfileobj=False)))
+        from skimage import data
+        return getattr(data, name)()
+    except Exception:  # noqa: BLE001 - a photograph this installation lacks or cannot fetch
+        return None
+
+
 def natural_images(size: int = 224, names=FIDELITY_PHOTOS, sklearn_photos: bool = True) -> torch.Tensor:
     """Photographs shipped with scikit-image (and scikit-learn), five crops each and their
     mirror images, scaled to [-1, 1] as EfficientNet-Lite expects."""
-    from skimage import data, transform
+    from skimage import transform
     from sklearn.datasets import load_sample_images
-    photos = []
-    for n in names:
-        try:
-            photos.append(getattr(data, n)())
-        except Exception:  # noqa: BLE001 - an image this scikit-image lacks or cannot fetch
-            continue
+    photos = [im for im in map(photo, names) if im is not None]
     photos += list(load_sample_images().images) if sklearn_photos else []
     out = []
     for im in photos:
