@@ -288,7 +288,7 @@ def how(runtime, config) -> dict:
     plus the commit, the command, the versions and the recovery recipe."""
     import torch_pruning
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hwprune", "benchmarks"],
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hwprune", "benchmarks"],
                                 capture_output=True, text=True).stdout.strip())
     return runtime.how() | {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit, "dirty": dirty,
