@@ -308,6 +308,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="recovery steps, the same for every contender")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--recalibrate", type=int, default=256, help="items to re-estimate BatchNorm statistics on")
     ap.add_argument("--dense-epochs", type=int, default=12, help="training of the digits model before any cut")
     ap.add_argument("--merge", type=Path, nargs="+", help="join these parts' rows into --out, and plot them")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -323,7 +324,8 @@ def main() -> None:
         ap.error(f"--rows {args.rows}: no row {', '.join(sorted(unknown))}; the rows are {', '.join(ROWS)}")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=10, seed=0)
+    config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=10, seed=0,
+                                    recalibrate=args.recalibrate)
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

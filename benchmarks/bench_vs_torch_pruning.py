@@ -281,12 +281,27 @@ class SameScores(tp.importance.Importance):
         return out
 
 
+def classifiers(model: nn.Module, x: tuple) -> list:
+    """The linears whose output is the model's output (a classifier of any number of classes):
+    Torch-Pruning would cut their outputs, the classes, unless told to ignore them."""
+    seen = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod, o))
+             for mod in model.modules() if isinstance(mod, nn.Linear)]
+    try:
+        with torch.no_grad():
+            out = model(*x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [mod for mod, o in seen.items() if o is out]
+
+
 def tp_prune(model: nn.Module, x: tuple, ratio: float, mode: str, analysis, scores=None):
     """Torch-Pruning's model at `ratio`, and the channels it removed as hwprune components.
     scores: hwprune's Fisher scores for Torch-Pruning to rank by (default: its L2 magnitude)."""
     m = copy.deepcopy(model)
     names = {mod: n for n, mod in m.named_modules()}
-    ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features == 1000]
+    ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features == 1000] + classifiers(m, x)
     heads = {}
     for mod in m.modules():  # Hugging Face BERT: whole heads and MLP neurons, the hidden size stays
         if type(mod).__name__ == "BertSelfAttention":

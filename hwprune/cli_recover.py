@@ -45,6 +45,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=d.alpha,
                         help="weight of distillation against the labels' cross-entropy, in [0, 1] (default 1)")
     parser.add_argument("--seed", type=int, default=d.seed, help="data order and crops (default 0)")
+    parser.add_argument("--recalibrate", type=int, default=d.recalibrate, metavar="N",
+                        help="re-estimate BatchNorm statistics on the first N items before training, where the data "
+                             "is like the original's training data (default 0: keep the original's)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default=d.amp,
                         help="mixed precision: auto is bf16 (else fp16) on CUDA, off on the CPU")
     parser.add_argument("--workers", type=int, default=d.num_workers, metavar="N",
@@ -68,6 +71,7 @@ def recover_config(args, features: bool = False):
     return RecoverConfig(steps=steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, optimizer=args.optimizer, temperature=args.temperature,
                          alpha=args.alpha, seed=args.seed, amp=args.amp, num_workers=args.workers,
+                         recalibrate=args.recalibrate,
                          checkpoint_every=args.checkpoint_every, features=features)
 
 

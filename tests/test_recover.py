@@ -415,3 +415,63 @@ def test_cli_slim_recovery_options_need_recover(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["slim", "torchvision:resnet18", "--flops", "0.5", "--rounds", "2"]) == 2
     assert "--rounds is a recovery option: add --recover DATA" in capsys.readouterr().err
+
+
+class _Batch:
+    def __init__(self, x):
+        self.inputs = (x,)
+
+
+def _train_stats(x: torch.Tensor) -> tuple:
+    """What a norm in training mode records from one batch: the mean and the unbiased variance
+    over every dimension but the channels."""
+    dims = (0, 2, 3)
+    return x.mean(dims), x.var(dims, unbiased=True), (x - x.mean(dims, keepdim=True)) / \
+        torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + 1e-5)
+
+
+def test_recalibration_gives_each_norm_the_statistics_of_its_inputs():
+    """Oracle: one batch of all items, so each norm's running statistics are that batch's
+    (momentum None: the cumulative average of one batch); the second norm's inputs are those
+    of the network with the first normalized by its batch statistics, as in training mode."""
+    from hwprune.recover.train import recalibrate_norms
+    _, student, _ = pair(ConvNet)
+    x = _images(48, seed=3) * 3 + 1
+    weights = {k: v.clone() for k, v in student.state_dict().items() if "running" not in k and "tracked" not in k}
+    assert recalibrate_norms(student, [_Batch(x)], torch.device("cpu")) == 48
+    with torch.no_grad():
+        m1, v1, z1 = _train_stats(student.c1(x))
+        m2, v2, _ = _train_stats(student.c2(torch.relu(z1 * student.b1.weight[:, None, None] +
+                                                       student.b1.bias[:, None, None])))
+    for norm, (m, v) in ((student.b1, (m1, v1)), (student.b2, (m2, v2))):
+        torch.testing.assert_close(norm.running_mean, m, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm.running_var, v, rtol=1e-4, atol=1e-5)
+        assert norm.momentum == 0.1 and not norm.training  # set back as recovery runs
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in weights.items())  # no weight moved
+
+
+@pytest.mark.parametrize("batches", [[], "fails"], ids=["no-items", "forward-fails"])
+def test_recalibration_without_items_keeps_the_original_statistics(batches):
+    from hwprune.recover.train import recalibrate_norms
+    _, student, _ = pair(ConvNet)
+    with torch.no_grad():
+        student.b1.running_mean.add_(0.5)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    if batches == "fails":
+        with pytest.raises(RuntimeError):
+            recalibrate_norms(student, [_Batch(torch.zeros(2, 5, 8, 8))], torch.device("cpu"))  # 5 channels, not 3
+    else:
+        assert recalibrate_norms(student, batches, torch.device("cpu")) == 0
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("items, seen", [(0, 0), (32, 32), (10_000, 64)])
+def test_finetune_recalibrates_on_the_first_items(tmp_path, items, seen):
+    teacher, student, _ = pair(ConvNet)
+    path = tmp_path / "data.pt"
+    torch.save(_images(64), path)
+    config = RecoverConfig(steps=1, batch_size=16, lr=1e-9, recalibrate=items, eval_items=16)
+    model, record = finetune(student, teacher, path, example_inputs=X8, config=config)
+    assert record.recalibrated == seen
+    moved = not torch.allclose(model.b1.running_mean, student.b1.running_mean)
+    assert moved == (seen > 0)

@@ -47,11 +47,13 @@ def _images(folder: Path) -> Path:
     return folder
 
 
-# id, data, config: AdamW with labels, features and a penalty; SGD on augmented image crops
+# id, data, config: AdamW with labels, features and a penalty; SGD on augmented image crops, with the
+# norms re-estimated first (10 items: batches of 4, 4 and 2 in any number of processes)
 CASES = [
     ("tensors-adamw-labels-features", "tensors",
      {"steps": 6, "batch_size": 8, "lr": 3e-3, "optimizer": "adamw", "alpha": 0.5, "features": True}),
-    ("images-sgd-crops", "images", {"steps": 6, "batch_size": 4, "lr": 1e-2, "optimizer": "sgd", "alpha": 0.5}),
+    ("images-sgd-crops-recalibrated", "images",
+     {"steps": 6, "batch_size": 4, "lr": 1e-2, "optimizer": "sgd", "alpha": 0.5, "recalibrate": 10}),
 ]
 
 

@@ -42,6 +42,16 @@ class RecoverConfig:
         cpu), or a torch device string.
     eval_items: items (in order, without augmentation) on which the loss is measured before
         and after, for the record.
+    recalibrate: items (in order, without augmentation) over which BatchNorm's running
+        statistics are estimated afresh before the first step (0: keep the original's). A cut
+        changes what every later norm sees (a layer that lost inputs sums fewer of them), so
+        the original's statistics no longer centre it; re-estimating them costs forward passes
+        only, and every process uses the same items, so runs stay equal across process counts.
+        Use it where the recovery data is like the data the original was trained on: the
+        statistics then come from the inputs the model will see, and distillation matches the
+        original's function on them; on other data they would pull the student away from the
+        function it is distilled towards. Not done on a resumed run (the checkpoint holds the statistics) nor on a .pt2 graph
+        (it cannot switch to training mode).
     num_workers: DataLoader worker processes that prepare batches (images decode in them).
     """
 
@@ -63,6 +73,7 @@ class RecoverConfig:
     checkpoint_every: int = 50
     device: str = "auto"
     eval_items: int = 256
+    recalibrate: int = 0
     num_workers: int = 0
 
     def __post_init__(self):
@@ -90,6 +101,8 @@ class RecoverConfig:
         _check(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1, "checkpoint_every",
                self.checkpoint_every, "1 or more steps")
         _check(isinstance(self.eval_items, int) and self.eval_items >= 0, "eval_items", self.eval_items, "0 or more")
+        _check(isinstance(self.recalibrate, int) and self.recalibrate >= 0, "recalibrate", self.recalibrate,
+               "0 or more items")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "num_workers", self.num_workers,
                "0 or more")
 

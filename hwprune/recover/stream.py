@@ -59,6 +59,14 @@ class ItemStream:
         for first in range(0, n, self.local):
             yield collate([self.data[i] for i in range(first, min(n, first + self.local))], self.data.has_labels)
 
+    def whole_batches(self, items: int):
+        """The first `items` items in order, unaugmented, in batches of the GLOBAL size: the
+        same batches in every process, whatever their number (norm statistics depend on how
+        items are batched)."""
+        n = min(items, len(self.data))
+        for first in range(0, n, self.batch_size):
+            yield collate([self.data[i] for i in range(first, min(n, first + self.batch_size))], self.data.has_labels)
+
 
 class _Steps(torch.utils.data.Dataset):
     """steps as a map-style dataset, so that DataLoader workers can prepare them ahead."""
@@ -131,6 +139,8 @@ class LoaderStream:
                 return
             seen += int(batch.inputs[0].shape[0])
             yield batch
+
+    whole_batches = eval_batches  # global batches already
 
 
 def make_stream(data, batch_size: int, seed: int, world: World):

@@ -49,6 +49,7 @@ class RecoverRecord:
     eval_before: dict = field(default_factory=dict)
     eval_after: dict = field(default_factory=dict)
     losses: list = field(default_factory=list)
+    recalibrated: int = 0  # items over which the norms' running statistics were re-estimated
     seconds: float = 0.0
     checkpoint: str | None = None
 
@@ -285,6 +286,37 @@ def _check_labels(labels: tuple, classes: int | None, source: str) -> None:
                          f"{classes} output classes: give class indices in 0..{classes - 1}")
 
 
+def recalibrate_norms(student: nn.Module, batches, device, dropout: bool = False) -> int:
+    """Estimate the running statistics of `student`'s batch norms afresh from `batches`
+    (their cumulative average, momentum None), without gradients and without changing a
+    weight; the modes are then set back as recovery runs (see RecoverConfig.dropout). Returns
+    the items seen (0 where the student has no batch norm tracking statistics, or is a .pt2
+    graph, which cannot switch to training mode)."""
+    norms = [m for m in student.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or is_exported_graph(student):
+        return 0
+    momenta = [m.momentum for m in norms]
+    kept = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    seen = 0
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            for batch in batches:
+                student(*(t.to(device) for t in batch.inputs))
+                seen += int(batch.inputs[0].shape[0])
+    finally:
+        for m, momentum, state in zip(norms, momenta, kept):
+            m.momentum = momentum
+            if seen == 0:  # no item came (or the forward failed): the statistics stay the original's
+                m.load_state_dict(state)
+        _set_modes(student, dropout)
+    return seen
+
+
 def _takes_loss(progress) -> bool:
     try:
         return "loss" in inspect.signature(progress).parameters
@@ -312,6 +344,9 @@ def _train(trainer: _Trainer, stream, data, record: RecoverRecord, progress, che
         record.start_step, record.eval_before, record.losses = state["step"], state["eval_before"], state["losses"]
     else:
         record.eval_before = trainer.evaluate(stream, c.eval_items)
+        if c.recalibrate:
+            record.recalibrated = recalibrate_norms(trainer.student, stream.whole_batches(c.recalibrate),
+                                                    trainer.device, c.dropout)
     loss_kw = progress is not None and _takes_loss(progress)
 
     def save(step: int) -> None:
