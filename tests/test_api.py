@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import hwprune
+import hwprune.analysis
 from hwprune.config import SlimConfig
 
 from test_rules import SilentLiteral
@@ -25,7 +26,7 @@ def test_slim_of_an_analysis_equals_slim_of_the_model(build, monkeypatch):
     a = hwprune.analyze(model, x)
     frozen_before = [g.frozen for g in a.groups]
     traces = []
-    monkeypatch.setattr(hwprune.api, "trace", lambda *args: traces.append(args))
+    monkeypatch.setattr(hwprune.analysis, "trace", lambda *args: traces.append(args))
     slim, got = hwprune.slim(a, ratio=0.5)
     assert traces == []  # the analysis's graph was used
     assert got["verify"]["passed"]
@@ -43,3 +44,4 @@ def test_slim_wants_an_analysis_or_a_model_with_inputs():
         hwprune.slim(model)
     with pytest.raises(hwprune.InputError, match="other custom rules"):
         hwprune.slim(a, config=SlimConfig(custom_rules=(("mylib::swish", "elementwise"),)))
+
