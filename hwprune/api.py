@@ -8,6 +8,8 @@ hwprune.report (the report).
 """
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from .analysis import Analysis, analyze, check_prunable, grouping_rules
@@ -60,11 +62,12 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     it, without example_inputs (the analysis carries them and the model is not traced again).
     widths: {group id: channels to keep} instead of a ratio (the planners' interface); groups
     not listed keep all their channels. Neither the input model nor the analysis is modified.
-    The slim model is verified mask-equivalent before it is returned (VerificationError otherwise)."""
+    The slim model is verified mask-equivalent before it is returned (VerificationError otherwise).
+    config: a SlimConfig instead of the keywords it holds (ratio, importance, strict, seed,
+    prune_hidden, compensate, objective); given with any of them, InputError."""
     budget = _budget_of(ratio, speedup, latency_ms, flops, params, widths)
-    config = config or SlimConfig(ratio=0.5 if ratio is None else ratio, importance=importance, strict=strict,
-                                  seed=seed, prune_hidden=prune_hidden, compensate=compensate,
-                                  objective=objective)
+    config = _config_of(config, ratio=ratio, importance=importance, strict=strict, seed=seed,
+                        prune_hidden=prune_hidden, compensate=compensate, objective=objective)
     a = _analysis_for(model, example_inputs, config, progress)  # trace -> group
     check_prunable(a, config)
     tick(progress, "score", 0, 1)
@@ -86,6 +89,22 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
         raise InputError(f"widths: {e}") from e
     slim_model, report = cut_verified(a, a.graph.removed_of(cuts), config, progress)  # cut -> verify
     return slim_model, report if lattice_note is None else report | {"lattice": lattice_note}
+
+
+def _config_of(config: SlimConfig | None, **given) -> SlimConfig:
+    """The run's SlimConfig: `config`, or one made of slim's keywords. Keywords changed from
+    their defaults next to a config would be ignored, so they are refused."""
+    if config is None:
+        ratio = given.pop("ratio")
+        return SlimConfig(ratio=0.5 if ratio is None else ratio, **given)
+    defaults = inspect.signature(slim).parameters
+    changed = [k for k, v in given.items() if v != defaults[k].default]
+    if changed:
+        names = ", ".join(f"{k}={given[k]!r}" for k in changed)
+        raise InputError(f"slim was given config= and {names}: the config holds these, so the keywords would be "
+                         f"ignored. Set them in the config (dataclasses.replace(config, {changed[0]}=...)), "
+                         "or leave config out")
+    return config
 
 
 def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
