@@ -261,10 +261,11 @@ def test_import_hwprune_in_a_fresh_interpreter():
 
 
 PRIVATE_USES = [  # (a caller's source, the private uses found)
-    ("from hwprune.api import _secant, land\n", {(1, "hwprune.api", "_secant")}),
-    ("import hwprune.api as api\napi._rescored = 1\n", {(2, "hwprune.api", "_rescored")}),
-    ("import hwprune.api\nx = hwprune.api._tick, hwprune.api.slim\n", {(2, "hwprune.api", "_tick")}),
-    ("from hwprune import api\ny = api.slim.__doc__\n", set()),
+    ("from pkg.mod import _secant, land\n", {(1, "pkg.mod", "_secant")}),
+    ("import pkg.mod as m\nm._rescored = 1\n", {(2, "pkg.mod", "_rescored")}),
+    ("import pkg.mod\nx = pkg.mod._tick, pkg.mod.slim\n", {(2, "pkg.mod", "_tick")}),
+    ("from pkg import mod\ny = mod.slim.__doc__, mod._hidden\n", {(2, "pkg.mod", "_hidden")}),
+    ("from pkg import mod\ny = mod.slim.__doc__\n", set()),
 ]
 
 
@@ -272,4 +273,4 @@ PRIVATE_USES = [  # (a caller's source, the private uses found)
 def test_private_uses_of_a_caller_are_found(source, expected, tmp_path):
     path = tmp_path / "t.py"
     path.write_text(source)
-    assert private_uses("tests.t", path, {"hwprune": None, "hwprune.api": None}) == expected
+    assert private_uses("tests.t", path, {"pkg": None, "pkg.mod": None}) == expected
