@@ -234,8 +234,8 @@ def retained(analysis, scores, removed: np.ndarray) -> float:
 def hwprune_removed(analysis, report) -> np.ndarray:
     """The channels hwprune cut, read from its report's kept indices (its own ranking chose
     them: the last Fisher round's, or the centred figures with compensation)."""
-    from hwprune.api import _removed_from_kept
-    return _removed_from_kept(analysis.graph, report["kept"])
+    from hwprune.plan import removed_from_kept
+    return removed_from_kept(analysis.graph, report["kept"])
 
 
 # ---------------------------------------------------------------- Torch-Pruning
@@ -414,13 +414,11 @@ def main() -> None:
     if args.compensate and args.importance == "l2":
         ap.error("--compensate needs --importance fisher or auto (the means come from its calibration inputs)")
     warnings.filterwarnings("ignore")
-    spy = _spy_on_rounds() if args.figures == "last" else None
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     rows = []
     for name in args.models.split(","):
         importance = args.importance if args.importance != "auto" else "fisher" if name in REAL else "l2"
         compensate = args.compensate and importance == "fisher"
-        last_round = spy if importance == "fisher" else None
         model, x = build(name)
         analysis = hwprune.analyze(model, x)
         tensors = dict(model.named_parameters()) | dict(model.named_buffers())
@@ -431,9 +429,12 @@ def main() -> None:
         fidelity = Fidelity(name, model) if name in REAL else None
         for s in (float(v) for v in args.speedups.split(",")):
             t0 = time.perf_counter()
-            slim, report = hwprune.slim(analysis, speedup=s, target="cpu", importance=importance,
-                                        calibration=calib, compensate=compensate)
-            yardstick, same_here = (last_round["scores"], last_round["scores"]) if last_round else (scores, same)
+            if args.figures == "last" and importance == "fisher":
+                slim, report, last_round = slim_keeping_rounds(analysis, s, importance, calib, compensate)
+            else:
+                (slim, report), last_round = hwprune.slim(analysis, speedup=s, target="cpu", importance=importance,
+                                                          calibration=calib, compensate=compensate), None
+            yardstick, same_here = (last_round, last_round) if last_round is not None else (scores, same)
             slim_graph = onnx_graph(slim, x)
             t_orig, t_h = runtime.models([onnx_graph(model, x), slim_graph])
             row = {"model": name, "requested": s, "weights": "pretrained" if name in REAL else "random",
@@ -452,7 +453,7 @@ def main() -> None:
                             "retained_importance": round(retained(analysis, yardstick, e["removed"]), 5),
                             "mac_reduction": round(macs0 / macs, 4),
                             "efficiency": round(speedup / (macs0 / macs), 4)}
-                if last_round:
+                if last_round is not None:
                     row[key]["retained_first_round"] = round(retained(analysis, scores, e["removed"]), 5)
                 if "ratio" in e:
                     row[key] |= {"tp_ratio": e["ratio"], "equal_latency": e["equal_latency"],
@@ -469,17 +470,25 @@ def main() -> None:
             _plot(rows, args.out.with_suffix(".png"), args.importance)  # after every row: a cut-short run keeps its figures
 
 
-def _spy_on_rounds() -> dict:
-    """{"scores": the figures of hwprune's last rescoring round}, refreshed by every slim call."""
-    import hwprune.api as api
-    seen, rescored = {}, api._rescored
+def slim_keeping_rounds(analysis, speedup: float, importance: str, calib, compensate: bool) -> tuple:
+    """(slim model, report, the figures of the landing's last rescoring round, or None where it
+    did not rescore): hwprune.slim(analysis, speedup=speedup, target="cpu", importance=...,
+    calibration=..., compensate=...) run as the stages hwprune.slim calls, so that the landing's
+    rounds can be watched (its on_round)."""
+    from hwprune.analysis import check_prunable
+    from hwprune.config import SlimConfig
+    from hwprune.importance.scorer import scorer_for
+    from hwprune.plan.budget import Budget
+    from hwprune.plan.land import LandingConfig, land
 
-    def spy(*args, **kwargs):
-        scores, rounds = rescored(*args, **kwargs)
-        seen["scores"] = scores
-        return scores, rounds
-    api._rescored = spy
-    return seen
+    config = SlimConfig(importance=importance, compensate=compensate)
+    a = analysis.fresh()  # the landing may freeze groups of its analysis, as slim's copy
+    check_prunable(a, config)
+    scorer = scorer_for(a, config, calib)
+    rounds = []
+    slim, report = land(a, scorer(a), config, Budget("speedup", float(speedup)), LandingConfig(target="cpu"),
+                        scorer, on_round=rounds.append)
+    return slim, report, rounds[-1].scores if rounds else None
 
 
 def how_ranked(importance: str, compensate: bool = False, figures: str = "first") -> dict:

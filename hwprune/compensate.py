@@ -197,3 +197,14 @@ def fold_biases(slim: nn.Module, deltas: dict, kept: dict) -> int:
             w = owner.weight
             owner.bias = nn.Parameter(delta.to(w.dtype).to(w.device), requires_grad=w.requires_grad)
     return len(deltas)
+
+
+def compensation_of(analysis) -> tuple:
+    """(folds, means) for an analysis (hwprune.analysis.Analysis), measured once and kept on
+    it: where removed channels can be read as their means, and the means on its calibration
+    inputs (its example inputs where it has none)."""
+    if analysis.compensation is None:
+        folds = find_folds(analysis.graph, analysis.model)
+        calibration = analysis.calibration or [analysis.example_inputs]
+        analysis.compensation = (folds, channel_means(analysis.graph, analysis.model, calibration, folds))
+    return analysis.compensation

@@ -2,11 +2,14 @@
 analysis it was given stays as it was."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import hwprune
+import hwprune.analysis
 from hwprune.config import SlimConfig
 
 from test_rules import SilentLiteral
@@ -25,7 +28,7 @@ def test_slim_of_an_analysis_equals_slim_of_the_model(build, monkeypatch):
     a = hwprune.analyze(model, x)
     frozen_before = [g.frozen for g in a.groups]
     traces = []
-    monkeypatch.setattr(hwprune.api, "trace", lambda *args: traces.append(args))
+    monkeypatch.setattr(hwprune.analysis, "trace", lambda *args: traces.append(args))
     slim, got = hwprune.slim(a, ratio=0.5)
     assert traces == []  # the analysis's graph was used
     assert got["verify"]["passed"]
@@ -43,3 +46,22 @@ def test_slim_wants_an_analysis_or_a_model_with_inputs():
         hwprune.slim(model)
     with pytest.raises(hwprune.InputError, match="other custom rules"):
         hwprune.slim(a, config=SlimConfig(custom_rules=(("mylib::swish", "elementwise"),)))
+
+
+@pytest.mark.parametrize("given, named", [
+    ({"ratio": 0.25}, "ratio=0.25"),
+    ({"importance": "l1", "seed": 3}, "importance='l1', seed=3"),
+    ({"strict": True}, "strict=True"),
+    ({"prune_hidden": True, "objective": "params"}, "prune_hidden=True, objective='params'"),
+    ({"compensate": True}, "compensate=True"),
+])
+def test_slim_refuses_keywords_that_its_config_would_ignore(given, named):
+    model, x = _resnetish(), (torch.randn(1, 3, 6, 6),)
+    with pytest.raises(hwprune.InputError, match=re.escape(f"slim was given config= and {named}: the config holds")):
+        hwprune.slim(model, x, config=SlimConfig(ratio=0.5), **given)
+
+
+def test_slim_takes_a_config_with_keywords_left_at_their_defaults():
+    model, x = _resnetish(), (torch.randn(1, 3, 6, 6),)
+    _, report = hwprune.slim(model, x, config=SlimConfig(ratio=0.25, importance="l1"), importance="l2", seed=0)
+    assert report["config"]["ratio"] == 0.25 and report["config"]["importance"] == "l1"  # the config's, not the keywords'

@@ -192,12 +192,12 @@ def test_fisher_with_compensation_scores_removal_to_the_mean():
         model[0].bias[0] = 3.0  # channel 0: always 3
     calib = _calibration((8, 4), n=2)
     a = hwprune.analyze(model, calib[0])
-    from hwprune.api import _compensation_of
+    from hwprune.compensate import compensation_of
     from hwprune.importance import score
     from hwprune.verify import tensors_of
     a.calibration = calib
     plain = score(a.graph, tensors_of(model), "fisher", 0, model, calib)
-    centred = score(a.graph, tensors_of(model), "fisher", 0, model, calib, compensation=_compensation_of(a))
+    centred = score(a.graph, tensors_of(model), "fisher", 0, model, calib, compensation=compensation_of(a))
     g = next(i for i, grp in enumerate(a.groups) if grp.width == 6)
     assert plain[g][0] > 0.1 * plain[g].max()
     assert centred[g][0] < 1e-9 * max(centred[g].max(), 1e-12)

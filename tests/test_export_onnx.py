@@ -145,8 +145,8 @@ def test_named_outputs_flattens_like_the_exporters():
 
 
 def test_check_fails_when_onnxruntime_disagrees(tmp_path, monkeypatch):
-    real = hw_onnx._run_onnxruntime
-    monkeypatch.setattr(hw_onnx, "_run_onnxruntime", lambda *a: [o * 1.01 for o in real(*a)])
+    real = hw_onnx.run_onnxruntime
+    monkeypatch.setattr(hw_onnx, "run_onnxruntime", lambda *a: [o * 1.01 for o in real(*a)])
     with pytest.raises(HwpruneError) as info:
         export_onnx(_model(DictOut), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", exporter="torchscript")
     msg = str(info.value)

@@ -230,18 +230,18 @@ def test_cli_refuses_a_speedup_below_one(tmp_path, monkeypatch, capsys):
     ([{"landed_ms": 12.0, "goal_ms": 10.0}, {"landed_ms": 12.0, "goal_ms": 11.0}], 1),  # nearest, relative
 ])
 def test_the_landing_check_keeps_the_try_that_meets_the_budget_with_least_to_spare(tries, picked):
-    from hwprune.api import _pick_try
-    assert _pick_try(tries) == picked
+    from hwprune.plan.land import pick_try
+    assert pick_try(tries) == picked
 
 
 @given(full=st.floats(50, 200), frac=st.floats(0.2, 0.9), fixed=st.floats(0, 20), goal_frac=st.floats(0.3, 0.95))
 def test_the_replan_step_follows_the_line_within_a_fifth_of_the_proportional_step(full, frac, fixed, goal_frac):
     # latency = cost + fixed (a part no kernel accounts for): the line through the two points
     # lands exactly; noise cannot push the step more than 20% off the proportional one
-    from hwprune.api import _secant
+    from hwprune.plan.land import secant
     cost = full * frac
     goal = (full + fixed) * goal_frac
-    limit = _secant(full, full + fixed, cost, cost + fixed, goal)
+    limit = secant(full, full + fixed, cost, cost + fixed, goal)
     step = cost * goal / (cost + fixed)
     exact = goal - fixed
     assert limit == pytest.approx(min(max(exact, 0.8 * step), 1.2 * step), rel=1e-6)
@@ -250,9 +250,9 @@ def test_the_replan_step_follows_the_line_within_a_fifth_of_the_proportional_ste
 
 
 def test_a_noisy_replan_step_stays_near_the_proportional_one():
-    from hwprune.api import _secant
+    from hwprune.plan.land import secant
     # the slim model measured barely faster than the original: the line would ask for cost <= 0
-    assert _secant(100.0, 92.0, 60.0, 90.0, 61.0) == pytest.approx(0.8 * 60.0 * 61.0 / 90.0)
+    assert secant(100.0, 92.0, 60.0, 90.0, 61.0) == pytest.approx(0.8 * 60.0 * 61.0 / 90.0)
 
 
 @pytest.mark.parametrize("node, path", [

@@ -178,8 +178,8 @@ def _factory(tmp_path, monkeypatch, labels_max=CLASSES - 1):
 
 
 def _minilm_tokenizer():
-    from hwprune.cli_recover import _minilm_tokenizer
-    return _minilm_tokenizer()
+    from hwprune.cli_recover import minilm_tokenizer
+    return minilm_tokenizer()
 
 
 # id, write(tmp_path, monkeypatch) -> spec, model, example inputs, items, labels

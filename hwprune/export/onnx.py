@@ -111,7 +111,7 @@ def _export_checked(model, inputs: tuple, expected: list, dest: Path, opset: int
         t0 = time.perf_counter()
         _export(model, inputs, staged, opset, exporter, external)
         t1 = time.perf_counter()
-        outputs = _compare(name, exporter, expected, _run_onnxruntime(staged, inputs, name), rtol)
+        outputs = _compare(name, exporter, expected, run_onnxruntime(staged, inputs, name), rtol)
         t2 = time.perf_counter()
         written_opset = _opset_of(staged)
         data = _move_into_place(staged, dest)
@@ -203,7 +203,9 @@ def _pack_external_data(staged: Path, external: bool) -> None:
             p.unlink()
 
 
-def _run_onnxruntime(staged: Path, inputs: tuple, name: str) -> list:
+def run_onnxruntime(staged: Path, inputs: tuple, name: str) -> list:
+    """The outputs of the ONNX file `staged` in onnxruntime on the CPU (all graph optimizations),
+    the export check's side of the comparison; `name` is the model's, for the error."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3

@@ -59,3 +59,14 @@ def resolve(rules: tuple[LatticeRule, ...], isa: frozenset[str]) -> Lattice:
 PORTABLE = Lattice((LatticeRule(8, "no target given: the portable lattice (fp16 tensor cores and onnxruntime's "
                                    "AVX2 NCHWc path want 8 channels), the same on every host; give a target to "
                                    "align for it"),))
+
+
+def lattice_for(target) -> tuple:
+    """(lattice, where it comes from, for the report): the target's (a hwprune.hardware.Target,
+    resolved on this host where its rules need an ISA flag), or without one PORTABLE."""
+    if target is None:
+        return PORTABLE, "portable (no target given)"
+    if any(r.requires for r in target.rules):
+        isa = sorted(r.requires for r in target.lattice.rules if r.requires)
+        return target.lattice, f"target {target.name} on this host ({', '.join(isa) or 'no vector ISA flag'})"
+    return target.lattice, f"target {target.name}"

@@ -13,15 +13,20 @@ Whether to remove is decided by the budget: blocks are ranked by the importance 
 internal channel groups keep at the width plan per unit of the latency their kernels cost;
 the k cheapest (k = 1, 2, 4, ...) are removed and the widths planned again for the same
 budget, and the removal is kept only where the plan then retains more importance than the
-width-only plan did (hwprune.api).
+width-only plan did (`choose_blocks`, which the landing calls: hwprune.plan.land).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..errors import BudgetError
+from ..progress import tick
 
 ADDS = {"add.Tensor", "add_.Tensor"}
 AFTER = {"relu", "relu_", "hardtanh", "hardtanh_", "silu", "silu_", "gelu", "hardswish", "hardswish_"}
@@ -181,3 +186,74 @@ def block_ranking(analysis, blocks: list, cost, widths: dict, scores) -> list:
             ranked.append((value / cost_b, b, cost_b))
     ranked.sort(key=lambda r: r[0])
     return ranked
+
+
+class BlockChoice(NamedTuple):
+    """What `choose_blocks` decided: the analysis, scores, pricing and budget to plan widths
+    with (of the model without the chosen blocks, where any were), and the report's record."""
+    analysis: object
+    scores: list
+    pricing: object
+    budget: object
+    record: dict
+
+
+def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_width=None, progress=None,
+                  scorer=None) -> BlockChoice:
+    """Width-only plan against plans with the k cheapest residual blocks removed (k = 1, 2, 4,
+    ...; cheapest: least importance kept inside per unit of cost): the removal is kept where
+    the plan for the same budget then retains more importance. The budget is then an absolute
+    figure of the original (a speedup is of the original, not of the model without the
+    blocks). scorer(analysis) scores each model without blocks; lm is the latency model of a
+    latency budget (None for a size budget). BudgetError where neither width nor blocks meet it."""
+    from ..analysis import analyze
+    from ..export.onnx import onnx_graph
+    from .budget import Budget, latency_pricing, plan_budget, size_pricing
+    from .costs import build_cost_model
+
+    a = analysis
+    tick(progress, "blocks", 0, 1)
+    blocks = residual_blocks(a)
+    record = {"candidates": [b.path for b in blocks], "tries": [], "removed": [], "verify": None}
+    figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
+        budget.value if budget.kind == "latency_ms" else budget.value * pricing.full_figure
+    cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
+    try:
+        widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width,
+                                   objective=config.objective)
+        best_value, unmet = base["planner"]["retained_importance"], None
+    except BudgetError as e:  # width alone cannot meet it: rank the blocks at full width
+        widths, best_value, unmet = dict(cost.full), -np.inf, e
+    ranked = [b for _, b, _ in block_ranking(a, blocks, cost, widths, scores)]
+    record["tries"].append({"removed": 0, "retained_importance": best_value if unmet is None else None})
+    best, chosen_best = (a, scores, pricing, budget), []
+    k = 1
+    while k <= len(ranked):
+        chosen = ranked[:k]
+        tick(progress, "blocks", k, len(ranked))
+        model_k = remove_blocks(a.model, chosen)
+        a_k = analyze(model_k, a.example_inputs, config=config)
+        scores_k = scorer(a_k)
+        graph_k = onnx_graph(model_k, a.example_inputs)
+        pricing_k = latency_pricing(lm, graph_k, progress) if budget.latency else size_pricing(graph_k, budget.kind)
+        budget_k = Budget("latency_ms", figure) if budget.latency else \
+            Budget(budget.kind, min(1.0, figure / pricing_k.full_figure))
+        try:
+            _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width,
+                                 objective=config.objective)
+        except BudgetError:
+            record["tries"].append({"removed": k, "retained_importance": None})
+            k *= 2
+            continue
+        value = rec["planner"]["retained_importance"]
+        record["tries"].append({"removed": k, "retained_importance": value})
+        if value <= best_value:
+            break
+        best_value, best, chosen_best = value, (a_k, scores_k, pricing_k, budget_k), chosen
+        k *= 2
+    if unmet is not None and not chosen_best:
+        raise unmet
+    if chosen_best:
+        record["verify"] = verify_removal(a, best[0].model, chosen_best, config.rtol, config.verify_batches)
+        record["removed"] = [b.to_json() for b in chosen_best]
+    return BlockChoice(*best, record)

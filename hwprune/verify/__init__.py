@@ -6,15 +6,18 @@ node by node with the original weights (hwprune.graph.masked), and every activat
 of every op has its removed elements set to zero before the op reads it. Parameters are never
 masked, so a removed channel's bias or BN shift reaches its consumer only through an
 activation, where the mask catches it.
+
+What to do when a cut fails the oracle (freeze the groups a size in forward does not follow,
+and cut again) is hwprune.verify.repair.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .errors import VerificationError
-from .graph.groups import ChannelGraph
-from .graph.masked import along, random_like, removal_masks, run_masked, tensors_of, zero_removed
+from ..errors import VerificationError
+from ..graph.groups import ChannelGraph
+from ..graph.masked import along, random_like, removal_masks, run_masked, tensors_of, zero_removed
 
 __all__ = ["verify", "verify_fidelity", "run_graph", "tensors_of", "along"]
 
@@ -40,7 +43,7 @@ def verify(graph: ChannelGraph, original, slim, example: tuple, removed: np.ndar
            rtol: float = 1e-4, batches: int = 2, fills: dict | None = None) -> dict:
     """Compare slim(x) with the masked original on the example and on random inputs like it.
     fills: {reader: (dim, values)} where removed channels are read as their means (compensate)."""
-    from .numerics import max_errors
+    from ..numerics import max_errors
     worst_abs, worst_rel = 0.0, 0.0
     masks = removal_masks(graph, removed)  # the same for every batch
     apply = _filled(fills) if fills else None
@@ -66,7 +69,7 @@ def verify_fidelity(original, slim, example: tuple, batches: int = 2) -> dict:
     """--prune-hidden: how close slim(x) stays to original(x). Mask equivalence does not hold by
     design (a norm over cut channels normalizes over fewer), so this passes when the slim model
     runs and its outputs keep the original's shapes; the figures say how close it came."""
-    from .numerics import max_errors
+    from ..numerics import max_errors
     worst_abs, worst_rel, cos = 0.0, 0.0, 1.0
     with torch.inference_mode():
         for b in range(batches):

@@ -1,0 +1,47 @@
+"""The score stage of one run: a criterion bound to its seed, calibration inputs, loss and
+compensation, applied to an analysis (and, in the landing's rescoring rounds, to the same
+analysis with channels removed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..compensate import compensation_of
+from ..errors import InputError
+from ..graph.masked import tensors_of
+from . import DATA_CRITERIA, Scores, score
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """score(...) for every call of one run. calibration: the input tuples the criteria that
+    measure on inputs read, and compensation's means are taken on (None: the criterion reads
+    the weights alone); compensate: score removal to the channel's mean where a layer folds it
+    (hwprune.compensate) instead of removal to zero."""
+    importance: str = "l2"
+    seed: int = 0
+    calibration: list | None = None
+    compensate: bool = False
+    loss_fn: object = None
+    progress: object = None
+
+    def __call__(self, analysis, removed=None) -> Scores:
+        """One array of channel scores per group of the analysis; with `removed` (a bool per
+        channel label), measured on the model with those channels cut."""
+        analysis.calibration = self.calibration
+        return score(analysis.graph, tensors_of(analysis.model), self.importance, self.seed, analysis.model,
+                     self.calibration, self.progress, removed,
+                     compensation_of(analysis) if self.compensate else None, loss_fn=self.loss_fn)
+
+
+def scorer_for(analysis, config, calibration=None, loss_fn=None, progress=None) -> Scorer:
+    """The scorer hwprune.slim uses for a SlimConfig: the calibration inputs checked against
+    the analysis's example inputs (default: the example inputs alone), kept only where the
+    criterion or compensation reads them."""
+    if calibration is not None and config.importance not in DATA_CRITERIA and not config.compensate:
+        raise InputError(f"calibration inputs were given, but importance {config.importance!r} reads only the "
+                         f"weights and compensate is off: use an importance that measures on inputs "
+                         f"({', '.join(DATA_CRITERIA)}) or compensate=True, or leave calibration out")
+    from .fisher import calibration_batches
+    calib = calibration_batches(analysis.example_inputs, calibration, labels=loss_fn is not None) \
+        if config.importance in DATA_CRITERIA or config.compensate else None
+    return Scorer(config.importance, config.seed, calib, config.compensate, loss_fn, progress)
