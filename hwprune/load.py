@@ -250,6 +250,8 @@ def _load_factory(spec: str) -> _Source:
 # ---------------------------------------------------------------- files
 
 def _load_file(path: Path, trust_pickle: bool) -> _Source:
+    from .deploy.outputs import settle
+    settle(path.absolute().parent)  # a bundle that a killed run was moving into place becomes whole first
     if not path.exists():
         raise ModelLoadError(
             f"{path}: no such file: check the path, or give torchvision:NAME, timm:NAME or "
