@@ -124,6 +124,10 @@ def _cmd_profile(args) -> int:
             f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
             f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
             f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
+    if args.out is not None:  # the table is replaced by rename at the end: refuse a link before measuring
+        from .io import check_not_input
+        from .load import spec_path
+        check_not_input(args.out, [spec_path(args.spec), args.example_inputs])
     loaded = load_model(args)
     table = open_table(target, runtime, str(args.out) if args.out else None, create=True)
     name = spec_name(args.spec)
