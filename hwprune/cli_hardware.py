@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cli_common import console, load_model, ort_settings, progress_display
 from .errors import InputError
+from .load import FACTORY_RUNS_CODE
 
 
 def add_hardware_commands(sub, add_model_arguments) -> None:
@@ -35,7 +36,8 @@ def add_hardware_commands(sub, add_model_arguments) -> None:
 
     bench = sub.add_parser("bench", help="measure a model, or a model and its slim version, in one run")
     add_model_arguments(bench)
-    bench.add_argument("slim", nargs="?", metavar="SLIM.pt", help="a slim model written by hwprune slim")
+    bench.add_argument("slim", nargs="?", metavar="SLIM.pt",
+                       help="a slim model written by hwprune slim, or any SPEC as for slim. " + FACTORY_RUNS_CODE)
     _add_target(bench, required=False)
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the measurements as JSON")
     bench.add_argument("--force", action="store_true", help="overwrite an existing --json file")
