@@ -31,7 +31,8 @@ from .config import IMPORTANCES, SlimConfig
 from .errors import HwpruneError, InputError, LatticeWarning
 from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from .io import atomic_write, check_output
-from .load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
+from .load import (FACTORY_RUNS_CODE, LoadedModel, calibration_items, format_shapes, read_calibration, spec_name,
+                   spec_path)
 from .pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
@@ -148,7 +149,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC",
-                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, pkg.module:factory")
+                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, hf:TYPE or pkg.module:factory. "
+                             + FACTORY_RUNS_CODE)
     inputs = parser.add_mutually_exclusive_group()
     inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
                         help="a tuple of tensors saved with torch.save")

@@ -89,6 +89,8 @@ def progress_display():
 
 def read_report(path: Path) -> dict:
     """A slim report (JSON) with its kept channels, for `apply` and `finetune --features`."""
+    from .deploy.outputs import settle
+    settle(path.absolute().parent)  # a bundle that a killed run was moving into place becomes whole first
     if not path.is_file():
         raise InputError(f"{path}: no such report file: give the --report JSON written by "
                          "hwprune slim")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cli_common import console, load_model, ort_settings, progress_display
 from .errors import InputError
+from .load import FACTORY_RUNS_CODE
 
 
 def add_hardware_commands(sub, add_model_arguments) -> None:
@@ -35,7 +36,8 @@ def add_hardware_commands(sub, add_model_arguments) -> None:
 
     bench = sub.add_parser("bench", help="measure a model, or a model and its slim version, in one run")
     add_model_arguments(bench)
-    bench.add_argument("slim", nargs="?", metavar="SLIM.pt", help="a slim model written by hwprune slim")
+    bench.add_argument("slim", nargs="?", metavar="SLIM.pt",
+                       help="a slim model written by hwprune slim, or any SPEC as for slim. " + FACTORY_RUNS_CODE)
     _add_target(bench, required=False)
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the measurements as JSON")
     bench.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -124,6 +126,10 @@ def _cmd_profile(args) -> int:
             f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
             f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
             f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
+    if args.out is not None:  # the table is replaced by rename at the end: refuse a link before measuring
+        from .io import check_not_input
+        from .load import spec_path
+        check_not_input(args.out, [spec_path(args.spec), args.example_inputs])
     loaded = load_model(args)
     table = open_table(target, runtime, str(args.out) if args.out else None, create=True)
     name = spec_name(args.spec)

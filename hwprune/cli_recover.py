@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
+from .load import FACTORY_RUNS_CODE
 
 DATA_HELP = ("recovery data: an image folder (ImageFolder layout, labels from class folders, or a flat folder), "
              "a tensor file (.pt: inputs, or (inputs, labels)), a text file of lines (.txt, tokenized with the "
-             "model's tokenizer), or package.module:factory returning a DataLoader (this RUNS YOUR CODE)")
+             "model's tokenizer), or pkg.module:factory returning a DataLoader. " + FACTORY_RUNS_CODE)
 
 
 def minilm_tokenizer():
@@ -99,8 +100,10 @@ def add_recover_commands(sub) -> None:
                                    "cosine on embeddings, MSE on other outputs, cross-entropy where the data has "
                                    "labels, and with --features the conv and linear outputs at the channels the "
                                    "slim report kept. The model is written once, at the end. " + DATA_HELP + ".")
-    p.add_argument("spec", metavar="SLIM.pt", help="the slim model (torch.save, needs --trust-pickle) or a spec")
-    p.add_argument("--teacher", required=True, metavar="ORIG.pt|SPEC", help="the original model: a file or a spec")
+    p.add_argument("spec", metavar="SLIM.pt", help="the slim model (torch.save, needs --trust-pickle) or a spec, as "
+                   "for slim. " + FACTORY_RUNS_CODE)
+    p.add_argument("--teacher", required=True, metavar="ORIG.pt|SPEC",
+                   help="the original model: a file or a spec, as for slim. " + FACTORY_RUNS_CODE)
     p.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt", help="the trained model")
     p.add_argument("--features", type=Path, metavar="REPORT.json",

@@ -3,6 +3,13 @@
 The writer fills a temporary file in the destination's directory (same filesystem, so the
 final os.replace is atomic), the data is fsynced, then the temporary file takes the
 destination's name. Callers write only after the pass has verified its result.
+
+Every output is checked before any work (check_output, check_output_folder): it is refused if
+it is a symbolic link (a rename onto a link replaces the link, not the file it names, and a
+link is how an output can be steered onto a file the user did not mean), if it is one of the
+run's inputs (a hard link, or a path through a linked folder, counts), or if it lies inside a
+folder that the run reads (an image folder of recovery data, say). Neither --force nor anything
+else lifts these refusals.
 """
 from __future__ import annotations
 
@@ -24,11 +31,7 @@ def check_output(path: Path | str, *, force: bool = False, inputs=()) -> Path:
     inputs: files the run reads; an output may never replace one of them, even with force.
     """
     path = Path(path)
-    for source in inputs:
-        if source is not None and _same_file(path, Path(source)):
-            raise OutputError(
-                f"{path}: is the input model, and hwprune never modifies its input: "
-                "choose another output path with -o")
+    check_not_input(path, inputs)
     if path.is_dir():
         raise OutputError(
             f"{path}: is a directory: give a file name, such as {path / 'model.slim.pt'}")
@@ -40,6 +43,34 @@ def check_output(path: Path | str, *, force: bool = False, inputs=()) -> Path:
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: directory {parent} is not writable: choose another output path")
     return path
+
+
+def check_not_input(path: Path, inputs=()) -> None:
+    """Refuse an output that is a symbolic link, is one of `inputs`, or lies inside an input folder."""
+    path = Path(path)
+    if path.is_symlink():
+        target = os.readlink(path)
+        raise OutputError(
+            f"{path}: is a symbolic link (to {target}), and hwprune does not write through links: an output is "
+            f"renamed into place, which would replace the link and leave {target} as it was. Give the real "
+            "path, or remove the link first")
+    out = path.resolve()  # through any linked folders on the way
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source)
+        if _same_file(path, source) or out == source.resolve():
+            raise OutputError(
+                f"{path}: is the input {source} (the same file), and hwprune never modifies its inputs: "
+                "choose another output path with -o")
+        if source.is_dir() and out.is_relative_to(source.resolve()):
+            raise OutputError(
+                f"{path}: lies inside {source}, a folder this run reads, and hwprune never writes into its "
+                f"inputs: choose an output path outside {source}")
+        if source.exists() and source.resolve().is_relative_to(out):  # replacing a folder would remove it
+            raise OutputError(
+                f"{path}: holds the input {source}, and hwprune never modifies its inputs: choose an output "
+                f"path that does not contain {source}")
 
 
 def _exists(path: Path) -> OutputError:

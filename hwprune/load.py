@@ -3,7 +3,8 @@
 Specs:
     model.pt                 a module saved with torch.save(model); unpickling runs code, so
                              only with trust_pickle=True (--trust-pickle)
-    model.pt2                a torch.export ExportedProgram (torch.export.save)
+    model.pt2                a torch.export ExportedProgram (torch.export.save), read without running
+                             code from the file unless trust_pickle (hwprune.pt2)
     torchvision:NAME         torchvision.models.get_model(NAME, weights=None)
     timm:NAME                timm.create_model(NAME, pretrained=False)
     hf:MODEL_TYPE            a small Hugging Face model of that type from its config (hwprune.hf)
@@ -219,6 +220,11 @@ def _did_you_mean(name: str, names) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+# Said in --help wherever an option takes a factory spec: importing it runs the user's code.
+FACTORY_RUNS_CODE = ("pkg.module:factory IMPORTS pkg.module AND RUNS factory(): your code, with your permissions; "
+                     "give only code you trust")
+
+
 def import_factory(spec: str, returns: str, error=ModelLoadError):
     """The function a `package.module:function` spec names; importing it runs the user's code."""
     module_name, _, attr = spec.partition(":")
@@ -250,6 +256,8 @@ def _load_factory(spec: str) -> _Source:
 # ---------------------------------------------------------------- files
 
 def _load_file(path: Path, trust_pickle: bool) -> _Source:
+    from .deploy.outputs import settle
+    settle(path.absolute().parent)  # a bundle that a killed run was moving into place becomes whole first
     if not path.exists():
         raise ModelLoadError(
             f"{path}: no such file: check the path, or give torchvision:NAME, timm:NAME or "
@@ -265,7 +273,7 @@ def _load_file(path: Path, trust_pickle: bool) -> _Source:
     if head.startswith(b"PK"):
         names = _zip_names(path)
         if any(n.endswith("archive_format") for n in names):
-            return _load_pt2(path)
+            return _load_pt2(path, trust_pickle)
         if any(n.endswith("constants.pkl") for n in names):
             raise ModelLoadError(
                 f"{path}: is a TorchScript archive (torch.jit.save), which cannot be cut: save the "
@@ -331,10 +339,12 @@ def _describe(obj) -> str:
     return f"holds a {type(obj).__name__}"
 
 
-def _load_pt2(path: Path) -> _Source:
-    try:
-        with path.open("rb") as f:  # a file object: torch.export.load wants a .pt2 suffix otherwise
-            program = torch.export.load(f)
+def _load_pt2(path: Path, trust_pickle: bool) -> _Source:
+    from .pt2 import read_pt2
+    try:  # without trust, nothing in the file runs: hwprune.pt2
+        program = read_pt2(path, trust_pickle=trust_pickle)
+    except ModelLoadError:
+        raise
     except Exception as e:  # the deserializer raises many types; all mean the same to the user
         raise ModelLoadError(
             f"{path}: cannot be read as a torch.export program ({type(e).__name__}: "

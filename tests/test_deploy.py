@@ -238,7 +238,8 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_replaced_files(here, caps
     assert "interrupted" in capsys.readouterr().err
     assert _snapshot(here) == before
     if step == "commit":
-        assert len(calls) == 5 + 2  # the rollback moved the two old versions back
+        # the rollback took the two moved-in outputs back out and moved their old versions back
+        assert len(calls) == 5 + 2 * 2
 
 
 def test_existing_outputs_need_force_and_are_refused_before_any_work(here, capsys, monkeypatch):
