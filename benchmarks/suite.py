@@ -9,6 +9,7 @@ replaces a committed result.
 from __future__ import annotations
 
 import importlib.util
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ class Outcome:
     name: str
     status: str  # passed | failed | skipped
     seconds: float
+    cpu_seconds: float  # user + system time of the study's process: what an idle machine would need
     command: str
     why: str = ""  # the reason a study was skipped, or the last line it printed before failing
 
@@ -44,14 +46,15 @@ def select(names: list[str], quick: bool) -> list[Study]:
     chosen = [STUDIES[n] for n in names]
     missing = [s.name for s in chosen if quick and s.quick is None]
     if missing:
-        raise InputError(f"{', '.join(missing)}: no --quick variant (another study's smoke run covers its "
-                         "script): run it without --quick, or leave it out")
+        raise InputError(f"{', '.join(missing)}: no --quick variant (benchmarks/studies.py says why): run it "
+                         "without --quick, or leave it out")
     return chosen
 
 
 def argv_of(s: Study, quick: bool, out: Path) -> list[str]:
     args = s.quick if quick else s.args
-    return [sys.executable, str(HERE / s.script), *(a.replace("{out}", str(out)) for a in args)]
+    # relative to the repository root, where the study runs: the command its result records is portable
+    return [sys.executable, f"{HERE.name}/{s.script}", *(a.replace("{out}", str(out)) for a in args)]
 
 
 def missing(needs: tuple[str, ...]) -> list[str]:
@@ -72,20 +75,27 @@ def run_one(s: Study, quick: bool, out: Path, console) -> Outcome:
     lacking = missing(s.needed(quick))
     if lacking:
         extra = "" if lacking == ["a CUDA GPU"] else ' (pip install -e ".[dev,bench]")'
-        return Outcome(s.name, "skipped", 0.0, command, f"needs {', '.join(lacking)}{extra}")
+        return Outcome(s.name, "skipped", 0.0, 0.0, command, f"needs {', '.join(lacking)}{extra}")
     log = out / "logs" / f"{s.name}.log"
     last = ""
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
-    with open(log, "w") as f, subprocess.Popen(argv, cwd=HERE.parent, stdout=subprocess.PIPE,
+    with open(log, "w", buffering=1) as f, subprocess.Popen(argv, cwd=HERE.parent, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
             f.write(line)
-            console.print(f"  [dim]{s.name}[/] {line.rstrip()}", highlight=False, markup=False)
+            sys.stdout.write(f"  {s.name} | {line}")  # as printed: no wrapping, no markup
+            sys.stdout.flush()
             last = line.strip() or last
-    seconds = round(time.perf_counter() - t0, 1)
+    seconds, cpu = round(time.perf_counter() - t0, 1), round(_children_cpu() - cpu0, 1)
     if proc.returncode == 0:
-        return Outcome(s.name, "passed", seconds, command)
-    return Outcome(s.name, "failed", seconds, command, f"exit {proc.returncode}: {last[-200:]} (log: {log})")
+        return Outcome(s.name, "passed", seconds, cpu, command)
+    return Outcome(s.name, "failed", seconds, cpu, command, f"exit {proc.returncode}: {last[-200:]} (log: {log})")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(names: list[str], *, quick: bool = False, out: Path | None = None) -> int:
@@ -113,11 +123,11 @@ def run(names: list[str], *, quick: bool = False, out: Path | None = None) -> in
 def summary_table(outcomes: list[Outcome]):
     from rich.table import Table
     table = Table(title="benchmark studies")
-    for column in ("study", "status", "seconds", "why"):
+    for column in ("study", "status", "seconds", "CPU seconds", "why"):
         table.add_column(column)
     colour = {"passed": "green", "failed": "red", "skipped": "yellow"}
     for o in outcomes:
-        table.add_row(o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.0f}", o.why)
+        table.add_row(o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.0f}", f"{o.cpu_seconds:.0f}", o.why)
     return table
 
 
@@ -128,6 +138,17 @@ def list_table(quick: bool):
         table.add_column(column, overflow="fold")
     for s in STUDIES.values():
         full = f"~{s.full_minutes:g} min" if s.full_minutes else "not timed"
-        smoke = "-" if s.quick is None else " ".join(s.quick) + (f" (~{s.quick_minutes:g} min)" if s.quick_minutes else "")
-        table.add_row(s.name, s.script, s.about, ", ".join(s.needed(quick)) or "-", full, smoke)
+        smoke = "-" if s.quick is None else " ".join(s.quick) + (
+            f" (~{s.quick_minutes:g} min, {'measured' if s.quick_measured else 'estimated'})" if s.quick_minutes else "")
+        table.add_row(s.name, s.script, s.about, needs_text(s.needed(quick)), full, smoke)
+    table.caption = (f"--quick, all studies: ~{sum(s.quick_minutes for s in quick_set()):.0f} min on an idle "
+                     "2-core machine (CPU time of the smoke runs measured, the rest estimated)")
     return table
+
+
+def needs_text(needs: tuple[str, ...]) -> str:
+    from .studies import BENCH_EXTRA
+    if not needs:
+        return "-"
+    rest = [n for n in needs if n not in BENCH_EXTRA]
+    return ", ".join((["the bench extra"] if set(BENCH_EXTRA) <= set(needs) else []) + rest)
