@@ -31,14 +31,14 @@ BLOCK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+): python -m benchmark
 @dataclass(frozen=True)
 class Table:
     name: str
-    result: str  # file in benchmarks/results
+    result: str | None  # file in benchmarks/results (None: rendered from the suite's own registry)
     render: Callable[[object], list[str]]  # the file's results -> markdown lines
 
 
 TABLES: dict[str, Table] = {}
 
 
-def table(name: str, result: str):
+def table(name: str, result: str | None):
     def add(fn):
         if name in TABLES:
             raise ValueError(f"two README tables named {name!r}: {TABLES[name].render.__name__} and {fn.__name__}")
@@ -68,6 +68,20 @@ def asked(v: float) -> str:
 
 
 # ---------------------------------------------------------------- the tables
+
+@table("studies", None)
+def studies(_) -> list[str]:
+    """The suite's studies and their smoke runs, from benchmarks/studies.py."""
+    from .studies import STUDIES, quick_set
+    out = header("study", "script", "full run", "`--quick` arguments", "`--quick` on an idle 2-core machine")
+    for st in STUDIES.values():
+        full = f"~{st.full_minutes:g} min" if st.full_minutes else "not timed"
+        quick = "—" if st.quick is None else "`" + " ".join(a for a in st.quick if "{out}" not in a and a != "--out") + "`"
+        minutes = "—" if st.quick is None else f"~{st.quick_minutes:g} min ({'measured' if st.quick_measured else 'estimated'})"
+        out.append(row(st.name, f"[{st.script}]({st.script})", full, quick, minutes))
+    total = sum(st.quick_minutes for st in quick_set())
+    return out + ["", f"The whole `--quick` set: about {total:.0f} minutes on an idle 2-core machine."]
+
 
 @table("speedup_accuracy", "speedup_accuracy.json")
 def speedup_accuracy(results) -> list[str]:
@@ -243,7 +257,8 @@ def onnx_zoo_survey(results) -> list[str]:
 
 def render(name: str, results_dir: Path = RESULTS) -> str:
     t = TABLES[name]
-    return "\n".join(t.render(record.load(results_dir / t.result).results)) + "\n"
+    results = None if t.result is None else record.load(results_dir / t.result).results
+    return "\n".join(t.render(results)) + "\n"
 
 
 def generate(text: str, results_dir: Path = RESULTS) -> str:

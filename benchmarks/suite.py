@@ -9,6 +9,7 @@ replaces a committed result.
 from __future__ import annotations
 
 import importlib.util
+import os
 import resource
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def run_one(s: Study, quick: bool, out: Path, console) -> Outcome:
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
     with open(log, "w", buffering=1) as f, subprocess.Popen(argv, cwd=HERE.parent, stdout=subprocess.PIPE,
-                                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+                                               stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                               env=os.environ | {"PYTHONUNBUFFERED": "1"}) as proc:
         for line in proc.stdout:
             f.write(line)
             sys.stdout.write(f"  {s.name} | {line}")  # as printed: no wrapping, no markup

@@ -30,7 +30,7 @@ def test_each_table_reads_its_result_file(name):
     table = readme.TABLES[name]
     text = readme.render(name)
     assert text.startswith("| ") and text.count("\n|") >= 2  # a header, its rule and at least one row
-    assert (readme.RESULTS / table.result).is_file()
+    assert table.result is None or (readme.RESULTS / table.result).is_file()
 
 
 @pytest.mark.parametrize("name, path, value, shown", [

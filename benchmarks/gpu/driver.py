@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -47,6 +48,7 @@ import record  # noqa: E402
 from bench_analytic_gpu import WIDTHS, graph_ms, measure_conv, spec_for, sweep_points  # noqa: E402
 from bench_sparse import BLOCK, SHAPES, block_sparse_weight, time_interleaved  # noqa: E402
 from hwprune.export.onnx import onnx_graph  # noqa: E402
+from hwprune.hardware import get_target  # noqa: E402
 from hwprune.hardware.analytic import GPU_SPECS, conv_time, gemm_time  # noqa: E402
 from hwprune.hardware.latency import AnalyticLatency  # noqa: E402
 from hwprune.sparse.bsr import to_bsr  # noqa: E402
@@ -83,8 +85,8 @@ FULL = Sizes(dry=False, batches=(1, 32), conv_layers=None, linears=LINEARS,
              budget_s={"bsr": 45, "analytic": 170, "slim": 190})
 DRY = Sizes(dry=True, batches=(1, 2), conv_layers=((16, 8, 3, 16),), linears=((4, 64, 128),),
             zoo=(("tiny_cnn", 16),), slim_models=(("tiny_cnn", 16),), plan_batch=1, speedups=(1.25,),
-            bsr_shapes=(("tiny", 64, 64),), bsr_tokens=(16,), sparsity=0.5, budget_s={"bsr": 60, "analytic": 60,
-                                                                                        "slim": 120})
+            bsr_shapes=(("tiny", 64, 64),), bsr_tokens=(16,), sparsity=0.5,
+            budget_s={"bsr": 3600, "analytic": 3600, "slim": 3600})  # no cut: a dry run must cover every item
 
 
 class Clock:
@@ -138,11 +140,11 @@ def timed(models: list, batch: int, side: int, sizes: Sizes) -> list[dict] | Non
 
 # ---------------------------------------------------------------- parts
 
-def part_bsr(sizes: Sizes, clock: Clock, spec) -> dict:
+def part_bsr(sizes: Sizes, clock: Clock, spec, into: dict) -> None:
     from hwprune.sparse.triton_bsr import bsr_linear_triton
     device = "cpu" if sizes.dry else "cuda"
     shapes = sizes.bsr_shapes or tuple((f"{m} {layer}", i, o) for m, layer, i, o in SHAPES) + (("square", 4096, 4096),)
-    rows, skipped = [], []
+    rows, skipped = into.setdefault("rows", []), into.setdefault("skipped", [])
     for name, in_f, out_f in shapes:
         for tokens in sizes.bsr_tokens:
             if not clock.left():
@@ -163,28 +165,32 @@ def part_bsr(sizes: Sizes, clock: Clock, spec) -> dict:
             rows.append(row)
             print("bsr", {k: row.get(k) for k in ("shape", "tokens", "rel_err", "speedup_vs_dense")}, flush=True)
     speedups = [r["speedup_vs_dense"] for r in rows if "speedup_vs_dense" in r]
-    return {"block": BLOCK, "rows": rows, "skipped": skipped,
+    into |= {"block": BLOCK,
             "median_speedup_vs_dense": statistics.median(speedups) if speedups else None,
             "max_rel_err": max((r["rel_err"] for r in rows), default=None)}
 
 
-def part_analytic(sizes: Sizes, clock: Clock, spec) -> dict:
+def part_analytic(sizes: Sizes, clock: Clock, spec, into: dict) -> None:
     """Whole models first (the check the planner relies on), then the conv and linear sweeps."""
-    rows, skipped = [], []
+    rows, skipped = into.setdefault("rows", []), into.setdefault("skipped", [])
     for kind, items_of in ANALYTIC_ITEMS.items():
         for batch in sizes.batches:
             for label, predict, measure in items_of(sizes, batch, spec):
                 if not clock.left():
                     skipped.append(f"{kind} {label} b{batch}")
                     continue
-                row = {"kind": kind, "item": label, "batch": batch, "predicted_ms": predict()}
-                if not sizes.dry:
-                    row["measured_ms"] = measure()
-                    row["error"] = row["predicted_ms"] / row["measured_ms"] - 1
+                row = {"kind": kind, "item": label, "batch": batch}
+                try:
+                    row["predicted_ms"] = predict()
+                    if not sizes.dry:
+                        row["measured_ms"] = measure()
+                        row["error"] = row["predicted_ms"] / row["measured_ms"] - 1
+                except Exception as e:  # noqa: BLE001 - recorded; the next item still runs
+                    row["failed"] = f"{type(e).__name__}: {e}"
                 rows.append(row)
             print("analytic", kind, f"batch {batch}:", sum(r["kind"] == kind and r["batch"] == batch for r in rows),
                   "items", flush=True)
-    return {"rows": rows, "skipped": skipped, "summary": error_summary(rows)}
+    into["summary"] = error_summary(rows)
 
 
 def conv_items(sizes: Sizes, batch: int, spec):
@@ -238,8 +244,8 @@ def error_summary(rows: list) -> dict:
     return out
 
 
-def part_slim(sizes: Sizes, clock: Clock, spec) -> dict:
-    rows, skipped = [], []
+def part_slim(sizes: Sizes, clock: Clock, spec, into: dict) -> None:
+    rows, skipped = into.setdefault("rows", []), into.setdefault("skipped", [])
     for name, side in sizes.slim_models:
         x = (torch.randn(sizes.plan_batch, 3, side, side),)
         for s in sizes.speedups:
@@ -254,7 +260,8 @@ def part_slim(sizes: Sizes, clock: Clock, spec) -> dict:
                 rows.append({"model": name, "requested": s, "error": f"{type(e).__name__}: {e}",
                              "traceback": traceback.format_exc()})
             print("slim", name, s, {k: v for k, v in rows[-1].items() if k not in ("model", "requested")}, flush=True)
-    return {"rows": rows, "skipped": skipped, "goal": f"hwprune's measured speedup >= {GOAL_VS_TP}x Torch-Pruning's"}
+    into |= {"goal": f"hwprune's measured speedup >= {GOAL_VS_TP}x Torch-Pruning's",
+             "planned_for": get_target("cuda").to_json()}
 
 
 def slim_row(name: str, side: int, x: tuple, s: float, sizes: Sizes) -> dict:
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     torch.backends.cudnn.benchmark = True
     sizes = DRY if args.dry else FULL
-    out = args.out or (Path(__import__("tempfile").mkdtemp(prefix="hwprune-gpu-")) / "gpu_dry.json" if args.dry
+    out = args.out or (Path(tempfile.mkdtemp(prefix="hwprune-gpu-")) / "gpu_dry.json" if args.dry
                        else RESULTS)
     spec = attached_spec(args.dry)
     how = record.capture(threads=torch.get_num_threads(), batch=", ".join(map(str, sizes.batches)),
@@ -366,16 +373,21 @@ def main(argv: list[str] | None = None) -> int:
     results = {"dry": sizes.dry, "spec": spec.name, "parts": {}}
     for name in parts:
         t0 = time.perf_counter()
+        into = results["parts"][name] = {}  # filled as the part goes: a run cut short keeps its rows
         try:
-            results["parts"][name] = PARTS[name](sizes, Clock(sizes.budget_s[name]), spec)
+            PARTS[name](sizes, Clock(sizes.budget_s[name]), spec, into)
+        except KeyboardInterrupt:  # run.sh's timeout: keep what was measured, then stop
+            into |= {"interrupted": "timeout", "seconds": round(time.perf_counter() - t0, 1)}
+            record.write(out, how, results)
+            print(f"interrupted in part {name}; wrote {out}", flush=True)
+            return 124
         except Exception as e:  # noqa: BLE001 - one part's failure must not lose the others' figures
-            results["parts"][name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            into |= {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             print(f"part {name} failed: {type(e).__name__}: {e}", flush=True)
-        results["parts"][name]["seconds"] = round(time.perf_counter() - t0, 1)
+        into["seconds"] = round(time.perf_counter() - t0, 1)
         record.write(out, how, results)
     print(f"wrote {out}")
     return 1 if any("error" in p for p in results["parts"].values()) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
