@@ -8,13 +8,14 @@ fp16 lattice (% 8). Reports the median and 90th-percentile relative error of the
 prediction and, since the planner uses differences between widths, the Spearman rank
 correlation of predicted and measured times within each sweep.
 
-    python benchmarks/bench_analytic_gpu.py      # needs CUDA; exits 0 with a note without it
+    python benchmarks/bench_analytic_gpu.py [--out FILE]   # needs CUDA; exits 0 with a note without it
 
-Writes benchmarks/results/analytic_gpu.json.
+Writes benchmarks/results/analytic_gpu.json. benchmarks/gpu/run.sh reuses its timing and sweeps
+(graph_ms, sweep_points) for convs, linears and whole models at batch 1 and 32.
 """
 from __future__ import annotations
 
-import json
+import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import record
 from hwprune.hardware.analytic import GPU_SPECS, conv_time
 
 RESULTS = Path(__file__).parent / "results" / "analytic_gpu.json"
@@ -41,26 +43,54 @@ def spec_for(name: str):
     raise SystemExit(f"no analytic spec for GPU {name!r}: add one to hwprune/hardware/analytic.py")
 
 
-def measure_conv(c_in: int, c_out: int, hw: int, k: int) -> float:
-    conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False).cuda().half().to(memory_format=torch.channels_last)
-    x = torch.randn(1, c_in, hw, hw, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+def capture(fn, warmup: int = 10):
+    """fn() captured in a CUDA graph after `warmup` eager calls (cudnn.benchmark picks its
+    algorithms there), so that replays carry no launch jitter."""
     with torch.inference_mode():
-        for _ in range(10):
-            conv(x)
+        for _ in range(warmup):
+            fn()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            conv(x)
-        samples = []
-        for _ in range(20):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(50):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 50)
-    return statistics.median(samples)
+            fn()
+    return graph
+
+
+def replay_ms(graph, replays: int) -> float:
+    """ms per replay, from CUDA events around `replays` replays."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def graph_ms(fns: list, samples: int = 20, replays: int = 50) -> list[dict]:
+    """Each fn captured in a CUDA graph, then timed interleaved (A B C A B C ...): per fn the
+    median, min and max over `samples` samples of `replays` replays each."""
+    graphs = [capture(fn) for fn in fns]
+    times = [[] for _ in fns]
+    for _ in range(samples):
+        for graph, t in zip(graphs, times):
+            t.append(replay_ms(graph, replays))
+    return [{"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for t in times]
+
+
+def measure_conv(c_in: int, c_out: int, hw: int, k: int, batch: int = 1, samples: int = 20, replays: int = 50) -> float:
+    conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False).cuda().half().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, c_in, hw, hw, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+    return graph_ms([lambda: conv(x)], samples, replays)[0]["median_ms"]
+
+
+def sweep_points(layers=LAYERS):
+    """(layer, axis, c_in, c_out, hw, k) of every conv of the sweeps, sweep by sweep."""
+    for c, hw, k, other in layers:
+        for axis in ("c_out", "c_in"):
+            for w in WIDTHS(c if axis == "c_in" else other):
+                c_in, c_out = (w, other) if axis == "c_in" else (c, w)
+                yield (c, hw, k, other), axis, c_in, c_out, hw, k
 
 
 def spearman(a, b) -> float:
@@ -69,33 +99,35 @@ def spearman(a, b) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU here: nothing measured (run this where a GPU is attached)")
         sys.exit(0)
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name()
     spec = spec_for(name)
-    rows, sweeps = [], []
-    for c, hw, k, other in LAYERS:
-        for axis in ("c_out", "c_in"):
-            sweep = []
-            for w in WIDTHS(c if axis == "c_in" else other):
-                c_in, c_out = (w, other) if axis == "c_in" else (c, w)
-                measured = measure_conv(c_in, c_out, hw, k)
-                predicted = conv_time((1, c_in, hw, hw), (c_out, c_in, k, k), (1, c_out, hw, hw), 1, spec).seconds * 1e3
-                sweep.append({"c_in": c_in, "c_out": c_out, "hw": hw, "k": k, "measured_ms": measured,
-                              "predicted_ms": predicted, "error": predicted / measured - 1})
-            rows += sweep
-            sweeps.append({"layer": [c, hw, k, other], "axis": axis,
-                           "spearman": spearman([r["predicted_ms"] for r in sweep], [r["measured_ms"] for r in sweep])})
-            print(sweeps[-1], flush=True)
+    how = record.capture(threads=None, batch=1, statistic="median of 20 samples of 50 CUDA graph replays",
+                         settings={"dtype": "fp16", "layout": "channels_last", "cudnn_benchmark": True,
+                                   "cudnn": torch.backends.cudnn.version(), "spec": spec.name})
+    rows, sweeps, sweep = [], [], []
+    for layer, axis, c_in, c_out, hw, k in sweep_points():
+        measured = measure_conv(c_in, c_out, hw, k)
+        predicted = conv_time((1, c_in, hw, hw), (c_out, c_in, k, k), (1, c_out, hw, hw), 1, spec).seconds * 1e3
+        sweep.append({"c_in": c_in, "c_out": c_out, "hw": hw, "k": k, "axis": axis, "layer": list(layer),
+                      "measured_ms": measured, "predicted_ms": predicted, "error": predicted / measured - 1})
+    for layer, axis in dict.fromkeys((tuple(r["layer"]), r["axis"]) for r in sweep):
+        mine = [r for r in sweep if tuple(r["layer"]) == layer and r["axis"] == axis]
+        rows += mine
+        sweeps.append({"layer": list(layer), "axis": axis,
+                       "spearman": spearman([r["predicted_ms"] for r in mine], [r["measured_ms"] for r in mine])})
+        print(sweeps[-1], flush=True)
     errs = [abs(r["error"]) for r in rows]
-    result = {"gpu": name, "spec": spec.name, "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
-              "how": "fp16, channels_last, cudnn.benchmark, CUDA graph replay, CUDA events, median of 20 x 50 replays",
+    result = {"gpu": name, "spec": spec.name,
               "median_abs_error": statistics.median(errs), "p90_abs_error": float(np.percentile(errs, 90)),
               "median_spearman": statistics.median(s["spearman"] for s in sweeps), "sweeps": sweeps, "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, result)
     print({k: result[k] for k in ("gpu", "median_abs_error", "p90_abs_error", "median_spearman")})
 
 

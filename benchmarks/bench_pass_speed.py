@@ -16,14 +16,10 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import os
-import platform
 import statistics
-import subprocess
 import time
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -32,6 +28,7 @@ import torchvision
 from torch import nn
 
 import hwprune
+import record
 
 RESULTS = Path(__file__).parent / "results" / "pass_speed.json"
 # the final classifier of each model: TP must not cut the 1000 logits
@@ -111,25 +108,6 @@ def warm_up() -> None:
     run_tp(copy.deepcopy(model), x, "fc")
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        line = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-        cpu = line.split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
-
-
-def versions() -> dict:
-    root = Path(__file__).resolve().parent.parent
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
-    rev, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no", "hwprune")
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "torch_pruning": version("torch-pruning"), "hwprune_git_rev": rev + ("+dirty" if dirty else "")}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(CLASSIFIER))
@@ -138,16 +116,15 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     threads = torch.get_num_threads()  # the same for both tools; torch's default on this machine
+    how = record.capture(threads=threads, batch=1, statistic="median of the runs; min and max beside it",
+                         settings=settings(threads, args.repeats), packages=("torchvision",))
     warm_up()
     models = {}
     for name in args.models.split(","):
         models[name] = bench_model(name, args.repeats)
         print(name, {t: models[name][t]["median_s"] for t in ("hwprune", "torch_pruning")},
               "ratio", models[name]["ratio_hwprune_over_tp"], flush=True)
-    result = {"machine": machine(), "versions": versions(), "settings": settings(threads, args.repeats),
-              "notes": NOTES, "models": models}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, {"notes": NOTES, "models": models})
 
 
 def settings(threads: int, repeats: int) -> dict:

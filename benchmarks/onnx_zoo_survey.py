@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import onnxruntime
 import torch
 import torchvision
 
+import record
 from hwprune.export import onnx as hw_onnx
 
 RESULTS = Path(__file__).parent / "results" / "onnx_zoo_survey.json"
@@ -113,23 +111,15 @@ def _distribution(secs: list) -> dict:
             "p90": round(q[8], 2), "max": secs[-1]}
 
 
-def how() -> dict:
-    return {"machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                         "onnxruntime": onnxruntime.__version__, "onnx": hw_onnx.onnx.__version__},
-            "settings": {"torch_threads": torch.get_num_threads(), "batch": 1, "weights": "random",
-                         "check": "onnxruntime CPUExecutionProvider ORT_ENABLE_ALL, rtol 1e-4",
-                         "seconds": "wall time of export_onnx: eager run + export + onnxruntime load, run, compare",
-                         "order": "exporters alternate per model, one process, after a warm-up of both",
-                         "auto": "not run: computed as torchscript, plus dynamo where torchscript failed"}}
-
-
-def _cpu_model() -> str:
-    try:
-        line = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-        return line.split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        return platform.processor()
+def how():
+    """How this run is made (record.capture)."""
+    return record.capture(
+        threads=torch.get_num_threads(), batch=1, statistic="wall time of one export_onnx per exporter and model",
+        packages=("torchvision", "onnx", "onnxscript"),
+        settings={"weights": "random", "check": "onnxruntime CPUExecutionProvider ORT_ENABLE_ALL, rtol 1e-4",
+                  "seconds": "wall time of export_onnx: eager run + export + onnxruntime load, run, compare",
+                  "order": "exporters alternate per model, one process, after a warm-up of both",
+                  "auto": "not run: computed as torchscript, plus dynamo where torchscript failed"})
 
 
 def main() -> None:
@@ -138,15 +128,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--fresh", action="store_true", help="ignore models already in --out")
     args = ap.parse_args()
-    done = {} if args.fresh or not args.out.exists() else json.loads(args.out.read_text())["models"]
+    done = {} if args.fresh or not args.out.exists() else record.load(args.out).results["models"]
+    made = how()
     wanted = set(args.models.split(",")) if args.models else None
     todo = [(n, k) for n, k in zoo() if (wanted is None or n in wanted) and n not in done]
     warm_up()
     for i, (name, kind) in enumerate(todo):
         done[name] = survey_model(name, kind, i)
         print(name, {e: (r["ok"], r["seconds"]) for e, r in done[name].items() if e in hw_onnx.EXPORTERS}, flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(how() | {"summary": summary(done), "models": done}, indent=1) + "\n")
+        record.write(args.out, made, {"summary": summary(done), "models": done})
 
 
 if __name__ == "__main__":

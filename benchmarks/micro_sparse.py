@@ -1,8 +1,7 @@
-"""pytest-benchmark micro-benchmarks of hwprune::bsr_linear's native CPU kernel against dense
-F.linear, MiniLM's linear shapes at 128 tokens, fp32, block 32, torch 1 thread.
+"""Micro-benchmarks of hwprune::bsr_linear's native CPU kernel against dense F.linear, MiniLM's
+linear shapes at 128 tokens, fp32, block 32, torch 1 thread.
 
-    python -m pytest benchmarks/bench_sparse_micro.py -o python_files='bench_*.py' --benchmark-only \\
-        --benchmark-group-by=param:shape,param:sparsity
+    pytest benchmarks/micro_sparse.py --benchmark-only --benchmark-group-by=param:shape,param:sparsity
 
 bench_sparse.py is the study (interleaved rounds, all shapes, JSON); this file is for quick
 before/after comparisons of a kernel change with pytest-benchmark's --benchmark-compare.
@@ -33,7 +32,7 @@ def one_thread():
 @pytest.mark.parametrize("kernel", ["dense", "native_bsr"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_linear(benchmark, shape, sparsity, kernel):
+def bench_linear(benchmark, shape, sparsity, kernel):
     in_f, out_f = SHAPES[shape]
     weight = block_sparse_weight(out_f, in_f, BLOCK, sparsity, seed=0)
     crow, col, values = to_bsr(weight, BLOCK)

