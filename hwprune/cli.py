@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         return args.command(args)
     except (HwpruneError, _UsageError) as e:
         print(f"hwprune: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hwprune", description="Hardware-aware structured pruning for PyTorch.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 

@@ -221,8 +221,8 @@ def test_help_says_that_a_factory_spec_runs_your_code(capsys, command, options):
 
 
 def _options():
-    from hwprune.cli import _build_parser
-    for sub in _build_parser()._subparsers._group_actions[0].choices.values():
+    from hwprune.cli import build_parser
+    for sub in build_parser()._subparsers._group_actions[0].choices.values():
         for action in sub._actions:
             yield sub.prog, "/".join(action.option_strings) or action.dest, action.help or ""
 
