@@ -53,7 +53,12 @@ def reshape(op):
         freezes += positions(out, [d for d in outs if so[d] == 1], "a size-1 dim")
         if not big_in and not big_out:
             continue
-        if len(big_in) == 1 and len(big_out) == 1:
+        if len(big_in) == 1 and len(big_out) == 1 and _one_head(op, outs, so, big_out[0]):
+            # (.., head_dim) -> (.., 1, head_dim): a single head, whole; its head size is not a channel
+            link, pos = head_split_link(x, big_in[0], out, [outs[-2], big_out[0]], so, sx[big_in[0]])
+            links.append(link)
+            freezes += pos
+        elif len(big_in) == 1 and len(big_out) == 1:
             links.append(same(x, big_in[0], out, big_out[0]))
         elif len(big_out) == 1:  # merge: the outer in-dim carries channels block-wise
             inner = int(np.prod([sx[d] for d in big_in[1:]]))
@@ -75,6 +80,18 @@ def reshape(op):
             why = f"{where} regroups dims {big_in} into {big_out}"
             freezes += [Freeze((x, d), why) for d in big_in] + [Freeze((out, d), why) for d in big_out]
     return Coupling(tuple(links), tuple(freezes))
+
+
+_VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.unflatten.int)
+
+
+def _one_head(op, outs: list, so: tuple, carrier: int) -> bool:
+    """A view that puts a size-1 dim just before the channels, feeding an attention product, splits
+    them into one head: view(b, n, heads, head_dim) with heads = 1. Read as a plain channel dim,
+    the product's contraction would let a cut shrink head_dim, which forward writes
+    (self.head_dim). An unsqueeze is a broadcast, not a head split."""
+    return (op.target in _VIEWS and len(outs) >= 2 and outs[-1] == carrier and so[outs[-2]] == 1
+            and splits_heads(op.node, carrier))
 
 
 @rule(aten.permute.default)
