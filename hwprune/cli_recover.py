@@ -125,16 +125,12 @@ def add_recover_commands(sub) -> None:
 
 def _cmd_finetune(args) -> int:
     import hwprune
-    from .load import spec_path
     from .recover import is_main_process
     from .recover.data import check_spec
 
     config = recover_config(args, features=args.features is not None)
     report = _read_kept(args.features) if args.features is not None else None
-    inputs = [spec_path(args.spec), spec_path(args.teacher), Path(args.data), args.features, args.example_inputs]
-    for out in (args.output, args.record):
-        if out is not None:
-            _check_output(out, args.force, inputs)
+    _finetune_outputs(args)  # every output checked before any work
     check_spec(args.data)
     teacher, student = _load_pair(args, report)
     penalty = None
@@ -153,9 +149,14 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
-def _check_output(path: Path, force: bool, inputs: list) -> None:
-    from .io import check_output
-    check_output(path, force=force, inputs=[i for i in inputs if i is not None])
+def _finetune_outputs(args):
+    """-o and --record, written together or not at all; checked against what finetune reads (no
+    output may be one of those files, or lie inside the data folder)."""
+    from .deploy.outputs import StagedOutputs
+    from .load import spec_path
+    inputs = [spec_path(args.spec), spec_path(args.teacher), Path(args.data), args.features, args.example_inputs]
+    return StagedOutputs({"model": args.output, "record": args.record}, force=args.force,
+                         inputs=[i for i in inputs if i is not None])
 
 
 def _read_kept(path: Path) -> dict:
@@ -178,10 +179,11 @@ def _load_pair(args, report):
 
 def _write(args, model, example_inputs, record) -> None:
     from .deploy.bundle import save_module, write_json
-    from .io import atomic_write
-    atomic_write(args.output, lambda tmp: save_module(model, tmp, example_inputs), force=args.force)
-    if args.record is not None:
-        atomic_write(args.record, lambda tmp: write_json(tmp, record.to_json()), force=args.force)
+    with _finetune_outputs(args) as stage:
+        save_module(model, stage.path("model"), example_inputs)  # the model and its record together, or neither
+        if args.record is not None:
+            write_json(stage.path("record"), record.to_json())
+        stage.commit(required=list(stage.outputs))
     before, after = record.eval_before.get("total"), record.eval_after.get("total")
     from .cli_common import console
     console().print(f"wrote {args.output}: {record.steps} steps on {record.data} ({record.world_size} process"

@@ -205,3 +205,29 @@ def test_sigkill_at_a_random_moment_leaves_the_old_or_the_new_bundle(written, se
     found = _set(dest)
     assert found in (sets["A"], sets["B"]), sorted(n for n in BUNDLE if found.get(n) != sets["A"].get(n))
     assert not _working_files(dest)
+
+
+def _leftover(root: Path, name: str, lock: bool, age_s: float = 0.0) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "a.txt").write_text("staged")
+    if lock:
+        (folder / ".hwprune-lock").write_text("")
+    if age_s:
+        then = time.time() - age_s
+        os.utime(folder, (then, then))
+    return folder
+
+
+@pytest.mark.parametrize("name, lock, age_s, removed", [
+    pytest.param(".hwprune-staging-dead", True, 0, True, id="staging-of-a-dead-run"),
+    pytest.param(".hwprune-staging-foreign", False, 0, False, id="staging-without-a-lock-is-not-ours"),
+    pytest.param(".hwprune-new-dead", True, 120, True, id="setup-abandoned-a-while-ago"),
+    pytest.param(".hwprune-new-fresh", True, 0, False, id="setup-maybe-still-in-progress"),
+])
+def test_settle_removes_only_leftovers_of_dead_runs(tmp_path, name, lock, age_s, removed):
+    (tmp_path / "a.txt").write_text("old")
+    folder = _leftover(tmp_path, name, lock, age_s)
+    settle(tmp_path)
+    assert folder.exists() != removed
+    assert (tmp_path / "a.txt").read_text() == "old"  # no journal: nothing was committed

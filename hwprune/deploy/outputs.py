@@ -118,6 +118,8 @@ class StagedOutputs:
             if os.path.lexists(dest) and not self.force:
                 raise OutputError(f"{dest}: appeared while hwprune was working: pass --force to overwrite it, or "
                                   "choose another path; nothing was written")
+        for entry, _, _ in moves:  # on disk before the journal can send them into place
+            _fsync_tree(entry)
         primary = self._primary()
         journal = _Journal(primary, moves, list(self._staging.values()))
         journal.write("commit")  # the commit point
@@ -168,11 +170,11 @@ def settle(directory: Path | str) -> list[Path]:
         folders = sorted(directory.glob(STAGING_PREFIX + "*"))
     except OSError:
         return settled
-    for folder in _abandoned_setups(directory):
-        _remove_folder(folder)
-    for folder in folders:
+    for folder in _abandoned_setups(directory) + folders:
         try:
-            if _settle_folder(folder):
+            if folder.name.startswith(_NEW_PREFIX):
+                _remove_folder(folder)
+            elif _settle_folder(folder):
                 settled.append(folder)
         except OSError as e:
             raise OutputError(f"{folder}: an earlier hwprune run was killed while writing here, and finishing its "
@@ -329,6 +331,17 @@ def _abandoned_setups(directory: Path, age_s: float = 60.0) -> list:
             for fd in locks:
                 os.close(fd)
     return found
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or a folder's files and the folder (a kill needs none of this; a power cut
+    after the commit point would otherwise find the journal but not the data it moves)."""
+    for p in [path] if not path.is_dir() else [*sorted(path.rglob("*")), path]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(path: Path) -> None:
