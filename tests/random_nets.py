@@ -2,7 +2,8 @@
 
 A network is a `NetSpec`: a straight-line program of `Step`s over a growing list of values
 (value 0 is the image input), each step an op of the table `OPS` with the indices of the values
-it reads and its arguments. `build(spec)` turns a spec into an `nn.Module` and its input;
+it reads and its arguments; a head classifies from every value that no step reads, so no
+step is dead code. `build(spec)` turns a spec into an `nn.Module` and its input;
 `net_specs()` draws specs with hypothesis. A spec prints as plain data, so a failing one pastes
 into the regression table of tests/test_random_nets.py as it is.
 
@@ -210,16 +211,18 @@ class TokenMix(nn.Module):
 
 
 class Head(nn.Module):
-    """Reduce the last value to (N, width) and classify into 5."""
+    """Classify into 5 from every value no step reads (the leaves), each reduced to (N, width):
+    the sum of a linear of each, so that no step is dead code."""
     REDUCE = {"img": lambda x: x.mean((2, 3)), "nhwc": lambda x: x.mean((1, 2)), "tok": lambda x: x.mean(1),
               "vec": lambda x: x}
 
-    def __init__(self, layout: str, width: int):
+    def __init__(self, leaves: list):
         super().__init__()
-        self.layout, self.fc = layout, nn.Linear(width, 5)
+        self.leaves = [(i, v.layout) for i, v in leaves]
+        self.fcs = nn.ModuleList(nn.Linear(v.width, 5) for _, v in leaves)
 
-    def forward(self, x):
-        return self.fc(self.REDUCE[self.layout](x))
+    def forward(self, vals: list):
+        return sum(fc(self.REDUCE[layout](vals[i])) for (i, layout), fc in zip(self.leaves, self.fcs))
 
 
 class RandomNet(nn.Module):
@@ -233,7 +236,7 @@ class RandomNet(nn.Module):
         vals = [x]
         for m, srcs in zip(self.steps, self.srcs):
             vals.append(m(*[vals[i] for i in srcs]))
-        return self.head(vals[-1])
+        return self.head(vals)
 
 
 # ---- the op table: how each op is drawn and built ---------------------------------------------------
@@ -495,17 +498,19 @@ def build(spec: NetSpec, seed: int = 0) -> tuple:
         m, v = _apply(vals, step)
         modules.append(m)
         vals.append(v)
-    net = RandomNet(modules, [s.srcs for s in spec.steps], Head(vals[-1].layout, vals[-1].width))
+    read = {i for s in spec.steps for i in s.srcs}
+    leaves = [(i, v) for i, v in enumerate(vals) if i not in read and (i > 0 or len(vals) == 1)]
+    net = RandomNet(modules, [s.srcs for s in spec.steps], Head(leaves))
     return net, (torch.randn(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed)),)
 
 
 @st.composite
-def net_specs(draw, max_steps: int = 10):
-    """A NetSpec of 1..max_steps drawn steps (a step that does not fit where it lands is skipped).
+def net_specs(draw, max_steps: int = 12):
+    """A NetSpec of 2..max_steps drawn steps (a step that does not fit where it lands is skipped).
     Sources lean to the newest value, so programs grow deep as well as wide."""
     size = draw(st.sampled_from([8, 16]))
     vals, steps = [_input_val(size)], []
-    for _ in range(draw(st.integers(1, max_steps))):
+    for _ in range(draw(st.integers(2, max_steps))):
         src = len(vals) - 1 if draw(st.booleans()) else draw(st.integers(0, len(vals) - 1))
         name = draw(st.sampled_from([n for n, o in OPS.items() if vals[src].layout in o.layouts
                                      for _ in range(o.weight)]))
