@@ -76,7 +76,8 @@ def studies(_) -> list[str]:
     out = header("study", "script", "full run", "`--quick` arguments", "`--quick` on an idle 2-core machine")
     for st in STUDIES.values():
         full = f"~{st.full_minutes:g} min" if st.full_minutes else "not timed"
-        quick = "—" if st.quick is None else "`" + " ".join(a for a in st.quick if "{out}" not in a and a != "--out") + "`"
+        shown = " ".join(a for a in st.quick or () if "{out}" not in a and a != "--out")
+        quick = "—" if st.quick is None else f"`{shown}`" if shown else "the full run"
         minutes = "—" if st.quick is None else (
             f"~{st.quick_minutes:g} min ({'measured' if st.quick_measured else 'estimated'})"
             + ("" if st.in_quick_set else ", only when named"))
