@@ -42,10 +42,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hwprune-pipeline-") as tmp:
         for name in args.models.split(","):
             t0 = time.perf_counter()
-            record = pipeline.run(name, Path(tmp), speedup=args.speedup)
-            record["seconds"] = round(time.perf_counter() - t0, 1)
-            rows.append(record)
-            for s in record["stages"]:
+            row = pipeline.run(name, Path(tmp), speedup=args.speedup)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            for s in row["stages"]:
                 print(f"{name:<9} {s['stage']:<16} {s['median_ms']:9.3f} ms ({s['min_ms']:.3f}-{s['max_ms']:.3f}) "
                       f"{s['speedup']:.2f}x  {s['agreement_with_original']}", flush=True)
     record.write(args.out, how, {"rows": rows})

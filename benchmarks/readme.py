@@ -76,11 +76,16 @@ def studies(_) -> list[str]:
     out = header("study", "script", "full run", "`--quick` arguments", "`--quick` on an idle 2-core machine")
     for st in STUDIES.values():
         full = f"~{st.full_minutes:g} min" if st.full_minutes else "not timed"
-        quick = "—" if st.quick is None else "`" + " ".join(a for a in st.quick if "{out}" not in a and a != "--out") + "`"
-        minutes = "—" if st.quick is None else f"~{st.quick_minutes:g} min ({'measured' if st.quick_measured else 'estimated'})"
+        shown = " ".join(a for a in st.quick or () if "{out}" not in a and a != "--out")
+        quick = "—" if st.quick is None else f"`{shown}`" if shown else "the full run"
+        minutes = "—" if st.quick is None else (
+            f"~{st.quick_minutes:g} min ({'measured' if st.quick_measured else 'estimated'})"
+            + ("" if st.in_quick_set else ", only when named"))
         out.append(row(st.name, f"[{st.script}]({st.script})", full, quick, minutes))
     total = sum(st.quick_minutes for st in quick_set())
-    return out + ["", f"The whole `--quick` set: about {total:.0f} minutes on an idle 2-core machine."]
+    outside = [st.name for st in STUDIES.values() if st.quick is not None and not st.in_quick_set]
+    return out + ["", f"`python -m benchmarks run --quick` runs the quick set: about {total:.0f} minutes on an idle "
+                      f"2-core machine. Outside it, run only when named: {', '.join(outside) or 'none'}."]
 
 
 @table("speedup_accuracy", "speedup_accuracy.json")

@@ -3,7 +3,7 @@
 A study is a script in benchmarks/ run as its own process (a study measures latency, so it
 must not share a process, its threads or its caches with another). `args` make the run whose
 results benchmarks/README.md quotes; `quick` make a smoke run of the same code path that
-`python -m benchmarks run --quick` fits, all studies together, in about 10 minutes on 2 cores
+`python -m benchmarks run --quick` fits, the quick set together, in about 10 minutes on 2 cores
 (None: no smoke run; a comment says why).
 "{out}" in either stands for the output folder. `needs`: modules the study imports beyond the
 `dev` extra ("cuda": an attached GPU); without them it is skipped, with the reason.
@@ -27,6 +27,7 @@ class Study:
     full_minutes: float = 0.0  # a full run on the 2-core machine, as last measured (0: not measured)
     quick_minutes: float = 0.0  # the smoke run on an idle 2-core machine: measured CPU time, or estimated
     quick_measured: bool = False  # quick_minutes from a run's CPU seconds (else estimated from its parts)
+    in_quick_set: bool = True  # run by a bare `run --quick` (False: only when named, it would not fit)
 
     def needed(self, quick: bool) -> tuple[str, ...]:
         return self.needs if not quick or self.quick_needs is None else self.quick_needs
@@ -53,7 +54,7 @@ study("vs_torch_pruning", "bench_vs_torch_pruning.py",
       "against Torch-Pruning at equal measured latency, each model's importance (the README's table)",
       ("--importance", "auto", "--compensate", "--figures", "last", "--out", "{out}/vs_torch_pruning_auto.json"),
       ("--models", "resnet18", "--speedups", "2", "--out", "{out}/vs_torch_pruning.json"),
-      needs=BENCH_EXTRA, full_minutes=27, quick_minutes=2.0)
+      needs=BENCH_EXTRA, full_minutes=27, quick_minutes=2.4, quick_measured=True)  # after speedup_accuracy's: its table
 study("vs_torch_pruning_l2", "bench_vs_torch_pruning.py", "against Torch-Pruning, L2 on every model (data-free)",
       ("--out", "{out}/vs_torch_pruning.json"), None, needs=BENCH_EXTRA, full_minutes=26)
 study("vs_torch_pruning_fisher", "bench_vs_torch_pruning.py", "Fisher, first-round figures (MiniLM, Lite0)",
@@ -71,11 +72,11 @@ study("vs_torch_pruning_fisher_last_compensated", "bench_vs_torch_pruning.py",
 study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency (digits, Lite0, MiniLM)",
       ("--out", "{out}/accuracy.json"),
       ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--out", "{out}/accuracy.json"),
-      needs=BENCH_EXTRA, quick_minutes=2.5)
+      needs=BENCH_EXTRA, quick_minutes=4.5, quick_measured=True, in_quick_set=False)  # six contenders landed
 study("latency_prediction", "bench_latency_prediction.py", "predicted against measured latency (onnxruntime CPU)",
       ("--out", "{out}/latency_prediction.json"),
       ("--models", "resnet18", "--configs", "1", "--out", "{out}/latency_prediction.json"),
-      full_minutes=12, quick_minutes=0.5)
+      full_minutes=12, quick_minutes=0.6, quick_measured=True)
 study("pass_speed", "bench_pass_speed.py", "wall time of the pass against Torch-Pruning's",
       ("--out", "{out}/pass_speed.json"),
       ("--models", "resnet50", "--repeats", "1", "--out", "{out}/pass_speed.json"),
@@ -90,10 +91,11 @@ study("sparse", "bench_sparse.py", "native block-sparse kernel against dense and
 study("sparse_minilm", "bench_sparse_minilm.py", "MiniLM with a block-sparse feed-forward, end to end",
       ("--out", "{out}/sparse_minilm.json"),
       ("--sparsities", "0.9", "--rounds", "3", "--out", "{out}/sparse_minilm.json"),
-      full_minutes=5, quick_minutes=0.8)
-# no smoke run: a minute whole, and sparse_minilm's smoke run loads and embeds with the same functions
+      full_minutes=5, quick_minutes=0.8, quick_measured=True)
+# its smoke run is the whole study: under a minute (onnxruntime's timing is bounded at 20 s per model)
 study("minilm", "bench_minilm.py", "all-MiniLM-L6-v2 with heads and neurons cut: fidelity and latency",
-      ("--out", "{out}/minilm.json"), None, full_minutes=1)
+      ("--out", "{out}/minilm.json"), ("--out", "{out}/minilm.json"), full_minutes=1, quick_minutes=0.7,
+      quick_measured=True)
 # full: the exporters' total seconds in onnx_zoo_survey.json, about 30 minutes
 study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the torchvision zoo",
       ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
@@ -109,4 +111,5 @@ study("gpu", "gpu/driver.py", "the GPU run (benchmarks/gpu/run.sh): analytic mod
 
 
 def quick_set() -> list[Study]:
-    return [s for s in STUDIES.values() if s.quick is not None]
+    """What a bare `run --quick` runs: the smoke runs that together fit about 10 minutes."""
+    return [s for s in STUDIES.values() if s.quick is not None and s.in_quick_set]

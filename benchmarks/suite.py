@@ -143,8 +143,8 @@ def list_table(quick: bool):
         smoke = "-" if s.quick is None else " ".join(s.quick) + (
             f" (~{s.quick_minutes:g} min, {'measured' if s.quick_measured else 'estimated'})" if s.quick_minutes else "")
         table.add_row(s.name, s.script, s.about, needs_text(s.needed(quick)), full, smoke)
-    table.caption = (f"--quick, all studies: ~{sum(s.quick_minutes for s in quick_set()):.0f} min on an idle "
-                     "2-core machine (CPU time of the smoke runs measured, the rest estimated)")
+    table.caption = (f"run --quick (the studies in the quick set): ~{sum(s.quick_minutes for s in quick_set()):.0f} "
+                     "min on an idle 2-core machine; a study outside it runs its smoke run when named")
     return table
 
 

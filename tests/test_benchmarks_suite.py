@@ -25,7 +25,7 @@ def test_the_quick_set_fits_ten_minutes_by_its_own_estimates():
 
 @pytest.mark.parametrize("names, quick, message", [
     (["nosuch"], False, "no study named nosuch: choose among"),
-    (["minilm"], True, "minilm: no --quick variant"),
+    (["pipeline"], True, "pipeline: no --quick variant"),
 ])
 def test_a_bad_selection_is_refused_by_name(names, quick, message):
     with pytest.raises(InputError, match=message):
