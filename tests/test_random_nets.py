@@ -126,3 +126,18 @@ REGRESSIONS = [
 @pytest.mark.parametrize("spec", REGRESSIONS, ids=["one-head-matmul-attention", "one-head-mha-cross"])
 def test_regression(spec):
     slim_and_check(spec, known={})
+
+
+def test_soak_records_examples_failures_and_events():
+    """The soak benchmark's run on a few networks: every example counted, outcomes summed."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak_random_nets.py"
+    spec = importlib.util.spec_from_file_location("soak_random_nets", path)
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    seen = []
+    result = soak.soak(4, hypothesis_seed=1, max_steps=4, progress=seen.append)
+    assert result["examples"] == 4 and seen == [1, 2, 3, 4]
+    assert result["failures"] == len(result["failed"]) == 0, result["failed"]
+    assert sum(n for k, n in result["events"].items() if k.startswith("outcome:")) == 4
