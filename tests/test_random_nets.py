@@ -16,11 +16,12 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
+from hypothesis import strategies as st
 
 import hwprune
 from hwprune.errors import LatticeWarning, NothingToPruneError
-from random_nets import NetSpec, Step, build, net_specs
+from random_nets import OPS, NetSpec, Step, Val, build, net_specs
 from zoo_util import realistic
 
 CI_EXAMPLES = 200  # sized to about 2-3 minutes of one idle core (the per-example time is in the soak's result)
@@ -126,3 +127,39 @@ REGRESSIONS = [
 @pytest.mark.parametrize("spec", REGRESSIONS, ids=["one-head-matmul-attention", "one-head-mha-cross"])
 def test_regression(spec):
     slim_and_check(spec, known={})
+
+
+def test_soak_records_examples_failures_and_events():
+    """The soak benchmark's run on a few networks: every example counted, outcomes summed."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak_random_nets.py"
+    spec = importlib.util.spec_from_file_location("soak_random_nets", path)
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    seen = []
+    result = soak.soak(4, hypothesis_seed=1, max_steps=4, progress=seen.append)
+    assert result["examples"] == 4 and seen == [1, 2, 3, 4]
+    assert result["failures"] == len(result["failed"]) == 0, result["failed"]
+    assert sum(n for k, n in result["events"].items() if k.startswith("outcome:")) == 4
+
+
+# values a step may read; equal pairs, so that add finds a partner
+SAMPLE_VALUES = [Val("img", (3, 8, 8), (8, 8)), Val("img", (4, 8, 8), (8, 8)), Val("tok", (64, 4), (8, 8)),
+                 Val("tok", (64, 6), (8, 8)), Val("nhwc", (8, 8, 4)), Val("vec", (16,))] * 2
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+@settings(max_examples=10, deadline=None, database=None)
+@given(data=st.data())
+def test_every_op_builds_what_its_value_says(name, data):
+    """Each row of the op table: what it draws builds a module whose output has the shape the
+    generator records for it (the Val that later steps are drawn against)."""
+    srcs = [i for i, v in enumerate(SAMPLE_VALUES) if v.layout in OPS[name].layouts]
+    got = OPS[name].draw(data.draw, SAMPLE_VALUES, data.draw(st.sampled_from(srcs)))
+    assume(got is not None)
+    ins = [SAMPLE_VALUES[i] for i in got[0]]
+    module, out = OPS[name].build(ins, **got[1])
+    with torch.inference_mode():
+        y = module.eval()(*[torch.randn(2, *v.shape) for v in ins])
+    assert tuple(y.shape) == (2, *out.shape)
