@@ -88,7 +88,7 @@ def atomic_write(path: Path | str, writer: Callable[[Path], object], *, force: b
     tmp = _temp_beside(path)
     try:
         result = writer(tmp)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files 0600; give the usual mode
         if path.exists() and not force:  # appeared while we were writing
             raise _exists(path)
@@ -122,7 +122,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..io import OutputError, check_not_input, check_output, fsync_dir
+from ..io import OutputError, check_not_input, check_output, fsync_dir, fsync_file
 
 STAGING_PREFIX = ".hwprune-staging-"
 _NEW_PREFIX = ".hwprune-new-"  # a staging folder before its lock is held: settle never looks at these
@@ -337,11 +337,7 @@ def _fsync_tree(path: Path) -> None:
     """fsync a file, or a folder's files and the folder (a kill needs none of this; a power cut
     after the commit point would otherwise find the journal but not the data it moves)."""
     for p in [path] if not path.is_dir() else [*sorted(path.rglob("*")), path]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(p)
 
 
 def _remove(path: Path) -> None:
