@@ -506,11 +506,15 @@ def build(spec: NetSpec, seed: int = 0) -> tuple:
 
 @st.composite
 def net_specs(draw, max_steps: int = 12):
-    """A NetSpec of 2..max_steps drawn steps (a step that does not fit where it lands is skipped).
-    Sources lean to the newest value, so programs grow deep as well as wide."""
+    """A NetSpec of a conv stem and up to max_steps - 1 drawn steps (a step that does not fit where
+    it lands is skipped). Without a stem most programs only moved the input's 3 channels around,
+    which has nothing to prune. Sources lean to the newest value, so programs grow deep as well as wide."""
     size = draw(st.sampled_from([8, 16]))
     vals, steps = [_input_val(size)], []
-    for _ in range(draw(st.integers(2, max_steps))):
+    stem = Step("conv", *OPS["conv"].draw(draw, vals, 0))
+    vals.append(_apply(vals, stem)[1])
+    steps.append(stem)
+    for _ in range(draw(st.integers(1, max_steps - 1))):
         src = len(vals) - 1 if draw(st.booleans()) else draw(st.integers(0, len(vals) - 1))
         name = draw(st.sampled_from([n for n, o in OPS.items() if vals[src].layout in o.layouts
                                      for _ in range(o.weight)]))

@@ -24,7 +24,7 @@ from hwprune.errors import LatticeWarning, NothingToPruneError
 from random_nets import OPS, NetSpec, Step, Val, build, net_specs
 from zoo_util import realistic
 
-CI_EXAMPLES = 200  # sized to about 2-3 minutes of one idle core (the per-example time is in the soak's result)
+CI_EXAMPLES = 400  # sized to about 2-3 minutes of one idle core (about 0.25 s a network; benchmarks/README.md)
 EVENTS: Counter = Counter()  # what every example did, summed across a run (the soak benchmark reads it)
 
 
