@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import test_random_nets as prop  # noqa: E402
 from random_nets import net_specs  # noqa: E402
 
+from hwprune.hardware.processor import this_processor  # noqa: E402
 from hwprune.io import atomic_write  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def how(args) -> dict:
             versions[name] = None
     return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status), "versions": versions,
-            "processor": {"name": platform.processor(), "cores": os.cpu_count(), "os": platform.platform()},
+            "processor": this_processor().to_json() | {"cores": os.cpu_count(), "os": platform.platform()},
             "threads": torch.get_num_threads(), "batch": 2, "statistic": "counts over one run",
             "settings": {"examples": args.examples, "seed": args.seed, "max_steps": args.max_steps,
                          "phases": "generate only (no shrinking: failures are recorded, not minimized)"},
