@@ -43,7 +43,7 @@ from hwprune.io import atomic_write  # noqa: E402
 def how(args) -> dict:
     """What made the result: the schema-1 `how` of benchmarks/record.py, captured by hand here."""
     def git(*a: str) -> str | None:
-        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
     status = git("status", "--porcelain", "--untracked-files=no")
     versions = {"python": platform.python_version()}

@@ -19,8 +19,9 @@ line), never return a wrong model.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ class Val(NamedTuple):
     def width(self) -> int:
         return self.shape[0] if self.layout == "img" else self.shape[-1]
 
-    def with_width(self, w: int) -> "Val":
+    def with_width(self, w: int) -> Val:
         s = (w, *self.shape[1:]) if self.layout == "img" else (*self.shape[:-1], w)
         return self._replace(shape=s)
 
@@ -114,7 +115,7 @@ class Reshape(nn.Module):
 
 class ToTokens(nn.Module):
     """(N, C, H, W) -> (N, H*W, C), in one of the ways vision transformers write it."""
-    STYLES = {
+    STYLES: ClassVar[dict] = {
         "flatten": lambda m, x: x.flatten(2).transpose(1, 2),
         "view": lambda m, x: x.view(x.shape[0], x.shape[1], -1).transpose(1, 2),
         "literal": lambda m, x: x.reshape(x.shape[0], m.channels, -1).permute(0, 2, 1),
@@ -213,8 +214,8 @@ class TokenMix(nn.Module):
 class Head(nn.Module):
     """Classify into 5 from every value no step reads (the leaves), each reduced to (N, width):
     the sum of a linear of each, so that no step is dead code."""
-    REDUCE = {"img": lambda x: x.mean((2, 3)), "nhwc": lambda x: x.mean((1, 2)), "tok": lambda x: x.mean(1),
-              "vec": lambda x: x}
+    REDUCE: ClassVar[dict] = {"img": lambda x: x.mean((2, 3)), "nhwc": lambda x: x.mean((1, 2)),
+                              "tok": lambda x: x.mean(1), "vec": lambda x: x}
 
     def __init__(self, leaves: list):
         super().__init__()
@@ -436,7 +437,6 @@ class OpGen(NamedTuple):
 
 
 ALL = tuple(CHANNEL_AXIS)
-_img_hw = lambda x: x.shape[1] * x.shape[2]  # noqa: E731
 OPS = {
     "conv": OpGen(("img",), _unary(draw_conv), build_conv, 2),
     "dwconv": OpGen(("img",), _unary(lambda d, x: {"mult": d(st.sampled_from([1, 2]))}), build_dwconv),
