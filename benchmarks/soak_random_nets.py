@@ -36,13 +36,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import test_random_nets as prop  # noqa: E402
 from random_nets import net_specs  # noqa: E402
 
+from hwprune.hardware.processor import this_processor  # noqa: E402
 from hwprune.io import atomic_write  # noqa: E402
 
 
 def how(args) -> dict:
     """What made the result: the schema-1 `how` of benchmarks/record.py, captured by hand here."""
     def git(*a: str) -> str | None:
-        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
     status = git("status", "--porcelain", "--untracked-files=no")
     versions = {"python": platform.python_version()}
@@ -53,7 +54,7 @@ def how(args) -> dict:
             versions[name] = None
     return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status), "versions": versions,
-            "processor": {"name": platform.processor(), "cores": os.cpu_count(), "os": platform.platform()},
+            "processor": this_processor().to_json() | {"cores": os.cpu_count(), "os": platform.platform()},
             "threads": torch.get_num_threads(), "batch": 2, "statistic": "counts over one run",
             "settings": {"examples": args.examples, "seed": args.seed, "max_steps": args.max_steps,
                          "phases": "generate only (no shrinking: failures are recorded, not minimized)"},

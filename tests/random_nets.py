@@ -19,8 +19,9 @@ line), never return a wrong model.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ class Val(NamedTuple):
     def width(self) -> int:
         return self.shape[0] if self.layout == "img" else self.shape[-1]
 
-    def with_width(self, w: int) -> "Val":
+    def with_width(self, w: int) -> Val:
         s = (w, *self.shape[1:]) if self.layout == "img" else (*self.shape[:-1], w)
         return self._replace(shape=s)
 
@@ -114,7 +115,7 @@ class Reshape(nn.Module):
 
 class ToTokens(nn.Module):
     """(N, C, H, W) -> (N, H*W, C), in one of the ways vision transformers write it."""
-    STYLES = {
+    STYLES: ClassVar[dict] = {
         "flatten": lambda m, x: x.flatten(2).transpose(1, 2),
         "view": lambda m, x: x.view(x.shape[0], x.shape[1], -1).transpose(1, 2),
         "literal": lambda m, x: x.reshape(x.shape[0], m.channels, -1).permute(0, 2, 1),
@@ -213,8 +214,8 @@ class TokenMix(nn.Module):
 class Head(nn.Module):
     """Classify into 5 from every value no step reads (the leaves), each reduced to (N, width):
     the sum of a linear of each, so that no step is dead code."""
-    REDUCE = {"img": lambda x: x.mean((2, 3)), "nhwc": lambda x: x.mean((1, 2)), "tok": lambda x: x.mean(1),
-              "vec": lambda x: x}
+    REDUCE: ClassVar[dict] = {"img": lambda x: x.mean((2, 3)), "nhwc": lambda x: x.mean((1, 2)),
+                              "tok": lambda x: x.mean(1), "vec": lambda x: x}
 
     def __init__(self, leaves: list):
         super().__init__()
@@ -436,7 +437,6 @@ class OpGen(NamedTuple):
 
 
 ALL = tuple(CHANNEL_AXIS)
-_img_hw = lambda x: x.shape[1] * x.shape[2]  # noqa: E731
 OPS = {
     "conv": OpGen(("img",), _unary(draw_conv), build_conv, 2),
     "dwconv": OpGen(("img",), _unary(lambda d, x: {"mult": d(st.sampled_from([1, 2]))}), build_dwconv),
@@ -506,11 +506,15 @@ def build(spec: NetSpec, seed: int = 0) -> tuple:
 
 @st.composite
 def net_specs(draw, max_steps: int = 12):
-    """A NetSpec of 2..max_steps drawn steps (a step that does not fit where it lands is skipped).
-    Sources lean to the newest value, so programs grow deep as well as wide."""
+    """A NetSpec of a conv stem and up to max_steps - 1 drawn steps (a step that does not fit where
+    it lands is skipped). Without a stem most programs only moved the input's 3 channels around,
+    which has nothing to prune. Sources lean to the newest value, so programs grow deep as well as wide."""
     size = draw(st.sampled_from([8, 16]))
     vals, steps = [_input_val(size)], []
-    for _ in range(draw(st.integers(2, max_steps))):
+    stem = Step("conv", *OPS["conv"].draw(draw, vals, 0))
+    vals.append(_apply(vals, stem)[1])
+    steps.append(stem)
+    for _ in range(draw(st.integers(1, max_steps - 1))):
         src = len(vals) - 1 if draw(st.booleans()) else draw(st.integers(0, len(vals) - 1))
         name = draw(st.sampled_from([n for n, o in OPS.items() if vals[src].layout in o.layouts
                                      for _ in range(o.weight)]))

@@ -2,7 +2,9 @@
 permutes, tokens, linears, LayerNorm, attention with heads) slims at any ratio, with or without
 prune_hidden, to a model of the same output shape that hwprune.slim has verified (mask
 equivalence, or output fidelity under prune_hidden; the oracle runs inside slim and raises), or
-slim says there is nothing to prune (NothingToPruneError). Anything else is a failure.
+slim says there is nothing to prune (NothingToPruneError). Anything else is a failure, and so is
+a group that verification had to refreeze (a size in forward that did not follow its cut) in a
+network that writes no channel count into forward, unless a KNOWN_REFREEZES weakness applies.
 
 `pytest tests/test_random_nets.py` runs the CI profile (CI_EXAMPLES networks); HWPRUNE_SOAK=N
 runs N instead, and benchmarks/soak_random_nets.py runs the 10,000-network soak and records it.
@@ -24,7 +26,7 @@ from hwprune.errors import LatticeWarning, NothingToPruneError
 from random_nets import OPS, NetSpec, Step, Val, build, net_specs
 from zoo_util import realistic
 
-CI_EXAMPLES = 200  # sized to about 2-3 minutes of one idle core (the per-example time is in the soak's result)
+CI_EXAMPLES = 400  # sized to about 2-3 minutes of one idle core (about 0.25 s a network; benchmarks/README.md)
 EVENTS: Counter = Counter()  # what every example did, summed across a run (the soak benchmark reads it)
 
 
