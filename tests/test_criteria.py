@@ -19,7 +19,7 @@ from torch import nn
 
 import hwprune
 from hwprune.errors import InputError
-from hwprune.importance import CRITERIA, DATA_CRITERIA, Needs, score
+from hwprune.importance import CRITERIA, Needs, data_criteria, score
 from hwprune.verify import tensors_of
 
 DEAD_RES, DEAD_INNER = 2, 1
@@ -311,7 +311,7 @@ def test_a_budget_plans_on_data_criteria_and_the_cut_verifies(trained, name):
     assert ("importance_rounds" in report["plan"]) == CRITERIA[name].across_groups
 
 
-@pytest.mark.parametrize("name", DATA_CRITERIA)
+@pytest.mark.parametrize("name", data_criteria())
 def test_slim_without_calibration_measures_on_the_example_inputs(name):
     m = _table_model()
     x = _calibration(1)[0]

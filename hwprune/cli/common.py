@@ -1,5 +1,6 @@
-"""What the CLI's commands share (cli.py and cli_hardware.py): loading the model a command
-names, its --rule declarations, onnxruntime settings, and the console and progress display."""
+"""What the CLI's commands share (main.py, hardware.py, recover.py, sparse.py): loading the
+model a command names, its --rule declarations, onnxruntime settings, and the console and
+progress display."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
-from .load import LoadedModel, load_spec, spec_path
+from ..errors import InputError
+from ..load import LoadedModel, load_spec, spec_path
 
 
 def declare_rules(specs: list) -> None:
@@ -50,7 +51,7 @@ def cwd_on_path():
 
 def ort_settings(args):
     """onnxruntime settings from --threads."""
-    from .hardware.measure import OrtSettings
+    from ..hardware.measure import OrtSettings
     if args.threads < 1:
         raise InputError(f"--threads {args.threads}: give 1 or more")
     return OrtSettings(threads=args.threads)
@@ -89,7 +90,7 @@ def progress_display():
 
 def read_report(path: Path) -> dict:
     """A slim report (JSON) with its kept channels, for `apply` and `finetune --features`."""
-    from .deploy.outputs import settle
+    from ..deploy.outputs import settle
     settle(path.absolute().parent)  # a bundle that a killed run was moving into place becomes whole first
     if not path.is_file():
         raise InputError(f"{path}: no such report file: give the --report JSON written by "

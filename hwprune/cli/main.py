@@ -8,7 +8,7 @@
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt [--calibration FILE.pt]
-    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt   (hwprune.cli_recover; and
+    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt   (hwprune.cli.recover; and
                  slim --recover DATA --rounds K)
 
 Every HwpruneError becomes one line on stderr and exit code 2, as do usage errors. Any other
@@ -21,19 +21,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli_common import (console as _console, count as _num, load_model as _load, model_inputs as _inputs_of,
+from .common import (console as _console, count as _num, load_model as _load, model_inputs as _inputs_of,
                          ort_settings, progress_display as _progress, read_report, summary_table as _summary_table)
-from .cli_sparse import add_sparse_command
-from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
-from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
+from .sparse import add_sparse_command
+from .hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
+from .recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
                           recover_row, slim_function)
-from .config import IMPORTANCES, SlimConfig
-from .errors import HwpruneError, InputError, LatticeWarning
-from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
-from .io import atomic_write, check_output
-from .load import (FACTORY_RUNS_CODE, LoadedModel, calibration_items, format_shapes, read_calibration, spec_name,
+from ..config import SlimConfig
+from ..importance import CRITERIA
+from ..errors import HwpruneError, InputError, LatticeWarning
+from ..deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
+from ..io import atomic_write, check_output
+from ..load import (FACTORY_RUNS_CODE, LoadedModel, calibration_items, format_shapes, read_calibration, spec_name,
                    spec_path)
-from .pipeline import DEFAULT_SPEEDUP
+from ..pipeline import DEFAULT_SPEEDUP
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep at most this fraction of the conv and linear parameters")
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
-    from .plan.budget import OBJECTIVES
+    from ..plan.budget import OBJECTIVES
     slim.add_argument("--objective", choices=tuple(OBJECTIVES), default="balanced",
                       help="what a budgeted plan maximizes over magnitude importances (default balanced: the sum "
                            "over groups of log(importance kept), so no layer is gutted for owning few parameters; "
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
-    slim.add_argument("--importance", choices=IMPORTANCES, default="l2", help=_importance_help())
+    slim.add_argument("--importance", choices=tuple(CRITERIA), default="l2", help=_importance_help())
     _add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
@@ -164,7 +165,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _importance_help() -> str:
-    from .importance import CRITERIA, Needs
+    from ..importance import CRITERIA, Needs
     rows = "; ".join(f"{c.name}: {c.summary}" + ("" if c.needs is Needs.WEIGHTS else " (on --calibration, default "
                      "the example inputs" + (", label-free loss" if c.needs is Needs.LOSS else "") + ")")
                      for c in CRITERIA.values())
@@ -182,7 +183,7 @@ def _calibration(args, raw, loaded: LoadedModel):
     example inputs; None without the flag."""
     if args.calibration is None:
         return None
-    from .importance.fisher import calibration_batches
+    from ..importance.fisher import calibration_batches
     items = calibration_items(raw, args.calibration, loaded.example_inputs)
     try:
         return calibration_batches(loaded.example_inputs, items)
@@ -212,7 +213,7 @@ def _cmd_analyze(args) -> int:
 def _cmd_slim(args) -> int:
     import hwprune
 
-    from .deploy.bundle import write_bundle
+    from ..deploy.bundle import write_bundle
 
     # validate the options and the outputs before loading, which can take a while
     SlimConfig(ratio=0.5 if args.ratio is None else args.ratio, importance=args.importance, strict=args.strict)
@@ -224,17 +225,15 @@ def _cmd_slim(args) -> int:
                              f"--params P, or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
         budget = {"speedup": DEFAULT_SPEEDUP}
     if budget:
-        from .plan.budget import Budget
+        from ..plan.budget import Budget
         Budget(*next(iter(budget.items())))
         if args.target is None and ("speedup" in budget or "latency_ms" in budget):
             args.target = "cpu"
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
-    from .importance import DATA_CRITERIA
-    if args.calibration is not None and args.importance not in DATA_CRITERIA and not args.compensate:
-        raise InputError(f"--calibration {args.calibration}: only --importance {'|'.join(DATA_CRITERIA)} and "
-                         f"--compensate read inputs, and --importance {args.importance} reads the weights: add one "
-                         "of them, or drop --calibration")
+    if args.calibration is not None:  # the API's check, asked before loading
+        from ..importance.scorer import check_calibration
+        check_calibration(args.importance, args.compensate)
     if args.allow_block_removal and not budget:
         raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
                          "--latency-ms, --flops or --params")
@@ -266,7 +265,7 @@ def _cmd_slim(args) -> int:
             report["latency_ms"] = latency
             report |= _latency_detail(args, loaded, model, progress)
         elif outputs.html is not None:  # the widths plot needs no latency model
-            from .deploy.layers import widths_for
+            from ..deploy.layers import widths_for
             report |= widths_for(loaded.module, model, loaded.example_inputs)
         report = write_bundle(model, report, loaded.example_inputs, stage, target=_target(args),
                               precision=args.precision or "fp16", progress=progress)
@@ -295,7 +294,7 @@ def _resolve_precision(args) -> None:
         return
     if args.target is None:
         raise InputError(f"--precision {args.precision} needs --target: name a GPU target (`hwprune targets`)")
-    from .hardware import TARGETS, get_target
+    from ..hardware import TARGETS, get_target
     target = get_target(args.target)
     if target.gpu is None:
         raise InputError(f"--precision {args.precision}: target {target.name} runs {target.precision} on "
@@ -308,13 +307,13 @@ def _resolve_precision(args) -> None:
 
 
 def _target(args):
-    from .hardware import get_target
+    from ..hardware import get_target
     return None if args.target is None else get_target(args.target)
 
 
 def _latency_detail(args, loaded, model, progress) -> dict:
     """report["layers"] and report["staircases"] for the HTML report's plots."""
-    from .deploy.layers import detail_for
+    from ..deploy.layers import detail_for
     return detail_for(_target(args), loaded.module, model, loaded.example_inputs, lut=args.lut,
                       settings=ort_settings(args), progress=progress)
 
@@ -354,7 +353,7 @@ def _slim_outputs(args, *, hf: bool) -> Bundle:
     deploy = target is not None
     engine = None
     if target is not None and target.gpu is not None:
-        from .hardware import tensorrt
+        from ..hardware import tensorrt
         engine = named["engine"] if tensorrt.available() else None
     return Bundle(model=model, report=args.report or (named["report"] if deploy else None),
                   onnx=args.onnx or (named["onnx"] if deploy or engine else None),
@@ -410,7 +409,7 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
 
 
 def _plan_row(plan: dict) -> str:
-    from .plan.budget import budget_line
+    from ..plan.budget import budget_line
     text = f"{budget_line(plan)} ({plan['model']})"
     if plan.get("requested") is not None:
         text += (f": asked {plan['requested']:.3f} ms, planned {plan['predicted_after']:.3f} ms "
