@@ -3,6 +3,7 @@ model a command names, its --rule declarations, onnxruntime settings, and the co
 progress display."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -10,7 +11,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError
-from ..load import LoadedModel, load_spec, spec_path
+from ..load import FACTORY_RUNS_CODE, LoadedModel, load_spec, spec_path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """SPEC and the options that say how to load it and its example inputs."""
+    parser.add_argument("spec", metavar="SPEC",
+                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, hf:TYPE or pkg.module:factory. "
+                             + FACTORY_RUNS_CODE)
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
+                        help="a tuple of tensors saved with torch.save")
+    inputs.add_argument("--input-shape", metavar="1,3,224,224",
+                        help="random example input of this shape (';' between several inputs)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a torch.save pickle, which can run code: trusted files only")
+    parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
+                        help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
+                             "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
+
+
+def add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    parser.add_argument("--calibration", type=Path, metavar="FILE.pt",
+                        help=f"inputs {use} (default: the example inputs): a list of input tuples shaped like "
+                             "the example inputs, or one batch of N of them, saved with torch.save")
 
 
 def declare_rules(specs: list) -> None:

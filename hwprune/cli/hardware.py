@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import console, load_model, ort_settings, progress_display
 from ..errors import InputError
 from ..load import FACTORY_RUNS_CODE
+from .common import add_model_arguments, console, load_model, ort_settings, progress_display
 
 
-def add_hardware_commands(sub, add_model_arguments) -> None:
+def add_hardware_commands(sub) -> None:
     targets = sub.add_parser("targets", help="list the built-in hardware targets and their lattices")
     targets.add_argument("--json", action="store_true", help="print the table as JSON")
     targets.set_defaults(command=_cmd_targets)

@@ -21,20 +21,21 @@ import sys
 import warnings
 from pathlib import Path
 
-from .common import (console as _console, count as _num, load_model as _load, model_inputs as _inputs_of,
-                         ort_settings, progress_display as _progress, read_report, summary_table as _summary_table)
-from .sparse import add_sparse_command
-from .hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
-from .recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
-                          recover_row, slim_function)
 from ..config import SlimConfig
-from ..importance import CRITERIA
-from ..errors import HwpruneError, InputError, LatticeWarning
 from ..deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
+from ..errors import HwpruneError, InputError, LatticeWarning
+from ..importance.scorer import check_calibration
 from ..io import atomic_write, check_output
-from ..load import (FACTORY_RUNS_CODE, LoadedModel, calibration_items, format_shapes, read_calibration, spec_name,
-                   spec_path)
-from ..pipeline import DEFAULT_SPEEDUP
+from ..load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
+from ..plan.kinds import DEFAULT_SPEEDUP
+from .common import (add_calibration_argument, add_model_arguments, console as _console, count as _num,
+                     load_model as _load, model_inputs as _inputs_of, ort_settings, progress_display as _progress,
+                     read_report, summary_table as _summary_table)
+from .hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
+from .options import add_budget_arguments, add_importance_argument, slim_budget
+from .recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
+                      recover_row, slim_function)
+from .sparse import add_sparse_command
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     analyze = sub.add_parser("analyze", help="show the coupled channel groups; why any are frozen")
-    _add_model_arguments(analyze)
+    add_model_arguments(analyze)
     analyze.add_argument("--explain", action="store_true", help="one line per group, with reasons")
     analyze.add_argument("--json", type=Path, metavar="FILE", help="write the analysis as JSON")
     analyze.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -83,18 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(plots), OUT.engine where TensorRT and a GPU are here (else the trtexec command for the device); "
                     f"without a budget flag, --target plans --speedup {DEFAULT_SPEEDUP:g}. Nothing is written until "
                     "every output is verified; then all are moved into place at once.")
-    _add_model_arguments(slim)
-    budget = slim.add_mutually_exclusive_group()
-    budget.add_argument("--ratio", type=float,
-                        help="fraction of each prunable group's channels to remove, in [0, 1)")
-    budget.add_argument("--speedup", type=float, metavar="S",
-                        help="predicted latency on --target (default cpu) at most the original's / S; "
-                             f"with --target and no budget flag, {DEFAULT_SPEEDUP:g}")
-    budget.add_argument("--latency-ms", type=float, metavar="L",
-                        help="predicted latency on --target (default cpu) at most L ms")
-    budget.add_argument("--flops", type=float, metavar="F", help="keep at most this fraction of the MACs")
-    budget.add_argument("--params", type=float, metavar="P",
-                        help="keep at most this fraction of the conv and linear parameters")
+    add_model_arguments(slim)
+    add_budget_arguments(slim)
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
     from ..plan.budget import OBJECTIVES
@@ -105,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
-    slim.add_argument("--importance", choices=tuple(CRITERIA), default="l2", help=_importance_help())
-    _add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
+    add_importance_argument(slim)
+    add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
     slim.add_argument("--report", type=Path, metavar="OUT.json",
@@ -135,47 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="re-apply a report's kept channels to another checkpoint")
     apply.add_argument("report", type=Path, metavar="REPORT.json", help="report written by slim")
-    _add_model_arguments(apply)
+    add_model_arguments(apply)
     apply.add_argument("-o", "--output", type=Path, metavar="OUT.pt", required=True,
                        help="slim model file")
-    _add_calibration_argument(apply, "where the report's run compensated: this checkpoint's means")
+    add_calibration_argument(apply, "where the report's run compensated: this checkpoint's means")
     apply.add_argument("--force", action="store_true", help="overwrite an existing output file")
     apply.set_defaults(command=_cmd_apply)
 
-    add_hardware_commands(sub, _add_model_arguments)
+    add_hardware_commands(sub)
     add_recover_commands(sub)
-    add_sparse_command(sub, _add_model_arguments)
+    add_sparse_command(sub)
     return parser
-
-
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC",
-                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, hf:TYPE or pkg.module:factory. "
-                             + FACTORY_RUNS_CODE)
-    inputs = parser.add_mutually_exclusive_group()
-    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
-                        help="a tuple of tensors saved with torch.save")
-    inputs.add_argument("--input-shape", metavar="1,3,224,224",
-                        help="random example input of this shape (';' between several inputs)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="load a torch.save pickle, which can run code: trusted files only")
-    parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
-                        help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
-                             "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
-
-
-def _importance_help() -> str:
-    from ..importance import CRITERIA, Needs
-    rows = "; ".join(f"{c.name}: {c.summary}" + ("" if c.needs is Needs.WEIGHTS else " (on --calibration, default "
-                     "the example inputs" + (", label-free loss" if c.needs is Needs.LOSS else "") + ")")
-                     for c in CRITERIA.values())
-    return f"how channels are ranked (default l2). {rows}"
-
-
-def _add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
-    parser.add_argument("--calibration", type=Path, metavar="FILE.pt",
-                        help=f"inputs {use} (default: the example inputs): a list of input tuples shaped like "
-                             "the example inputs, or one batch of N of them, saved with torch.save")
 
 
 def _calibration(args, raw, loaded: LoadedModel):
@@ -215,28 +176,17 @@ def _cmd_slim(args) -> int:
 
     from ..deploy.bundle import write_bundle
 
-    # validate the options and the outputs before loading, which can take a while
+    # the options and the outputs are checked before loading, which can take a while: the options
+    # by the API's own checks (SlimConfig, budget_of, check_calibration), asked early
     SlimConfig(ratio=0.5 if args.ratio is None else args.ratio, importance=args.importance, strict=args.strict)
     _resolve_precision(args)
-    budget = {k: getattr(args, k) for k in ("speedup", "latency_ms", "flops", "params") if getattr(args, k) is not None}
-    if not budget and args.ratio is None:
-        if args.target is None:
-            raise InputError("slim needs a budget: give --ratio R, --speedup S, --latency-ms L, --flops F or "
-                             f"--params P, or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
-        budget = {"speedup": DEFAULT_SPEEDUP}
-    if budget:
-        from ..plan.budget import Budget
-        Budget(*next(iter(budget.items())))
-        if args.target is None and ("speedup" in budget or "latency_ms" in budget):
-            args.target = "cpu"
+    budget = slim_budget(args)
+    if args.target is None and budget is not None and budget.latency:
+        args.target = "cpu"  # as slim prices a latency budget; the CLI also measures there
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
-    if args.calibration is not None:  # the API's check, asked before loading
-        from ..importance.scorer import check_calibration
+    if args.calibration is not None:
         check_calibration(args.importance, args.compensate)
-    if args.allow_block_removal and not budget:
-        raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
-                         "--latency-ms, --flops or --params")
     check_target(args)
     check_slim_recover(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
@@ -249,7 +199,7 @@ def _cmd_slim(args) -> int:
         warnings.simplefilter("ignore", LatticeWarning)  # said once, below the summary, from the report
         model, report = slim_function(args, loaded)(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
-                                     progress=progress, **budget, target=args.target,
+                                     progress=progress, budget=budget, target=args.target,
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
                                      compensate=args.compensate, calibration=calibration,

@@ -125,6 +125,7 @@ def add_recover_commands(sub) -> None:
 
 def _cmd_finetune(args) -> int:
     import hwprune
+
     from ..recover import is_main_process
     from ..recover.data import check_spec
 
@@ -166,8 +167,8 @@ def _read_kept(path: Path) -> dict:
 
 def _load_pair(args, report):
     """(teacher, student) LoadedModels; the student takes the teacher's example inputs."""
-    from .common import cwd_on_path
     from ..load import load_spec
+    from .common import cwd_on_path
     shape = (report or {}).get("source", {}).get("input_shape")
     with cwd_on_path():
         teacher = load_spec(args.teacher, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
@@ -246,8 +247,8 @@ def recover_row(recover: dict) -> str:
 @contextmanager
 def recover_progress():
     """A rich progress display with the loss, on rank 0's terminal; None elsewhere."""
-    from .common import console as make_console
     from ..recover import is_main_process
+    from .common import console as make_console
     console = make_console(stderr=True)
     if not console.is_terminal or not is_main_process():
         yield None

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from ..deploy.outputs import StagedOutputs
 from ..errors import InputError
+from .common import add_model_arguments
 
 PATTERN_HELP = "unstructured (default), block:16, block:32, block:64 or 2:4"
 
 
-def add_sparse_command(sub, add_model_arguments) -> None:
+def add_sparse_command(sub) -> None:
     p = sub.add_parser(
         "sparsify", help="zero weights (unstructured, block, 2:4), verify, and write the sparse model",
         description="Zero the smallest weights of linear and 1x1 conv layers by a pattern; block patterns swap the "
@@ -46,10 +47,10 @@ def add_sparse_command(sub, add_model_arguments) -> None:
 def cmd_sparsify(args) -> int:
     import hwprune
 
-    from .common import console, load_model, model_inputs
     from ..deploy.bundle import save_module, write_json, write_pt2
     from ..load import spec_name
     from ..sparse.sparsify import SparsifyConfig
+    from .common import console, load_model, model_inputs
 
     SparsifyConfig.make(args.sparsity, args.pattern, args.scope, args.layers)  # fail before loading
     if args.onnx_custom_op and args.onnx is None:

@@ -140,8 +140,8 @@ def budget_of(given: dict, allow_block_removal: bool = False) -> Budget | None:
     elif name in BUDGET_KINDS:
         budget = Budget(name, float(value))
     if allow_block_removal and budget is None:
-        raise InputError("allow_block_removal needs a budget to weigh blocks against width: give "
-                         f"{_or(list(BUDGET_KINDS))}")
+        raise InputError("allow_block_removal (--allow-block-removal) needs a budget to weigh blocks against width: "
+                         f"give {_or(list(BUDGET_KINDS))} ({_or([k.flag for k in BUDGET_KINDS.values()])})")
     return budget
 
 
