@@ -18,7 +18,6 @@ the original's channels, so the final report's "kept" applies to the original (h
 """
 from __future__ import annotations
 
-
 from ..errors import InputError
 from ..plan.kinds import BUDGET_KINDS, Budget
 from .config import RecoverConfig
