@@ -113,6 +113,11 @@ def test_a_registered_kind_is_offered_and_planned_like_a_built_in(weights_kind, 
     assert cli["config"]["budget"] == {"weights": 0.5} and cli["plan"] == api["plan"]
     assert api["plan"]["unit"] == "weights" and api["verify"]["passed"]
     assert _conv_linear_weights(slim) <= 0.5 * _conv_linear_weights(model)  # counted on the modules themselves
+    slim_pass = hwprune.SlimPass(target="jetson-orin-nano", budget=hwprune.Budget("weights", 0.5))
+    slim_pass(model, x)
+    assert slim_pass.report["plan"]["budget"] == {"kind": "weights", "value": 0.5}
+    assert slim_pass.report["kept"] == hwprune.slim(model, x, budget=Budget("weights", 0.5),
+                                                    target="jetson-orin-nano")[1]["kept"]
     assert main(["slim", SPEC, "--weights", "1.5"]) == 2
     assert "--weights 1.5 is out of range: give a fraction in (0, 1] of the weights to keep" in capsys.readouterr().err
 
@@ -159,3 +164,34 @@ def test_a_step_toward_a_budget_ends_at_it_and_its_figure_at_the_original(kind):
     budget, full = Budget(kind, KIND_CASES[kind][0]), 2.0
     assert budget.partial(full, 1.0).figure(full) == pytest.approx(budget.figure(full))
     assert budget.partial(full, 0.0).figure(full) == pytest.approx(full)
+
+
+# ---------------------------------------------------------------- iterative slim's rounds by kind
+
+def _speedup_rounds(value, full):  # round 1 in its own terms; later rounds in ms of the original
+    return [{"speedup": value ** 0.5}, {"latency_ms": full / value}]
+
+
+def _latency_rounds(value, full):  # geometric from the original's predicted ms
+    return [{"latency_ms": full * (value / full) ** 0.5}, {"latency_ms": value}]
+
+
+SCHEDULE_CASES = {"speedup": (1.2, _speedup_rounds), "latency_ms": (0.12, _latency_rounds)}
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEDULE_CASES))
+def test_iterative_rounds_step_toward_a_latency_budget_from_the_original(kind, tmp_path):
+    """Two rounds on the Orin Nano's analytic model (predicted, never measured here): each
+    round's budget is the kind's geometric step stated against the original's figure."""
+    from hwprune.recover import RecoverConfig
+    value, rounds_of = SCHEDULE_CASES[kind]
+    model, _ = lattice_convnet()
+    x = (torch.randn(1, 3, 128, 128),)
+    torch.save(torch.randn(4, 3, 128, 128), tmp_path / "x.pt")
+    _, report = hwprune.iterative_slim(model, x, tmp_path / "x.pt", rounds=2, budget=Budget(kind, value),
+                                       target="jetson-orin-nano", recover=RecoverConfig(steps=1, batch_size=2))
+    rounds = report["recover"]["rounds"]
+    want = rounds_of(value, rounds[0]["slim"]["figure_before"])
+    assert [list(r["budget"]) for r in rounds] == [list(w) for w in want]
+    assert [v for r in rounds for v in r["budget"].values()] == pytest.approx([v for w in want for v in w.values()])
+    assert report["config"]["budget"] == {kind: value} and report["plan"]["budget"] == {"kind": kind, "value": value}

@@ -19,7 +19,7 @@ the original's channels, so the final report's "kept" applies to the original (h
 from __future__ import annotations
 
 from ..errors import InputError
-from ..plan.kinds import BUDGET_KINDS, Budget
+from ..plan.kinds import BUDGET_KINDS, Budget, budget_of
 from .config import RecoverConfig
 from .distributed import from_main, pick_device, process_group
 from .train import finetune
@@ -87,11 +87,9 @@ def _budget(slim_kwargs: dict) -> tuple:
         raise InputError(f"iterative slim was given {' and '.join(k for k, _ in given) or 'no budget'}: give exactly "
                          f"one of {', '.join((*BUDGET_KINDS, 'ratio'))}")
     name, value = given[0]
-    if name == "budget":
-        if not isinstance(value, Budget):
-            raise InputError(f"budget={value!r} is not a Budget: give a hwprune.plan.kinds.Budget, or a keyword "
-                             f"({', '.join(BUDGET_KINDS)})")
-        return value.kind, value.value
+    if name == "budget":  # checked as slim checks it
+        budget = budget_of({"budget": value})
+        return budget.kind, budget.value
     return name, value
 
 
