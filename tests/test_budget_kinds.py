@@ -7,6 +7,7 @@ to the bit), and for the registered kind, its figure counted on the slim model i
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -131,9 +132,12 @@ def test_a_kind_removed_again_is_no_longer_offered(capsys):
         Budget("weights", 0.5)
 
 
-def test_a_second_kind_of_a_name_is_refused():
+def test_a_second_kind_of_a_name_or_a_keyword_of_slim_is_refused():
     with pytest.raises(ValueError, match="two budget kinds named flops"):
         register_budget_kind(BUDGET_KINDS["flops"])
+    with pytest.raises(ValueError, match="'ratio' is a keyword of hwprune.slim"):
+        register_budget_kind(dataclasses.replace(WEIGHTS, name="ratio"))
+    assert "ratio" not in BUDGET_KINDS
 
 
 # ---------------------------------------------------------------- the budget's own checks

@@ -70,7 +70,9 @@ BUDGET_KINDS: dict = {}
 
 def register_budget_kind(kind: BudgetKind) -> BudgetKind:
     """Add a kind to BUDGET_KINDS (its flag, keyword and report key); a second row of a name is refused."""
-    if kind.name in BUDGET_KINDS or kind.name in ("ratio", "widths", "budget"):
+    if kind.name in ("ratio", "widths", "budget"):  # slim's other keywords of the same place
+        raise ValueError(f"{kind.name!r} is a keyword of hwprune.slim: name the budget kind otherwise")
+    if kind.name in BUDGET_KINDS:
         raise ValueError(f"two budget kinds named {kind.name}")
     BUDGET_KINDS[kind.name] = kind
     return kind
