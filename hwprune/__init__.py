@@ -7,6 +7,7 @@ Public API only:
     apply(report, model, example_inputs) -> slim_model
     declare_rule(op_or_function, like="elementwise")
     SlimPass(target="jetson", speedup=2)(model, example_inputs) -> slim_model; .report
+    Budget(kind, value): a budget of any kind in hwprune.plan.kinds.BUDGET_KINDS, for slim(budget=...)
     load_pretrained(dir) -> a pruned Hugging Face model that save_pretrained wrote
     finetune(slim_model, original, data, config=RecoverConfig(...)) -> (model, RecoverRecord)
     iterative_slim(model, example_inputs, data, rounds=K, recover=RecoverConfig(...), **slim_kwargs)
@@ -19,6 +20,7 @@ from .config import SlimConfig
 from .graph.rules import declare_rule
 from .hf import load_pretrained
 from .pipeline import SlimPass
+from .plan.kinds import Budget
 from .recover import RecoverConfig, RecoverRecord, finetune, iterative_slim
 from .recover.regularize import BNL1, GroupLasso
 from .sparse import sparsify
@@ -26,7 +28,8 @@ from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, Mo
                      NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
-    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "load_pretrained", "sparsify",
+    "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "Budget", "load_pretrained",
+    "sparsify",
     "finetune", "iterative_slim", "RecoverConfig", "RecoverRecord",
     "GroupLasso", "BNL1",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",

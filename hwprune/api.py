@@ -19,6 +19,7 @@ from .graph.trace import is_exported_graph
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
 from .plan import plan_widths, removed_from_kept
+from .plan.kinds import budget_of
 from .plan.land import LandingConfig, land
 from .progress import tick
 from .verify.repair import cut_verified
@@ -32,11 +33,12 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          flops: float | None = None, params: float | None = None, target: str | None = None,
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False, calibration=None, compensate: bool = False,
-         objective: str = "balanced", loss_fn=None):
+         objective: str = "balanced", loss_fn=None, budget=None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
-    Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params;
-    none means ratio 0.5): widths per group are planned on `target`'s lattice for the most
+    Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params, or
+    budget, a hwprune.plan.kinds.Budget of any registered kind; none means ratio 0.5): widths per
+    group are planned on `target`'s lattice for the most
     retained importance within the budget (hwprune.plan.budget). A latency budget without a
     target is priced on "cpu"; a MAC or parameter budget without one plans on the portable
     lattice (hwprune.hardware.lattice.PORTABLE), the same on every host. `lut` is a latency table,
@@ -45,7 +47,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
-    calibration: inputs for the criteria that measure on inputs (hwprune.importance.DATA_CRITERIA:
+    calibration: inputs for the criteria that measure on inputs (hwprune.importance.data_criteria():
     fisher, activation, apoz, taylor, loss_change) and for compensate (a list of input tuples shaped
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
     objective: what a budgeted plan maximizes over magnitude criteria: "balanced" (default), the sum
@@ -65,7 +67,8 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     The slim model is verified mask-equivalent before it is returned (VerificationError otherwise).
     config: a SlimConfig instead of the keywords it holds (ratio, importance, strict, seed,
     prune_hidden, compensate, objective); given with any of them, InputError."""
-    budget = _budget_of(ratio, speedup, latency_ms, flops, params, widths)
+    budget = budget_of({"ratio": ratio, "speedup": speedup, "latency_ms": latency_ms, "flops": flops,
+                        "params": params, "budget": budget, "widths": widths}, allow_block_removal)
     config = _config_of(config, ratio=ratio, importance=importance, strict=strict, seed=seed,
                         prune_hidden=prune_hidden, compensate=compensate, objective=objective)
     a = _analysis_for(model, example_inputs, config, progress)  # trace -> group
@@ -77,9 +80,6 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
         how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
                             allow_block_removal=allow_block_removal)
         return land(a, scores, config, budget, how, scorer, progress)
-    if allow_block_removal:
-        raise InputError("allow_block_removal needs a budget to weigh blocks against width: give speedup, "
-                         "latency_ms, flops or params")
     lattice_note = None
     if widths is None:
         widths, lattice_note = _ratio_widths(a, config.ratio, target)
@@ -105,17 +105,6 @@ def _config_of(config: SlimConfig | None, **given) -> SlimConfig:
                          f"ignored. Set them in the config (dataclasses.replace(config, {changed[0]}=...)), "
                          "or leave config out")
     return config
-
-
-def _budget_of(ratio, speedup, latency_ms, flops, params, widths):
-    from .plan.budget import Budget
-    given = {k: v for k, v in (("ratio", ratio), ("speedup", speedup), ("latency_ms", latency_ms),
-                               ("flops", flops), ("params", params), ("widths", widths)) if v is not None}
-    if len(given) > 1:
-        raise InputError(f"slim was given {' and '.join(given)}: give exactly one budget (ratio, speedup, "
-                         "latency_ms, flops, params) or explicit widths")
-    kind = next(iter(given), None)
-    return Budget(kind, float(given[kind])) if kind not in (None, "ratio", "widths") else None
 
 
 def _ratio_widths(a: Analysis, ratio: float, target: str | None) -> tuple:

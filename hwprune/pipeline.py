@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The budget `--target T` and SlimPass plan without one: a third less latency is a cut most
-# networks take with little accuracy to recover by fine-tuning.
-DEFAULT_SPEEDUP = 1.5
+from .plan.kinds import BUDGET_KINDS, DEFAULT_SPEEDUP
+
+__all__ = ["DEFAULT_SPEEDUP", "SlimPass"]
 
 
 @dataclass(eq=False)
@@ -36,6 +36,7 @@ class SlimPass:
     objective: str = "balanced"  # see hwprune.slim
     measure: bool = True  # measure before and after where the target is this machine
     progress: object = None  # progress(stage, done, total), as hwprune.slim takes
+    budget: object = None  # a hwprune.plan.kinds.Budget of any registered kind, instead of the keywords
     report: dict | None = field(default=None, init=False)
 
     def __post_init__(self):
@@ -45,8 +46,8 @@ class SlimPass:
             self.speedup = DEFAULT_SPEEDUP
 
     def _budget(self) -> dict | None:
-        given = {k: getattr(self, k) for k in ("speedup", "ratio", "latency_ms", "flops", "params")
-                 if getattr(self, k) is not None}
+        given = {k: getattr(self, k, None) for k in (*BUDGET_KINDS, "ratio", "budget")}
+        given = {k: v for k, v in given.items() if v is not None}
         return given or None
 
     def __call__(self, model, example_inputs):

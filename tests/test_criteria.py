@@ -19,7 +19,7 @@ from torch import nn
 
 import hwprune
 from hwprune.errors import InputError
-from hwprune.importance import CRITERIA, DATA_CRITERIA, Needs, score
+from hwprune.importance import CRITERIA, Needs, data_criteria, score
 from hwprune.verify import tensors_of
 
 DEAD_RES, DEAD_INNER = 2, 1
@@ -311,7 +311,7 @@ def test_a_budget_plans_on_data_criteria_and_the_cut_verifies(trained, name):
     assert ("importance_rounds" in report["plan"]) == CRITERIA[name].across_groups
 
 
-@pytest.mark.parametrize("name", DATA_CRITERIA)
+@pytest.mark.parametrize("name", data_criteria())
 def test_slim_without_calibration_measures_on_the_example_inputs(name):
     m = _table_model()
     x = _calibration(1)[0]
@@ -384,3 +384,39 @@ def test_the_cli_offers_every_criterion(name, tmp_path, monkeypatch):
     import json
     assert json.loads((tmp_path / "r.json").read_text())["config"]["importance"] == name
     assert CRITERIA[name].needs in Needs
+
+
+def _channel_index(ctx):
+    """A registered-at-run-time criterion for the test below: channel i scores i + 1."""
+    return [np.arange(1.0, g.width + 1) for g in ctx.graph.groups]
+
+
+def test_a_criterion_registered_at_run_time_is_offered_and_used_everywhere(tmp_path, monkeypatch, capsys):
+    """The criteria's names are read from the registry when used (SlimConfig's check, the data
+    criteria, the CLI's --importance choices and help), not copied when hwprune is imported."""
+    from hwprune.cli import main
+    from hwprune.config import SlimConfig
+    from hwprune.importance import criterion
+    name = "channel_index_for_test"
+    criterion(name, Needs.INPUTS, summary="channel i scores i + 1")(_channel_index)
+    try:
+        assert name in data_criteria() and SlimConfig(importance=name).importance == name
+        assert main(["slim", "--help"]) == 0
+        assert f"{name}: channel i scores i + 1 (on --calibration" in " ".join(capsys.readouterr().out.split())
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+        assert main(["slim", "models_for_cli:tiny_convnet", "--ratio", "0.5", "--importance", name, "-o", "s.pt",
+                     "--report", "r.json"]) == 0
+        import json
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["config"]["importance"] == name
+        # channel i scores i + 1, so every cut keeps the last channels of each dim it cuts
+        from models_for_cli import TinyConvNet
+        shapes = {k: v.shape for k, v in TinyConvNet().state_dict().items()}
+        cut = [(idx, shapes[fqn][int(d)]) for fqn, dims in report["kept"].items() for d, idx in dims.items()
+               if len(idx) < shapes[fqn][int(d)]]
+        assert cut and all(idx == list(range(n - len(idx), n)) for idx, n in cut), cut
+    finally:
+        CRITERIA.pop(name)
+    with pytest.raises(InputError, match=f"importance '{name}' is unknown"):
+        SlimConfig(importance=name)

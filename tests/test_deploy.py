@@ -248,7 +248,7 @@ def test_existing_outputs_need_force_and_are_refused_before_any_work(here, capsy
 
     def no_work(*args, **kwargs):
         raise AssertionError("the model was loaded although an output exists")
-    monkeypatch.setattr("hwprune.cli_common.load_spec", no_work)
+    monkeypatch.setattr("hwprune.cli.common.load_spec", no_work)
     assert main(["slim", TINY, "--target", "jetson", "-o", "tiny.pt"]) == 2
     _one_error_line(capsys, "tiny.report.html", "already exists", "pass --force")
     assert _snapshot(here) == before

@@ -114,7 +114,7 @@ def test_an_output_that_is_a_link_or_an_input_is_refused_before_any_work(workdir
                                                                           argv, fragments):
     def no_work(*args, **kwargs):
         raise AssertionError("the model was loaded although an output is refused")
-    monkeypatch.setattr("hwprune.cli_common.load_spec", no_work)
+    monkeypatch.setattr("hwprune.cli.common.load_spec", no_work)
     monkeypatch.setattr("hwprune.load.load_spec", no_work)
     before = _snapshot(workdir)
     assert main(argv) == 2

@@ -279,7 +279,7 @@ def test_kernels_are_priced_at_their_time_inside_the_model(tmp_path):
     from hwprune.hardware.latency import MeasuredLatency, in_place
     from hwprune.hardware.lut import LatencyTable
     from hwprune.hardware.measure import OrtRuntime, OrtSettings
-    from hwprune.plan.budget import latency_pricing
+    from hwprune.plan.pricing import latency_pricing
     from hwprune.plan.costs import full_channels
 
     class Alone(OrtRuntime):

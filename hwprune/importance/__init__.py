@@ -15,10 +15,10 @@ A loss: taylor and loss_change (hwprune.importance.taylor).
 from __future__ import annotations
 
 from ..errors import InputError
-from .registry import CRITERIA, Criterion, Needs, ScoreContext, Scores, criterion
+from .registry import CRITERIA, Criterion, Needs, ScoreContext, Scores, criterion, criterion_names, data_criteria
 
-__all__ = ["CRITERIA", "Criterion", "Needs", "ScoreContext", "Scores", "criterion", "score", "DATA_CRITERIA",
-           "LOSS_CRITERIA"]
+__all__ = ["CRITERIA", "Criterion", "Needs", "ScoreContext", "Scores", "criterion", "criterion_names",
+           "data_criteria", "score"]
 
 
 def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibration=None, progress=None,
@@ -34,11 +34,11 @@ def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibratio
     row = CRITERIA[name]
     if row.needs is not Needs.LOSS and (loss_fn is not None or teacher is not None):
         raise InputError(f"importance {name!r} reads {row.needs.value}, not a loss: loss_fn and teacher are for "
-                         f"{', '.join(n for n, c in CRITERIA.items() if c.needs is Needs.LOSS)}")
+                         f"{', '.join(criterion_names(Needs.LOSS))}")
     if loss_fn is not None and teacher is not None:
         raise InputError("both loss_fn and teacher were given: the teacher is for the default distillation loss; "
                          "give one (a loss_fn may call the teacher itself)")
-    if row.needs is not Needs.WEIGHTS and (model is None or not calibration):
+    if row.reads_inputs and (model is None or not calibration):
         raise InputError(f"importance {name!r} measures on inputs: give the model and calibration, a non-empty "
                          "list of input tuples (hwprune.slim uses its example inputs when none are given)")
     ctx = ScoreContext(graph, tensors, seed, model, calibration, progress, removed, compensation, loss_fn, teacher)
@@ -49,6 +49,3 @@ def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibratio
 
 # the criteria register themselves, in this order (the CLI lists them so)
 from . import magnitude, fisher, activation, taylor  # noqa: E402,F401,I001
-
-DATA_CRITERIA = tuple(n for n, c in CRITERIA.items() if c.needs is not Needs.WEIGHTS)  # measured on inputs
-LOSS_CRITERIA = tuple(n for n, c in CRITERIA.items() if c.needs is Needs.LOSS)

@@ -25,6 +25,11 @@ class Criterion:
     across_groups: bool  # figures in one unit for every group (a head and a neuron compare directly)
     summary: str
 
+    @property
+    def reads_inputs(self) -> bool:
+        """Measured on calibration inputs (with or without a loss), not on the weights alone."""
+        return self.needs is not Needs.WEIGHTS
+
 
 @dataclass(frozen=True)
 class ScoreContext:
@@ -52,12 +57,25 @@ CRITERIA: dict = {}
 
 
 def criterion(name: str, needs: Needs = Needs.WEIGHTS, across_groups: bool = False, summary: str = ""):
+    """Register fn(ScoreContext) as the criterion `name`: what it reads (`needs`), whether its
+    figures share one unit across groups, and its one-line summary (the CLI's help)."""
     def register(fn):
         if name in CRITERIA:
             raise ValueError(f"two criteria named {name}")
         CRITERIA[name] = Criterion(name, fn, needs, across_groups, summary or (fn.__doc__ or "").split("\n")[0])
         return fn
     return register
+
+
+def criterion_names(*needs: Needs) -> tuple:
+    """The registered criteria in registration order; with `needs`, those that read one of them.
+    Read from the registry at each call, so a criterion registered later is in it."""
+    return tuple(n for n, c in CRITERIA.items() if not needs or c.needs in needs)
+
+
+def data_criteria() -> tuple:
+    """The criteria measured on calibration inputs (hwprune.slim's calibration is for them)."""
+    return criterion_names(Needs.INPUTS, Needs.LOSS)
 
 
 def _powered(t: torch.Tensor, power: int | None) -> torch.Tensor:

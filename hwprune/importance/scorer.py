@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..compensate import compensation_of
 from ..errors import InputError
 from ..graph.masked import tensors_of
-from . import DATA_CRITERIA, Scores, score
+from . import CRITERIA, Scores, data_criteria, score
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,23 @@ def scorer_for(analysis, config, calibration=None, loss_fn=None, progress=None) 
     """The scorer hwprune.slim uses for a SlimConfig: the calibration inputs checked against
     the analysis's example inputs (default: the example inputs alone), kept only where the
     criterion or compensation reads them."""
-    if calibration is not None and config.importance not in DATA_CRITERIA and not config.compensate:
-        raise InputError(f"calibration inputs were given, but importance {config.importance!r} reads only the "
-                         f"weights and compensate is off: use an importance that measures on inputs "
-                         f"({', '.join(DATA_CRITERIA)}) or compensate=True, or leave calibration out")
+    if calibration is not None:
+        check_calibration(config.importance, config.compensate)
     from .fisher import calibration_batches
     calib = calibration_batches(analysis.example_inputs, calibration, labels=loss_fn is not None) \
-        if config.importance in DATA_CRITERIA or config.compensate else None
+        if reads_calibration(config.importance, config.compensate) else None
     return Scorer(config.importance, config.seed, calib, config.compensate, loss_fn, progress)
+
+
+def reads_calibration(importance: str, compensate: bool) -> bool:
+    """Whether a run reads calibration inputs: its criterion measures on them, or it compensates."""
+    return CRITERIA[importance].reads_inputs or compensate
+
+
+def check_calibration(importance: str, compensate: bool) -> None:
+    """Calibration inputs given to a run that reads none: InputError (the CLI asks before loading)."""
+    if not reads_calibration(importance, compensate):
+        raise InputError(f"calibration inputs were given (--calibration), but importance {importance!r} reads "
+                         f"only the weights and compensate is off: use an importance that measures on inputs "
+                         f"({', '.join(data_criteria())}) or compensate=True (--compensate), or leave "
+                         "calibration out")

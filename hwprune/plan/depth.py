@@ -208,15 +208,14 @@ def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_wi
     latency budget (None for a size budget). BudgetError where neither width nor blocks meet it."""
     from ..analysis import analyze
     from ..export.onnx import onnx_graph
-    from .budget import Budget, latency_pricing, plan_budget, size_pricing
+    from .budget import plan_budget
     from .costs import build_cost_model
 
     a = analysis
     tick(progress, "blocks", 0, 1)
     blocks = residual_blocks(a)
     record = {"candidates": [b.path for b in blocks], "tries": [], "removed": [], "verify": None}
-    figure = pricing.full_figure / budget.value if budget.kind == "speedup" else \
-        budget.value if budget.kind == "latency_ms" else budget.value * pricing.full_figure
+    figure = budget.figure(pricing.full_figure)
     cost = build_cost_model(a, pricing.blocks, pricing.kernel_cost, pricing.unit, pricing.full_cost)
     try:
         widths, base = plan_budget(a, scores, budget, pricing, lattice, min_width=min_width,
@@ -235,9 +234,8 @@ def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_wi
         a_k = analyze(model_k, a.example_inputs, config=config)
         scores_k = scorer(a_k)
         graph_k = onnx_graph(model_k, a.example_inputs)
-        pricing_k = latency_pricing(lm, graph_k, progress) if budget.latency else size_pricing(graph_k, budget.kind)
-        budget_k = Budget("latency_ms", figure) if budget.latency else \
-            Budget(budget.kind, min(1.0, figure / pricing_k.full_figure))
+        pricing_k = budget.pricing(graph_k, lm, progress)
+        budget_k = budget.restated(figure, pricing_k.full_figure)
         try:
             _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width,
                                  objective=config.objective)

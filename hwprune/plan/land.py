@@ -68,7 +68,7 @@ class _Site:
     lattice_from: str
     graph: object  # the original's runtime graph
     lm: object  # the latency model of a latency budget, else None
-    pricing: object  # hwprune.plan.budget.Pricing of the original
+    pricing: object  # hwprune.plan.pricing.Pricing of the original
 
     @property
     def measures(self) -> bool:
@@ -124,7 +124,6 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
     from ..hardware import get_target
     from ..hardware.latency import latency_model, local_runtime
     from ..hardware.measure import OrtSettings
-    from .budget import latency_pricing, size_pricing
 
     target = how.target
     if target is None and budget.latency:
@@ -134,14 +133,9 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
     if how.threads < 1:
         raise InputError(f"threads {how.threads}: give 1 or more")
     graph = onnx_graph(a.model, a.example_inputs)
-    lm = None
-    if budget.latency:
-        lm = latency_model(tgt, lut=how.lut, runtime=local_runtime(tgt, OrtSettings(threads=how.threads)),
-                           progress=progress)
-        pricing = latency_pricing(lm, graph, progress)
-    else:
-        pricing = size_pricing(graph, budget.kind)
-    return _Site(tgt, lattice, lattice_from, graph, lm, pricing)
+    lm = latency_model(tgt, lut=how.lut, runtime=local_runtime(tgt, OrtSettings(threads=how.threads)),
+                       progress=progress) if budget.latency else None
+    return _Site(tgt, lattice, lattice_from, graph, lm, budget.pricing(graph, lm, progress))
 
 
 def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig,
@@ -192,7 +186,7 @@ def _landing(a, original, slim_model, record, budget, pricing, site: _Site, firs
         anchor = [] if a is original or not first else [onnx_graph(a.model, a.example_inputs)]  # blocks removed
         before, after, *rest = lm.runtime.models([site.graph, slim_graph, *anchor])
         tried |= {"measured_before_ms": round(before.median_ms, 4), "measured_after_ms": round(after.median_ms, 4)}
-        landed, goal = after.median_ms, before.median_ms / budget.value if budget.kind == "speedup" else budget.value
+        landed, goal = after.median_ms, budget.figure(before.median_ms)
         # the model the planner prices, at full width, measured with the first try: the secant's anchor
         anchor_ms = (rest[0].median_ms if rest else before.median_ms) if first else None
     tried["landed_ms"], tried["goal_ms"] = round(landed, 4), round(goal, 4)
@@ -249,8 +243,5 @@ def rescored(a, scores, budget, pricing, lattice, min_width, progress, scorer, o
 
 
 def partial_budget(budget, full_figure: float, t: float):
-    """The budget a fraction t of the way from the full model, geometrically."""
-    from .budget import Budget
-    if budget.kind == "latency_ms":
-        return Budget("latency_ms", full_figure * (budget.value / full_figure) ** t)
-    return Budget(budget.kind, budget.value ** t)
+    """The budget a fraction t of the way from the full model, geometrically (Budget.partial)."""
+    return budget.partial(full_figure, t)

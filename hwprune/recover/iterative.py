@@ -8,6 +8,9 @@ always stated against the ORIGINAL model (so rounding in one round does not comp
     flops / params  at most f^(k/K) of the original's MACs / parameters, given to slim as a
                     fraction of the current model's
     ratio r         each round removes 1 - (1 - r)^(1/K) of every group's current channels
+Any budget kind follows its row in hwprune.plan.kinds: a latency kind as speedup (stated
+against the original: round 1 in its own terms) or latency_ms (an absolute figure), any
+other as flops.
 Each round calls hwprune.slim on the current, fine-tuned model, so importance is measured
 again on the recovered weights, and slim verifies the cut as always; then the cut model is
 fine-tuned by distillation from the original. What the rounds kept composes into one map of
@@ -15,13 +18,16 @@ the original's channels, so the final report's "kept" applies to the original (h
 """
 from __future__ import annotations
 
-
 from ..errors import InputError
+from ..plan.kinds import BUDGET_KINDS, Budget, budget_of
 from .config import RecoverConfig
 from .distributed import from_main, pick_device, process_group
 from .train import finetune
 
-BUDGETS = ("speedup", "latency_ms", "flops", "params", "ratio")
+
+def budget_names() -> tuple:
+    """slim's budget keywords: each registered kind, the ratio, and budget= (a Budget)."""
+    return (*BUDGET_KINDS, "ratio", "budget")
 
 
 def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: RecoverConfig | None = None,
@@ -48,17 +54,19 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
                          "the names later rounds' channels are stated in; use rounds=1, or cut width only")
     recover = recover or RecoverConfig()
     kind, value = _budget(slim_kwargs)
-    rest = {k: v for k, v in slim_kwargs.items() if k not in BUDGETS}
+    rest = {k: v for k, v in slim_kwargs.items() if k not in budget_names()}
     example_inputs = (example_inputs,) if not isinstance(example_inputs, (tuple, list)) else tuple(example_inputs)
+    row = BUDGET_KINDS.get(kind)
     with process_group(pick_device(recover.device)) as world:
-        original_figure = _figure(model, example_inputs, kind, rest) if kind == "latency_ms" else None
+        absolute = row is not None and row.latency and not row.relative  # its steps need the original's figure
+        original_figure = _figure(model, example_inputs, kind, rest) if absolute else None
         current_model, kept, rows, report = model, None, [], None
         for k in range(1, rounds + 1):
             step = _round_budget(kind, value, k, rounds, model, current_model, example_inputs, rest,
                                  original_figure, rows)
-            cut, report = from_main(slim(current_model, example_inputs, **step, **rest, progress=progress)
+            cut, report = from_main(slim(current_model, example_inputs, **_keyword(step), **rest, progress=progress)
                                     if world.main else None, world)
-            if kind == "speedup" and k == 1:
+            if row is not None and row.latency and row.relative and k == 1:  # the original, as slim measured it
                 original_figure = _measured_or_predicted(report)
             kept = compose_kept(kept, report["kept"])
             current_model, record = finetune(
@@ -73,41 +81,57 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
 
 
 def _budget(slim_kwargs: dict) -> tuple:
-    given = [(k, slim_kwargs[k]) for k in BUDGETS if slim_kwargs.get(k) is not None]
+    """(kind, value) of the one budget given: a kind's name, "ratio", or from budget=."""
+    given = [(k, slim_kwargs[k]) for k in budget_names() if slim_kwargs.get(k) is not None]
     if len(given) != 1:
         raise InputError(f"iterative slim was given {' and '.join(k for k, _ in given) or 'no budget'}: give exactly "
-                         "one of speedup, latency_ms, flops, params, ratio")
-    return given[0]
+                         f"one of {', '.join((*BUDGET_KINDS, 'ratio'))}")
+    name, value = given[0]
+    if name == "budget":  # checked as slim checks it
+        budget = budget_of({"budget": value})
+        return budget.kind, budget.value
+    return name, value
+
+
+def _keyword(step: dict) -> dict:
+    """slim's keyword for a round's budget {kind: value}: ratio=, else budget= (any registered kind)."""
+    (kind, value), = step.items()
+    return {"ratio": value} if kind == "ratio" else {"budget": Budget(kind, value)}
 
 
 def _round_budget(kind, value, k, rounds, original, current_model, example_inputs, rest, original_figure, rows):
+    """Round k's budget {kind: value}: a step a fraction k/K of the way, geometrically, stated
+    against the original (Budget.partial), restated for slim on the current model."""
     t = k / rounds
     if kind == "ratio":
         return {"ratio": 1 - (1 - value) ** (1 / rounds)}
-    if kind == "speedup":
-        return {"speedup": value ** t} if k == 1 else {"latency_ms": original_figure / value ** t}
-    if kind == "latency_ms":
-        return {"latency_ms": original_figure * (value / original_figure) ** t}
+    step = Budget(kind, value).partial(original_figure, t)
+    if step.latency:
+        if original_figure is None:  # round 1 of a relative kind: slim measures the original
+            return {kind: step.value}
+        at = step.restated(step.figure(original_figure), original_figure)
+        return {at.kind: at.value}
     full = _figure(original, example_inputs, kind, rest) if not rows else rows[0]["slim"]["figure_before"]
     now = _figure(current_model, example_inputs, kind, rest) if rows else full
-    return {kind: min(1.0, full * value ** t / now)}
+    at = step.restated(step.figure(full), now)
+    return {at.kind: at.value}
 
 
 def _figure(model, example_inputs, kind: str, rest: dict) -> float:
     """The model's figure as slim's planner prices it: MACs or parameters of its convs and
-    linears, or its predicted latency on the target."""
+    linears, or its predicted latency on the target (the kind's pricing)."""
     from ..export.onnx import onnx_graph
-    from ..plan.budget import latency_pricing, size_pricing
+    row = BUDGET_KINDS[kind]
     graph = onnx_graph(model, example_inputs)
-    if kind in ("flops", "params"):
-        return size_pricing(graph, kind).full_figure
-    from ..hardware import get_target
-    from ..hardware.latency import latency_model, local_runtime
-    from ..hardware.measure import OrtSettings
-    target = get_target(rest.get("target") or "cpu")  # as slim prices a latency budget
-    lm = latency_model(target, lut=rest.get("lut"),
-                       runtime=local_runtime(target, OrtSettings(threads=rest.get("threads", 1))))
-    return latency_pricing(lm, graph).full_figure
+    lm = None
+    if row.latency:
+        from ..hardware import get_target
+        from ..hardware.latency import latency_model, local_runtime
+        from ..hardware.measure import OrtSettings
+        target = get_target(rest.get("target") or "cpu")  # as slim prices a latency budget
+        lm = latency_model(target, lut=rest.get("lut"),
+                           runtime=local_runtime(target, OrtSettings(threads=rest.get("threads", 1))))
+    return row.pricing(graph, lm).full_figure
 
 
 def _measured_or_predicted(report: dict) -> float:

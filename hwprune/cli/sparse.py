@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .deploy.outputs import StagedOutputs
-from .errors import InputError
+from ..deploy.outputs import StagedOutputs
+from ..errors import InputError
+from .common import add_model_arguments
 
 PATTERN_HELP = "unstructured (default), block:16, block:32, block:64 or 2:4"
 
 
-def add_sparse_command(sub, add_model_arguments) -> None:
+def add_sparse_command(sub) -> None:
     p = sub.add_parser(
         "sparsify", help="zero weights (unstructured, block, 2:4), verify, and write the sparse model",
         description="Zero the smallest weights of linear and 1x1 conv layers by a pattern; block patterns swap the "
@@ -46,10 +47,10 @@ def add_sparse_command(sub, add_model_arguments) -> None:
 def cmd_sparsify(args) -> int:
     import hwprune
 
-    from .cli_common import console, load_model, model_inputs
-    from .deploy.bundle import save_module, write_json, write_pt2
-    from .load import spec_name
-    from .sparse.sparsify import SparsifyConfig
+    from ..deploy.bundle import save_module, write_json, write_pt2
+    from ..load import spec_name
+    from ..sparse.sparsify import SparsifyConfig
+    from .common import console, load_model, model_inputs
 
     SparsifyConfig.make(args.sparsity, args.pattern, args.scope, args.layers)  # fail before loading
     if args.onnx_custom_op and args.onnx is None:
@@ -64,7 +65,7 @@ def cmd_sparsify(args) -> int:
     with stage:
         save_module(model, stage.path("model"), loaded.example_inputs)
         if "onnx" in stage.outputs:
-            from .sparse import export
+            from ..sparse import export
             write = export.export_onnx_custom_op if args.onnx_custom_op else export.export_onnx_dense
             report["onnx"] = write(model, loaded.example_inputs, stage.path("onnx"))
             if args.pattern == "2:4" and not args.onnx_custom_op:
@@ -86,13 +87,13 @@ def cmd_sparsify(args) -> int:
 
 def _trtexec(stage, onnx: Path) -> dict:
     """The trtexec command that builds the 2:4 ONNX file with TensorRT's sparse-weights flag."""
-    from .deploy.tensorrt import onnx_inputs, trtexec_record
+    from ..deploy.tensorrt import onnx_inputs, trtexec_record
     return trtexec_record(onnx, onnx.with_suffix(".engine"), "fp16", onnx_inputs(stage.path("onnx")),
                           "the device's default clocks", sparse_weights=True)
 
 
 def _summary(spec: str, report: dict):
-    from .cli_common import count, summary_table
+    from .common import count, summary_table
 
     table = summary_table(f"hwprune sparsify {spec}")
     c, w, v = report["config"], report["weights"], report["verify"]

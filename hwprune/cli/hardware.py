@@ -4,19 +4,19 @@
     hwprune profile SPEC --target cpu [--out LUT.json] [--plot DIR] [--grid N] [--threads N]
     hwprune bench SPEC [SLIM.pt] --target cpu [--threads N] [--json FILE]
 
-and the --target/--lut/--threads options of `hwprune slim`. cli.py calls add_hardware_commands
+and the --target/--lut/--threads options of `hwprune slim`. main.py calls add_hardware_commands
 and, for slim, add_target_arguments and slim_latency."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .cli_common import console, load_model, ort_settings, progress_display
-from .errors import InputError
-from .load import FACTORY_RUNS_CODE
+from ..errors import InputError
+from ..load import FACTORY_RUNS_CODE
+from .common import add_model_arguments, console, load_model, ort_settings, progress_display
 
 
-def add_hardware_commands(sub, add_model_arguments) -> None:
+def add_hardware_commands(sub) -> None:
     targets = sub.add_parser("targets", help="list the built-in hardware targets and their lattices")
     targets.add_argument("--json", action="store_true", help="print the table as JSON")
     targets.set_defaults(command=_cmd_targets)
@@ -64,8 +64,8 @@ def slim_latency(args, loaded, slim_model, progress) -> dict | None:
     """report['latency_ms'] for `slim --target`, or None without --target."""
     if args.target is None:
         return None
-    from .hardware import get_target
-    from .hardware.compare import latency_compare
+    from ..hardware import get_target
+    from ..hardware.compare import latency_compare
     return latency_compare(loaded.module, slim_model, loaded.example_inputs, get_target(args.target),
                            lut=args.lut, settings=ort_settings(args), progress=progress)
 
@@ -76,15 +76,15 @@ def check_target(args) -> None:
         if args.lut:
             raise InputError("--lut needs --target: name the target the table was measured for")
         return
-    from .hardware import get_target
-    from .hardware.latency import local_runtime, open_table
+    from ..hardware import get_target
+    from ..hardware.latency import local_runtime, open_table
     target = get_target(args.target)
     if args.lut:
         open_table(target, local_runtime(target, ort_settings(args)), args.lut)
 
 
 def _cmd_targets(args) -> int:
-    from .hardware import TARGETS
+    from ..hardware import TARGETS
 
     rows = [t.to_json() for t in TARGETS]
     screen = console()
@@ -110,12 +110,12 @@ def _cmd_targets(args) -> int:
 
 
 def _cmd_profile(args) -> int:
-    from .export.onnx import onnx_graph
-    from .hardware import get_target
-    from .hardware.latency import MeasuredLatency, local_runtime, open_table
-    from .hardware.lut import LatencyTableError
-    from .hardware.profile import profile
-    from .load import spec_name
+    from ..export.onnx import onnx_graph
+    from ..hardware import get_target
+    from ..hardware.latency import MeasuredLatency, local_runtime, open_table
+    from ..hardware.lut import LatencyTableError
+    from ..hardware.profile import profile
+    from ..load import spec_name
 
     target = get_target(args.target)
     if args.grid < 2:
@@ -127,8 +127,8 @@ def _cmd_profile(args) -> int:
             f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
             f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
     if args.out is not None:  # the table is replaced by rename at the end: refuse a link before measuring
-        from .io import check_not_input
-        from .load import spec_path
+        from ..io import check_not_input
+        from ..load import spec_path
         check_not_input(args.out, [spec_path(args.spec), args.example_inputs])
     loaded = load_model(args)
     table = open_table(target, runtime, str(args.out) if args.out else None, create=True)
@@ -151,12 +151,12 @@ def _cmd_profile(args) -> int:
 def _cmd_bench(args) -> int:
     import torch
 
-    from .deploy.bundle import write_json
-    from .hardware import get_target
-    from .hardware.compare import onnx_graphs
-    from .hardware.latency import local_runtime
-    from .io import atomic_write, check_output
-    from .load import format_shapes, load_spec, spec_path
+    from ..deploy.bundle import write_json
+    from ..hardware import get_target
+    from ..hardware.compare import onnx_graphs
+    from ..hardware.latency import local_runtime
+    from ..io import atomic_write, check_output
+    from ..load import format_shapes, load_spec, spec_path
 
     target = get_target(args.target)
     runtime = local_runtime(target, ort_settings(args))

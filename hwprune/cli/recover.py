@@ -13,8 +13,8 @@ import argparse
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
-from .load import FACTORY_RUNS_CODE
+from ..errors import InputError
+from ..load import FACTORY_RUNS_CODE
 
 DATA_HELP = ("recovery data: an image folder (ImageFolder layout, labels from class folders, or a flat folder), "
              "a tensor file (.pt: inputs, or (inputs, labels)), a text file of lines (.txt, tokenized with the "
@@ -33,7 +33,7 @@ TOKENIZERS = {"hwprune.zoo:minilm": minilm_tokenizer, "hwprune.zoo:minilm_short"
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from .recover import RecoverConfig
+    from ..recover import RecoverConfig
     d = RecoverConfig()
     parser.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {d.steps})")
     parser.add_argument("--epochs", type=float, metavar="E", help="passes over the data, instead of --steps")
@@ -66,7 +66,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recover_config(args, features: bool = False):
-    from .recover import RecoverConfig
+    from ..recover import RecoverConfig
     if args.resume and args.checkpoint_dir is None:
         raise InputError("--resume needs --checkpoint-dir DIR: the folder the interrupted run wrote its checkpoints to")
     steps = args.steps if args.steps is not None or args.epochs is not None else None
@@ -125,8 +125,9 @@ def add_recover_commands(sub) -> None:
 
 def _cmd_finetune(args) -> int:
     import hwprune
-    from .recover import is_main_process
-    from .recover.data import check_spec
+
+    from ..recover import is_main_process
+    from ..recover.data import check_spec
 
     config = recover_config(args, features=args.features is not None)
     report = _read_kept(args.features) if args.features is not None else None
@@ -152,22 +153,22 @@ def _cmd_finetune(args) -> int:
 def _finetune_outputs(args):
     """-o and --record, written together or not at all; checked against what finetune reads (no
     output may be one of those files, or lie inside the data folder)."""
-    from .deploy.outputs import StagedOutputs
-    from .load import spec_path
+    from ..deploy.outputs import StagedOutputs
+    from ..load import spec_path
     inputs = [spec_path(args.spec), spec_path(args.teacher), Path(args.data), args.features, args.example_inputs]
     return StagedOutputs({"model": args.output, "record": args.record}, force=args.force,
                          inputs=[i for i in inputs if i is not None])
 
 
 def _read_kept(path: Path) -> dict:
-    from .cli_common import read_report
+    from .common import read_report
     return read_report(path)
 
 
 def _load_pair(args, report):
     """(teacher, student) LoadedModels; the student takes the teacher's example inputs."""
-    from .cli_common import cwd_on_path
-    from .load import load_spec
+    from ..load import load_spec
+    from .common import cwd_on_path
     shape = (report or {}).get("source", {}).get("input_shape")
     with cwd_on_path():
         teacher = load_spec(args.teacher, trust_pickle=args.trust_pickle, input_shape=args.input_shape,
@@ -178,14 +179,14 @@ def _load_pair(args, report):
 
 
 def _write(args, model, example_inputs, record) -> None:
-    from .deploy.bundle import save_module, write_json
+    from ..deploy.bundle import save_module, write_json
     with _finetune_outputs(args) as stage:
         save_module(model, stage.path("model"), example_inputs)  # the model and its record together, or neither
         if args.record is not None:
             write_json(stage.path("record"), record.to_json())
         stage.commit(required=list(stage.outputs))
     before, after = record.eval_before.get("total"), record.eval_after.get("total")
-    from .cli_common import console
+    from .common import console
     console().print(f"wrote {args.output}: {record.steps} steps on {record.data} ({record.world_size} process"
                      f"{'es' if record.world_size > 1 else ''}, {record.device}); loss on {args.data}: "
                      f"{before:.4g} → {after:.4g}" if before is not None else f"wrote {args.output}",
@@ -222,7 +223,7 @@ def slim_function(args, loaded):
 
 def check_slim_recover(args) -> None:
     """The recovery options of slim, checked before any model loads."""
-    from .recover.data import check_spec
+    from ..recover.data import check_spec
     if args.recover is None:
         given = [f for f, v in (("--rounds", args.rounds != 3), ("--steps", args.steps is not None),
                                 ("--resume", args.resume), ("--checkpoint-dir", args.checkpoint_dir is not None))
@@ -246,8 +247,8 @@ def recover_row(recover: dict) -> str:
 @contextmanager
 def recover_progress():
     """A rich progress display with the loss, on rank 0's terminal; None elsewhere."""
-    from .cli_common import console as make_console
-    from .recover import is_main_process
+    from ..recover import is_main_process
+    from .common import console as make_console
     console = make_console(stderr=True)
     if not console.is_terminal or not is_main_process():
         yield None

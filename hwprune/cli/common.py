@@ -1,15 +1,40 @@
-"""What the CLI's commands share (cli.py and cli_hardware.py): loading the model a command
-names, its --rule declarations, onnxruntime settings, and the console and progress display."""
+"""What the CLI's commands share (main.py, hardware.py, recover.py, sparse.py): loading the
+model a command names, its --rule declarations, onnxruntime settings, and the console and
+progress display."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
-from .load import LoadedModel, load_spec, spec_path
+from ..errors import InputError
+from ..load import FACTORY_RUNS_CODE, LoadedModel, load_spec, spec_path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """SPEC and the options that say how to load it and its example inputs."""
+    parser.add_argument("spec", metavar="SPEC",
+                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, hf:TYPE or pkg.module:factory. "
+                             + FACTORY_RUNS_CODE)
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
+                        help="a tuple of tensors saved with torch.save")
+    inputs.add_argument("--input-shape", metavar="1,3,224,224",
+                        help="random example input of this shape (';' between several inputs)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a torch.save pickle, which can run code: trusted files only")
+    parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
+                        help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
+                             "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
+
+
+def add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    parser.add_argument("--calibration", type=Path, metavar="FILE.pt",
+                        help=f"inputs {use} (default: the example inputs): a list of input tuples shaped like "
+                             "the example inputs, or one batch of N of them, saved with torch.save")
 
 
 def declare_rules(specs: list) -> None:
@@ -50,7 +75,7 @@ def cwd_on_path():
 
 def ort_settings(args):
     """onnxruntime settings from --threads."""
-    from .hardware.measure import OrtSettings
+    from ..hardware.measure import OrtSettings
     if args.threads < 1:
         raise InputError(f"--threads {args.threads}: give 1 or more")
     return OrtSettings(threads=args.threads)
@@ -89,7 +114,7 @@ def progress_display():
 
 def read_report(path: Path) -> dict:
     """A slim report (JSON) with its kept channels, for `apply` and `finetune --features`."""
-    from .deploy.outputs import settle
+    from ..deploy.outputs import settle
     settle(path.absolute().parent)  # a bundle that a killed run was moving into place becomes whole first
     if not path.is_file():
         raise InputError(f"{path}: no such report file: give the --report JSON written by "

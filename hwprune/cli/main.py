@@ -8,7 +8,7 @@
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
     hwprune apply REPORT.json SPEC -o OUT.pt [--calibration FILE.pt]
-    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt   (hwprune.cli_recover; and
+    hwprune finetune SLIM.pt --teacher ORIG.pt|SPEC --data DATA -o OUT.pt   (hwprune.cli.recover; and
                  slim --recover DATA --rounds K)
 
 Every HwpruneError becomes one line on stderr and exit code 2, as do usage errors. Any other
@@ -21,19 +21,21 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli_common import (console as _console, count as _num, load_model as _load, model_inputs as _inputs_of,
-                         ort_settings, progress_display as _progress, read_report, summary_table as _summary_table)
-from .cli_sparse import add_sparse_command
-from .cli_hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
-from .cli_recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
-                          recover_row, slim_function)
-from .config import IMPORTANCES, SlimConfig
-from .errors import HwpruneError, InputError, LatticeWarning
-from .deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
-from .io import atomic_write, check_output
-from .load import (FACTORY_RUNS_CODE, LoadedModel, calibration_items, format_shapes, read_calibration, spec_name,
-                   spec_path)
-from .pipeline import DEFAULT_SPEEDUP
+from ..config import SlimConfig
+from ..deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
+from ..errors import HwpruneError, InputError, LatticeWarning
+from ..importance.scorer import check_calibration
+from ..io import atomic_write, check_output
+from ..load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
+from ..plan.kinds import DEFAULT_SPEEDUP
+from .common import (add_calibration_argument, add_model_arguments, console as _console, count as _num,
+                     load_model as _load, model_inputs as _inputs_of, ort_settings, progress_display as _progress,
+                     read_report, summary_table as _summary_table)
+from .hardware import add_hardware_commands, add_target_arguments, check_target, slim_latency
+from .options import add_budget_arguments, add_importance_argument, slim_budget
+from .recover import (add_recover_commands, add_slim_recover_arguments, check_slim_recover, recover_progress,
+                      recover_row, slim_function)
+from .sparse import add_sparse_command
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     analyze = sub.add_parser("analyze", help="show the coupled channel groups; why any are frozen")
-    _add_model_arguments(analyze)
+    add_model_arguments(analyze)
     analyze.add_argument("--explain", action="store_true", help="one line per group, with reasons")
     analyze.add_argument("--json", type=Path, metavar="FILE", help="write the analysis as JSON")
     analyze.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -82,21 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(plots), OUT.engine where TensorRT and a GPU are here (else the trtexec command for the device); "
                     f"without a budget flag, --target plans --speedup {DEFAULT_SPEEDUP:g}. Nothing is written until "
                     "every output is verified; then all are moved into place at once.")
-    _add_model_arguments(slim)
-    budget = slim.add_mutually_exclusive_group()
-    budget.add_argument("--ratio", type=float,
-                        help="fraction of each prunable group's channels to remove, in [0, 1)")
-    budget.add_argument("--speedup", type=float, metavar="S",
-                        help="predicted latency on --target (default cpu) at most the original's / S; "
-                             f"with --target and no budget flag, {DEFAULT_SPEEDUP:g}")
-    budget.add_argument("--latency-ms", type=float, metavar="L",
-                        help="predicted latency on --target (default cpu) at most L ms")
-    budget.add_argument("--flops", type=float, metavar="F", help="keep at most this fraction of the MACs")
-    budget.add_argument("--params", type=float, metavar="P",
-                        help="keep at most this fraction of the conv and linear parameters")
+    add_model_arguments(slim)
+    add_budget_arguments(slim)
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
-    from .plan.budget import OBJECTIVES
+    from ..plan.budget import OBJECTIVES
     slim.add_argument("--objective", choices=tuple(OBJECTIVES), default="balanced",
                       help="what a budgeted plan maximizes over magnitude importances (default balanced: the sum "
                            "over groups of log(importance kept), so no layer is gutted for owning few parameters; "
@@ -104,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")
-    slim.add_argument("--importance", choices=IMPORTANCES, default="l2", help=_importance_help())
-    _add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
+    add_importance_argument(slim)
+    add_calibration_argument(slim, "for the --importance criteria that measure on inputs and for --compensate")
     slim.add_argument("-o", "--output", type=Path, metavar="OUT.pt",
                       help="slim model file (default <name>.slim.pt in the current directory)")
     slim.add_argument("--report", type=Path, metavar="OUT.json",
@@ -134,47 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="re-apply a report's kept channels to another checkpoint")
     apply.add_argument("report", type=Path, metavar="REPORT.json", help="report written by slim")
-    _add_model_arguments(apply)
+    add_model_arguments(apply)
     apply.add_argument("-o", "--output", type=Path, metavar="OUT.pt", required=True,
                        help="slim model file")
-    _add_calibration_argument(apply, "where the report's run compensated: this checkpoint's means")
+    add_calibration_argument(apply, "where the report's run compensated: this checkpoint's means")
     apply.add_argument("--force", action="store_true", help="overwrite an existing output file")
     apply.set_defaults(command=_cmd_apply)
 
-    add_hardware_commands(sub, _add_model_arguments)
+    add_hardware_commands(sub)
     add_recover_commands(sub)
-    add_sparse_command(sub, _add_model_arguments)
+    add_sparse_command(sub)
     return parser
-
-
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC",
-                        help="model.pt, model.pt2, torchvision:NAME, timm:NAME, hf:TYPE or pkg.module:factory. "
-                             + FACTORY_RUNS_CODE)
-    inputs = parser.add_mutually_exclusive_group()
-    inputs.add_argument("--example-inputs", type=Path, metavar="FILE.pt",
-                        help="a tuple of tensors saved with torch.save")
-    inputs.add_argument("--input-shape", metavar="1,3,224,224",
-                        help="random example input of this shape (';' between several inputs)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="load a torch.save pickle, which can run code: trusted files only")
-    parser.add_argument("--rule", action="append", default=[], metavar="OP=FAMILY",
-                        help="give your op ('ns::op') or autograd Function (its qualified name) a built-in "
-                             "rule, e.g. --rule MemoryEfficientSwish=elementwise; repeatable")
-
-
-def _importance_help() -> str:
-    from .importance import CRITERIA, Needs
-    rows = "; ".join(f"{c.name}: {c.summary}" + ("" if c.needs is Needs.WEIGHTS else " (on --calibration, default "
-                     "the example inputs" + (", label-free loss" if c.needs is Needs.LOSS else "") + ")")
-                     for c in CRITERIA.values())
-    return f"how channels are ranked (default l2). {rows}"
-
-
-def _add_calibration_argument(parser: argparse.ArgumentParser, use: str) -> None:
-    parser.add_argument("--calibration", type=Path, metavar="FILE.pt",
-                        help=f"inputs {use} (default: the example inputs): a list of input tuples shaped like "
-                             "the example inputs, or one batch of N of them, saved with torch.save")
 
 
 def _calibration(args, raw, loaded: LoadedModel):
@@ -182,7 +144,7 @@ def _calibration(args, raw, loaded: LoadedModel):
     example inputs; None without the flag."""
     if args.calibration is None:
         return None
-    from .importance.fisher import calibration_batches
+    from ..importance.fisher import calibration_batches
     items = calibration_items(raw, args.calibration, loaded.example_inputs)
     try:
         return calibration_batches(loaded.example_inputs, items)
@@ -212,32 +174,19 @@ def _cmd_analyze(args) -> int:
 def _cmd_slim(args) -> int:
     import hwprune
 
-    from .deploy.bundle import write_bundle
+    from ..deploy.bundle import write_bundle
 
-    # validate the options and the outputs before loading, which can take a while
+    # the options and the outputs are checked before loading, which can take a while: the options
+    # by the API's own checks (SlimConfig, budget_of, check_calibration), asked early
     SlimConfig(ratio=0.5 if args.ratio is None else args.ratio, importance=args.importance, strict=args.strict)
     _resolve_precision(args)
-    budget = {k: getattr(args, k) for k in ("speedup", "latency_ms", "flops", "params") if getattr(args, k) is not None}
-    if not budget and args.ratio is None:
-        if args.target is None:
-            raise InputError("slim needs a budget: give --ratio R, --speedup S, --latency-ms L, --flops F or "
-                             f"--params P, or --target T alone (which plans --speedup {DEFAULT_SPEEDUP:g} on T)")
-        budget = {"speedup": DEFAULT_SPEEDUP}
-    if budget:
-        from .plan.budget import Budget
-        Budget(*next(iter(budget.items())))
-        if args.target is None and ("speedup" in budget or "latency_ms" in budget):
-            args.target = "cpu"
+    budget = slim_budget(args)
+    if args.target is None and budget is not None and budget.latency:
+        args.target = "cpu"  # as slim prices a latency budget; the CLI also measures there
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
-    from .importance import DATA_CRITERIA
-    if args.calibration is not None and args.importance not in DATA_CRITERIA and not args.compensate:
-        raise InputError(f"--calibration {args.calibration}: only --importance {'|'.join(DATA_CRITERIA)} and "
-                         f"--compensate read inputs, and --importance {args.importance} reads the weights: add one "
-                         "of them, or drop --calibration")
-    if args.allow_block_removal and not budget:
-        raise InputError("--allow-block-removal needs a budget to weigh blocks against width: give --speedup, "
-                         "--latency-ms, --flops or --params")
+    if args.calibration is not None:
+        check_calibration(args.importance, args.compensate)
     check_target(args)
     check_slim_recover(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
@@ -250,7 +199,7 @@ def _cmd_slim(args) -> int:
         warnings.simplefilter("ignore", LatticeWarning)  # said once, below the summary, from the report
         model, report = slim_function(args, loaded)(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
-                                     progress=progress, **budget, target=args.target,
+                                     progress=progress, budget=budget, target=args.target,
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
                                      compensate=args.compensate, calibration=calibration,
@@ -266,7 +215,7 @@ def _cmd_slim(args) -> int:
             report["latency_ms"] = latency
             report |= _latency_detail(args, loaded, model, progress)
         elif outputs.html is not None:  # the widths plot needs no latency model
-            from .deploy.layers import widths_for
+            from ..deploy.layers import widths_for
             report |= widths_for(loaded.module, model, loaded.example_inputs)
         report = write_bundle(model, report, loaded.example_inputs, stage, target=_target(args),
                               precision=args.precision or "fp16", progress=progress)
@@ -295,7 +244,7 @@ def _resolve_precision(args) -> None:
         return
     if args.target is None:
         raise InputError(f"--precision {args.precision} needs --target: name a GPU target (`hwprune targets`)")
-    from .hardware import TARGETS, get_target
+    from ..hardware import TARGETS, get_target
     target = get_target(args.target)
     if target.gpu is None:
         raise InputError(f"--precision {args.precision}: target {target.name} runs {target.precision} on "
@@ -308,13 +257,13 @@ def _resolve_precision(args) -> None:
 
 
 def _target(args):
-    from .hardware import get_target
+    from ..hardware import get_target
     return None if args.target is None else get_target(args.target)
 
 
 def _latency_detail(args, loaded, model, progress) -> dict:
     """report["layers"] and report["staircases"] for the HTML report's plots."""
-    from .deploy.layers import detail_for
+    from ..deploy.layers import detail_for
     return detail_for(_target(args), loaded.module, model, loaded.example_inputs, lut=args.lut,
                       settings=ort_settings(args), progress=progress)
 
@@ -354,7 +303,7 @@ def _slim_outputs(args, *, hf: bool) -> Bundle:
     deploy = target is not None
     engine = None
     if target is not None and target.gpu is not None:
-        from .hardware import tensorrt
+        from ..hardware import tensorrt
         engine = named["engine"] if tensorrt.available() else None
     return Bundle(model=model, report=args.report or (named["report"] if deploy else None),
                   onnx=args.onnx or (named["onnx"] if deploy or engine else None),
@@ -410,7 +359,7 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
 
 
 def _plan_row(plan: dict) -> str:
-    from .plan.budget import budget_line
+    from ..plan.budget import budget_line
     text = f"{budget_line(plan)} ({plan['model']})"
     if plan.get("requested") is not None:
         text += (f": asked {plan['requested']:.3f} ms, planned {plan['predicted_after']:.3f} ms "
