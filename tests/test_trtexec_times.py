@@ -81,3 +81,41 @@ def test_predicted_latency_comes_from_the_slim_report(tmp_path):
         predicted_from_report(no_target)
     with pytest.raises(InputError, match="cannot read a slim report"):
         predicted_from_report(_write(tmp_path, "bad.json", "[1, 2"))
+
+
+def test_bench_cli_reads_device_times_and_the_reports_prediction(tmp_path, capsys):
+    from hwprune.cli import main
+    before = _write(tmp_path, "orig.times.json", [_iteration(c) for c in (6.0, 6.2, 5.8)])
+    after = _write(tmp_path, "slim.times.json", [_iteration(c) for c in (3.0, 3.1, 2.9)])
+    report = _write(tmp_path, "slim.report.json", {"latency_ms": {"predicted_before": 5.0, "predicted_after": 2.0}})
+    out = tmp_path / "bench.json"
+    # the models are only named: neither file exists, and nothing is loaded
+    assert main(["bench", "resnet18.pt", "resnet18.slim.pt", "--target", "jetson", "--trtexec-times", before, after,
+                 "--report", report, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [m["spec"] for m in result["models"]] == ["resnet18.pt", "resnet18.slim.pt"]
+    assert [m["times_file"] for m in result["models"]] == [before, after]
+    assert result["speedup"] == pytest.approx(2.0) and result["predicted_speedup"] == pytest.approx(2.5)
+    assert [m["prediction_error"] for m in result["models"]] == pytest.approx([0.2, 0.5])
+    assert "speedup 2.000x" in capsys.readouterr().out
+
+
+# (arguments after `bench`, a phrase of the one-line error)
+BAD_BENCH = [
+    pytest.param(["a.pt", "b.pt", "--target", "jetson", "--trtexec-times", "{t}"], "1 file(s) for 2 model(s)",
+                 id="one-file-two-models"),
+    pytest.param(["a.pt", "--target", "cpu", "--trtexec-times", "{t}"], "trtexec times are a GPU target's",
+                 id="cpu-target"),
+    pytest.param(["a.pt", "--target", "jetson", "--report", "{t}"], "give --trtexec-times too", id="report-alone"),
+    pytest.param(["a.pt", "--target", "jetson", "--trtexec-times", "{missing}"], "no such file", id="missing-file"),
+]
+
+
+@pytest.mark.parametrize("argv, phrase", BAD_BENCH)
+def test_bench_cli_device_times_errors(tmp_path, capsys, argv, phrase):
+    from hwprune.cli import main
+    times = _write(tmp_path, "t.json", [_iteration(1.0)])
+    argv = [a.format(t=times, missing=str(tmp_path / "none.json")) for a in argv]
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and phrase in err[0]

@@ -3,6 +3,7 @@
     hwprune targets [--json]
     hwprune profile SPEC --target cpu [--out LUT.json] [--plot DIR] [--grid N] [--threads N]
     hwprune bench SPEC [SLIM.pt] --target cpu [--threads N] [--json FILE]
+    hwprune bench SPEC [SLIM.pt] --target T --trtexec-times TIMES.json [SLIM_TIMES.json] [--report R.json]
 
 and the --target/--lut/--threads options of `hwprune slim`. main.py calls add_hardware_commands
 and, for slim, add_target_arguments and slim_latency."""
@@ -41,6 +42,13 @@ def add_hardware_commands(sub) -> None:
     _add_target(bench, required=False)
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the measurements as JSON")
     bench.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    bench.add_argument("--trtexec-times", type=Path, nargs="+", metavar="TIMES.json",
+                       help="measured on the device instead of here: the files that slim's trtexec command "
+                            "(--exportTimes) wrote there, one per model given, in the same order; the models "
+                            "are then only named, not loaded")
+    bench.add_argument("--report", type=Path, metavar="REPORT.json",
+                       help="with --trtexec-times: the slim run's report, whose predicted latency is set "
+                            "beside the device's")
     bench.set_defaults(command=_cmd_bench)
 
 
@@ -149,6 +157,8 @@ def _cmd_profile(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    if args.trtexec_times or args.report:
+        return _bench_device_times(args)
     import torch
 
     from ..deploy.bundle import write_json
@@ -186,6 +196,35 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _bench_device_times(args) -> int:
+    """bench from times measured on the device: nothing is loaded or run here."""
+    from ..deploy.bundle import write_json
+    from ..hardware import get_target
+    from ..hardware.trtexec_times import bench_result, predicted_from_report
+    from ..io import atomic_write, check_output
+
+    if not args.trtexec_times:
+        raise InputError(f"--report {args.report}: it is compared with device times: give --trtexec-times too")
+    names = [args.spec] + ([args.slim] if args.slim else [])
+    if len(args.trtexec_times) != len(names):
+        raise InputError(f"--trtexec-times: {len(args.trtexec_times)} file(s) for {len(names)} model(s) "
+                         f"({', '.join(names)}): give one times file per model, in the same order")
+    target = get_target(args.target)
+    if target.local:
+        raise InputError(f"--trtexec-times with --target {target.name}: trtexec times are a GPU target's; give "
+                         "the target the engines ran on (`hwprune targets`), or bench cpu without them")
+    if args.json:
+        check_output(args.json, force=args.force, inputs=[*args.trtexec_times, *([args.report] if args.report else [])])
+    predicted = predicted_from_report(args.report) if args.report else None
+    result = bench_result(target.name, list(args.trtexec_times), predicted)
+    for model, name in zip(result["models"], names):
+        model["times_file"], model["spec"] = model["spec"], name
+    if args.json:
+        atomic_write(args.json, lambda tmp: write_json(tmp, result), force=args.force)
+    console().print(_bench_table(result))
+    return 0
+
+
 def _bench_table(result: dict):
     from rich.table import Table
     how = result["how"]
@@ -196,5 +235,8 @@ def _bench_table(result: dict):
     for m in result["models"]:
         table.add_row(m["spec"], f"{m['median_ms']:.3f}", f"{m['min_ms']:.3f}", f"{m['max_ms']:.3f}", str(m["repeats"]))
     if "speedup" in result:
-        table.caption = f"speedup {result['speedup']:.3f}x (median before / median after, interleaved in one run)"
+        order = "interleaved in one run" if result["how"].get("order") == "interleaved" else result["how"]["order"]
+        table.caption = f"speedup {result['speedup']:.3f}x (median before / median after, {order})"
+        if "predicted_speedup" in result:
+            table.caption += f"; predicted {result['predicted_speedup']:.3f}x"
     return table
