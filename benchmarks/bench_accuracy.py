@@ -36,15 +36,14 @@ Rows (nothing is downloaded; every data set ships inside a package):
 
 Writes benchmarks/results/accuracy.json and .png (after every row: a cut-short run keeps
 what it measured). Rows may run as separate processes, one core each, into their own
---out files, and --merge joins them (each part keeps its own "how"). Needs the `bench` extra.
+--out files, and --merge joins them (each part keeps its own account of how it ran, under
+how.settings.parts). Needs the `bench` extra.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -62,7 +61,7 @@ from hwprune.export.onnx import onnx_graph
 from hwprune.hardware import get_target
 from hwprune.hardware.latency import local_runtime
 from hwprune.hardware.measure import OrtSettings
-from hwprune.hardware.processor import this_processor
+import record
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.json"
 ROWS = ("digits", "lite0", "minilm")
@@ -283,22 +282,17 @@ def run_row(row: Row, speedup: float, runtime, config) -> dict:
 
 # ---------------------------------------------------------------- the run
 
-def how(runtime, config) -> dict:
-    """The run's settings: the runtime's own account of its measuring (hwprune.hardware.measure),
-    plus the commit, the command, the versions and the recovery recipe."""
-    import torch_pruning
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hwprune", "benchmarks"],
-                                capture_output=True, text=True).stdout.strip())
-    return runtime.how() | {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit, "dirty": dirty,
-        "isa": sorted(this_processor().isa), "batch": 1, "python": platform.python_version(),
-        "torch": torch.__version__, "torch_pruning": getattr(torch_pruning, "__version__", "?"),
-        "comparison": "interleaved pairs; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's "
-                      "latency within 2%, the other hwprune contenders landed by slim on their own",
-        "recovery": config.to_json(), "digits": {"side": DIGITS_SIDE, "noise_sigma": NOISE},
-        "lite0": {"train": LITE0_TRAIN, "test": LITE0_TEST, "train_side": LITE0_SIDE},
-        "minilm": {"train_tokens": MINILM_TOKENS}}
+def how(runtime, config) -> record.How:
+    """The run's settings, captured once when it starts (benchmarks/record.py: commit, command,
+    versions, processor), plus the runtime's own account of its measuring and the recovery recipe."""
+    return record.capture(
+        threads=1, batch=1, statistic=runtime.how()["statistic"], packages=("torchvision", "transformers"),
+        settings=runtime.how() | {
+            "comparison": "interleaved pairs; Torch-Pruning's and uniform's ratios bisected to hwprune balanced's "
+                          "latency within 2%, the other hwprune contenders landed by slim on their own",
+            "recovery": config.to_json(), "digits": {"side": DIGITS_SIDE, "noise_sigma": NOISE},
+            "lite0": {"train": LITE0_TRAIN, "test": LITE0_TEST, "train_side": LITE0_SIDE},
+            "minilm": {"train_tokens": MINILM_TOKENS}})
 
 
 def main() -> None:
@@ -315,12 +309,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.plot:
-        _plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
+        _plot(record.load(args.out).results["rows"], args.out.with_suffix(".png"))
         return
     if args.merge:
-        parts = [json.loads(p.read_text()) for p in args.merge]
-        rows = [r for part in parts for r in part["rows"]]
-        _write(args.out, {"parts": [part["how"] for part in parts]}, rows)
+        parts = [record.load(p) for p in args.merge]
+        rows = [r for part in parts for r in part.results["rows"]]
+        # each part was its own run (its own commit, command and start): the merged file keeps them all
+        merged = dataclasses.replace(record.capture(threads=1, batch=1, statistic="see parts"),
+                                     settings={"parts": [_part_how(part) for part in parts]})
+        record.write(args.out, merged, {"rows": rows})
         _plot(rows, args.out.with_suffix(".png"))
         return
     unknown = set(args.rows.split(",")) - set(ROWS)
@@ -331,20 +328,20 @@ def main() -> None:
     config = hwprune.RecoverConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=10, seed=0,
                                     recalibrate=args.recalibrate)
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
+    started = how(runtime, config)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.rows.split(","):
             row = make_row(name, Path(tmp), args.dense_epochs)
             for s in (float(v) for v in args.speedups.split(",")):
                 rows.append(run_row(row, s, runtime, config))
-                _write(args.out, how(runtime, config), rows)
+                record.write(args.out, started, {"rows": rows})  # after every row: a cut-short run keeps them
                 _plot(rows, args.out.with_suffix(".png"))
 
 
-def _write(path: Path, how_: dict, rows: list) -> None:
-    from hwprune.io import atomic_write
-    text = json.dumps({"how": how_, "rows": rows}, indent=1) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text), force=True)  # rewritten after every row
+def _part_how(part: record.Loaded) -> dict:
+    """A part's own account; a file from before the record schema kept it under "how"."""
+    return part.how.get("how", part.how) if part.schema == 0 else part.how
 
 
 CONTENDERS = ("hwprune_balanced", "hwprune_data", "hwprune_params", "uniform", "tp_uniform", "tp_global")
