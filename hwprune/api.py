@@ -2,7 +2,7 @@
 
     load -> trace -> group   hwprune.analysis.analyze             -> Analysis
     score                    hwprune.importance.scorer.Scorer     -> Scores
-    plan                     hwprune.plan.plan_cut                 -> Plan  (a budget: landed, hwprune.plan.land)
+    plan                     hwprune.plan.stage.plan_cut          -> Plan  (a budget: landed, hwprune.plan.land)
     cut                      hwprune.surgery.stage.cut_model      -> Cut
     verify                   hwprune.verify.verify_cut            -> Verified  (with the repair: verify.repair)
     report                   hwprune.report.slim_report           -> Report
@@ -23,7 +23,8 @@ from .progress import tick
 from .importance import Scores
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
-from .plan import Plan, plan_cut, removed_from_kept
+from .plan import Plan, removed_from_kept
+from .plan.stage import plan_cut
 from .plan.land import LandingConfig
 from .report import Report, slim_report
 from .surgery.stage import Cut
@@ -98,7 +99,8 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
     plan = plan_cut(analysis, scores, config, budget=budget, widths=widths, how=how, scorer=scorer,
                     progress=progress, on_round=on_round)  # plan
     # cut -> verify; a budget's landing has cut and verified its plan already, to see where it lands
-    verified = plan.landed or cut_verified(plan.analysis, plan.removed, config, progress)
+    verified = plan.landed if plan.landed is not None else cut_verified(plan.analysis, plan.removed, config,
+                                                                         progress)
     report = slim_report(analysis, plan, verified, config)  # report
     return scores, plan, verified.cut, verified, report
 

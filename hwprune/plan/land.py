@@ -22,7 +22,7 @@ from ..errors import BudgetError, InputError
 from ..hardware.lattice import lattice_for
 from ..progress import tick
 from ..verify.repair import cut_verified
-from . import plan_widths
+from . import Plan, plan_widths
 from .depth import choose_blocks
 
 RESCORE_ROUNDS = 3
@@ -82,7 +82,6 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
     scorer(analysis, removed=None) -> scores (hwprune.importance.scorer.Scorer) scores again
     for block removal and the rescoring rounds; on_round(RescoreRound) is called after each
     rescoring round."""
-    from . import Plan
     site = _site(a, budget, how, progress)
     original, plan_for, pricing, depth = a, budget, site.pricing, None
     if how.allow_block_removal:

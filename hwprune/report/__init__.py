@@ -11,7 +11,8 @@ bundle and iterative_slim each add their sections with `with_section`, never by 
 from __future__ import annotations
 
 from .build import config_json, count_params, group_json, hwprune_version, slim_report
-from .record import Report, json_text, json_value, write_json
+from .json_io import json_text, json_value, write_json
+from .record import Report
 
 __all__ = ["Report", "slim_report", "count_params", "group_json", "hwprune_version", "config_json", "write_json",
            "json_text", "json_value"]

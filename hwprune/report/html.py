@@ -49,7 +49,7 @@ SHOWN = frozenset({"hwprune_version", "trace", "trace_note", "config", "params",
 
 
 def _other(name: str, data) -> str:
-    from .record import json_text
+    from .json_io import json_text
     return f"<h2>{_e(name)}</h2><pre>{_e(json_text(data).rstrip())}</pre>"
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import InputError
+from .json_io import json_value, write_json
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,20 +104,3 @@ class Report:
         """One self-contained HTML page with plots (hwprune.report.html)."""
         from .html import render
         return render(self.to_json())
-
-
-def json_text(data) -> str:
-    return json.dumps(data, indent=2, default=json_value) + "\n"
-
-
-def write_json(path: Path, data) -> None:
-    Path(path).write_text(json_text(data), encoding="utf-8")
-
-
-def json_value(value):
-    """Tensors, numpy scalars and paths that reports may carry."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"report value of type {type(value).__name__} is not JSON serializable")
