@@ -52,7 +52,7 @@ def slim_report(original, plan, verified, config) -> Report:
               "after": count_macs(graph.traced.graph, lambda t: graph.new_shape(t, removed))},
         verify=verified.result,
         compensated=dict(cut.compensated),
-        groups=[group_json(g, width_after[g.id]) for g in graph.groups],
+        groups=[group_json(g, width_after[g.id]) | {"frozen": why} for g, why in zip(graph.groups, cut.frozen)],
         kept={k: {str(d): v.tolist() for d, v in dims.items()} for k, dims in cut.kept.items()},
         declared_rules=sorted(f"{getattr(k, '__name__', k)}={fn.__name__}" for k, fn in DECLARED.items()))
     return report.with_sections(dict(plan.sections))

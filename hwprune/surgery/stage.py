@@ -22,13 +22,16 @@ class Cut:
     """One cut of an analysis: `removed` (a bool per channel label of analysis.graph) cut from
     analysis.model gave `model`. kept: the surviving indices per parameter and dim
     (ChannelGraph.param_kept); fills: {reader: (dim, means)} where removed channels are read
-    as their means (compensate), for the oracle; compensated: the layers folded and reads."""
+    as their means (compensate), for the oracle; compensated: the layers folded and reads;
+    frozen: each group's frozen reason when it was cut (a later cut of the same analysis may
+    freeze more: the landing's tries, the repair)."""
     analysis: object  # hwprune.analysis.Analysis
     removed: np.ndarray
     model: nn.Module
     kept: dict
     fills: dict
     compensated: dict
+    frozen: tuple
 
 
 def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
@@ -50,7 +53,7 @@ def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
         fills = fills_for(graph, folds, means, removed)
         folded = fold_biases(slim_model, bias_deltas(folds, fills, tensors_of(a.model)), kept)
     compensated = {"layers": folded, "reads": int(sum(int((f != 0).sum()) for _, f in fills.values()))}
-    return Cut(a, removed, slim_model, kept, fills, compensated)
+    return Cut(a, removed, slim_model, kept, fills, compensated, tuple(g.frozen for g in graph.groups))
 
 
 def module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:
