@@ -19,13 +19,13 @@ from .analysis import Analysis, analyze, check_prunable, grouping_rules
 from .config import SlimConfig
 from .errors import InputError
 from .graph.trace import is_exported_graph
-from .progress import tick
 from .importance import Scores
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
 from .plan import Plan, removed_from_kept
-from .plan.stage import plan_cut
 from .plan.land import LandingConfig
+from .plan.stage import plan_cut
+from .progress import tick
 from .report import Report, slim_report
 from .surgery.stage import Cut
 from .verify import Verified
@@ -85,11 +85,12 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
 
 
 def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: dict | None = None,
-               how: LandingConfig = LandingConfig(), calibration=None, loss_fn=None, progress=None,
+               how: LandingConfig | None = None, calibration=None, loss_fn=None, progress=None,
                on_round=None) -> tuple[Scores, Plan, Cut, Verified, Report]:
     """The stages after trace and group, on an analysis whose groups they may freeze (slim
     gives a fresh() copy): each takes the records before it and returns its own. budget: a
-    hwprune.plan.budget.Budget, else `widths`, else config.ratio; on_round: see
+    hwprune.plan.budget.Budget, else `widths`, else config.ratio; how: where and how a budget
+    lands (hwprune.plan.land.LandingConfig; a ratio reads its target); on_round: see
     hwprune.plan.land.land."""
     check_prunable(analysis, config)
     tick(progress, "score", 0, 1)

@@ -74,8 +74,9 @@ def test_slim_report_has_the_key_tree_it_had(tmp_path, monkeypatch, argv, expect
 def _tiny_report():
     import warnings
 
-    import hwprune
     from models_for_cli import tiny_convnet
+
+    import hwprune
     model, inputs = tiny_convnet()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hwprune.errors.LatticeWarning)
@@ -126,10 +127,11 @@ def test_with_section_refuses_what_the_json_cannot_hold(name, data, message):
 
 def _records():
     """One of each record hwprune.slim passes between its stages, from a real run."""
+    from models_for_cli import tiny_convnet
+
     from hwprune import api
     from hwprune.analysis import analyze
     from hwprune.config import SlimConfig
-    from models_for_cli import tiny_convnet
 
     model, inputs = tiny_convnet()
     config = SlimConfig(ratio=0.5)
@@ -154,8 +156,9 @@ def test_the_stage_records_are_frozen(records, name):
 
 def test_the_stages_chain_to_the_report_slim_returns(records):
     """The records of one run agree with one another and with slim's own report."""
-    import hwprune
     from models_for_cli import tiny_convnet
+
+    import hwprune
 
     plan, cut, verified, report = records["Plan"], records["Cut"], records["Verified"], records["Report"]
     assert verified.cut is cut and np.array_equal(cut.removed, plan.removed)

@@ -44,7 +44,7 @@ class Report:
         return tuple(f.name for f in fields(cls) if f.name != "sections")
 
     @classmethod
-    def of(cls, data: Mapping) -> "Report":
+    def of(cls, data: Mapping) -> Report:
         """The Report of a report dict (what hwprune.slim returns, or a report JSON read back)."""
         core = cls.core_names()
         missing = [k for k in core if k not in data]
@@ -53,7 +53,7 @@ class Report:
                              "or `hwprune slim --report` wrote")
         return cls(**{k: data[k] for k in core}, sections=tuple((k, v) for k, v in data.items() if k not in core))
 
-    def with_section(self, name: str, data) -> "Report":
+    def with_section(self, name: str, data) -> Report:
         """This report with the section `name` set to `data` (JSON data: dicts, lists, strings,
         numbers, or arrays and paths, written as lists and strings): replaced in its place where
         the report has it, else added last. The report it is called on is left as it was."""
@@ -72,7 +72,7 @@ class Report:
             return dataclasses.replace(self, sections=self.sections[:at] + ((name, data),) + self.sections[at + 1:])
         return dataclasses.replace(self, sections=self.sections + ((name, data),))
 
-    def with_sections(self, more: Mapping) -> "Report":
+    def with_sections(self, more: Mapping) -> Report:
         """with_section for each item of `more`, in its order."""
         report = self
         for name, data in more.items():
@@ -95,7 +95,10 @@ class Report:
         return name in self.core_names() or any(k == name for k, _ in self.sections)
 
     def get(self, name: str, default=None):
-        return self[name] if name in self else default
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
     def write_json(self, path: Path) -> None:
         write_json(path, self.to_json())

@@ -19,7 +19,14 @@ import torch
 
 from ..errors import VerificationError
 from ..graph.groups import ChannelGraph
-from ..graph.masked import along, random_like, removal_masks, run_masked, tensors_of, zero_removed
+from ..graph.masked import (
+    along,
+    random_like,
+    removal_masks,
+    run_masked,
+    tensors_of,
+    zero_removed,
+)
 from ..progress import tick
 
 __all__ = ["Verified", "verify_cut", "verify", "verify_fidelity", "run_graph", "tensors_of", "along"]
