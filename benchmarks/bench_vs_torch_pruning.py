@@ -477,20 +477,17 @@ def slim_keeping_rounds(analysis, speedup: float, importance: str, calib, compen
     did not rescore): hwprune.slim(analysis, speedup=speedup, target="cpu", importance=...,
     calibration=..., compensate=...) run as the stages hwprune.slim calls, so that the landing's
     rounds can be watched (its on_round)."""
-    from hwprune.analysis import check_prunable
+    from hwprune.api import run_stages
     from hwprune.config import SlimConfig
-    from hwprune.importance.scorer import scorer_for
     from hwprune.plan.budget import Budget
-    from hwprune.plan.land import LandingConfig, land
+    from hwprune.plan.land import LandingConfig
 
     config = SlimConfig(importance=importance, compensate=compensate)
     a = analysis.fresh()  # the landing may freeze groups of its analysis, as slim's copy
-    check_prunable(a, config)
-    scorer = scorer_for(a, config, calib)
     rounds = []
-    slim, report = land(a, scorer(a), config, Budget("speedup", float(speedup)), LandingConfig(target="cpu"),
-                        scorer, on_round=rounds.append)
-    return slim, report, rounds[-1].scores if rounds else None
+    *_, verified, report = run_stages(a, config, budget=Budget("speedup", float(speedup)),
+                                      how=LandingConfig(target="cpu"), calibration=calib, on_round=rounds.append)
+    return verified.cut.model, report.to_json(), rounds[-1].scores if rounds else None
 
 
 def how_ranked(importance: str, compensate: bool = False, figures: str = "first") -> dict:

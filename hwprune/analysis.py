@@ -6,7 +6,7 @@ search share them instead of tracing twice; nothing is cut here.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -19,15 +19,19 @@ from .report import count_params, group_json
 from .surgery import has_cutter
 
 
-@dataclass
+@dataclass(frozen=True)
 class Analysis:
-    """A traced model and its channel groups: what can be cut, and what is frozen and why."""
+    """The record of the trace and group stages: a traced model and its channel groups, what
+    can be cut, and what is frozen and why. Frozen; a run's calibration inputs are bound with
+    `with_calibration` (a new Analysis). The groups' `frozen` reasons are the one thing a later
+    stage sets (the verify stage's repair), which is why slim works on a `fresh()` copy."""
     model: nn.Module
     example_inputs: tuple
     graph: ChannelGraph
     custom_rules: tuple = ()  # SlimConfig.custom_rules the groups were built with
     calibration: list | None = None  # the inputs slim measures importance and means on
-    compensation: tuple | None = None  # (folds, means) of hwprune.compensate, once slim needs them
+    # what is measured once on this analysis and kept (hwprune.compensate's folds and means)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def trace(self) -> str:
@@ -51,7 +55,13 @@ class Analysis:
     def fresh(self) -> "Analysis":
         """A copy whose groups can be frozen (as slim does when a cut fails) without touching this one."""
         groups = [dataclasses.replace(g) for g in self.graph.groups]
-        return dataclasses.replace(self, graph=dataclasses.replace(self.graph, groups=groups))
+        return dataclasses.replace(self, graph=dataclasses.replace(self.graph, groups=groups), memo=dict(self.memo))
+
+    def with_calibration(self, calibration: list | None) -> "Analysis":
+        """This analysis measuring on `calibration` (what it measured on other inputs is dropped)."""
+        if calibration is self.calibration:
+            return self
+        return dataclasses.replace(self, calibration=calibration, memo={})
 
     def explain(self) -> str:
         lines = [f"traced with {self.trace}: {len(self.groups)} channel groups, "

@@ -1,10 +1,13 @@
-"""The pass as a list of named stages: analyze (trace -> group) -> score -> plan -> cut -> verify.
+"""The pass as a list of named stages over frozen records:
 
-`slim` calls them in order; each is a public function of its own module:
-hwprune.analysis (analyze), hwprune.importance.scorer (the score stage of a run),
-hwprune.plan (widths to a cut) and hwprune.plan.land (a budget landed where it is measured),
-hwprune.verify.repair (cut, verify, and freeze what a size in forward does not follow),
-hwprune.report (the report).
+    load -> trace -> group   hwprune.analysis.analyze             -> Analysis
+    score                    hwprune.importance.scorer.Scorer     -> Scores
+    plan                     hwprune.plan.stage.plan_cut          -> Plan  (a budget: landed, hwprune.plan.land)
+    cut                      hwprune.surgery.stage.cut_model      -> Cut
+    verify                   hwprune.verify.verify_cut            -> Verified  (with the repair: verify.repair)
+    report                   hwprune.report.slim_report           -> Report
+
+`slim` checks its arguments and calls `run_stages`, which calls the stages in this order.
 """
 from __future__ import annotations
 
@@ -14,17 +17,22 @@ from torch import nn
 
 from .analysis import Analysis, analyze, check_prunable, grouping_rules
 from .config import SlimConfig
-from .errors import InputError, LatticeWarning
+from .errors import InputError
 from .graph.trace import is_exported_graph
+from .importance import Scores
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
-from .plan import plan_widths, removed_from_kept
+from .plan import Plan, removed_from_kept
 from .plan.kinds import budget_of
-from .plan.land import LandingConfig, land
+from .plan.land import LandingConfig
+from .plan.stage import plan_cut
 from .progress import tick
+from .report import Report, slim_report
+from .surgery.stage import Cut
+from .verify import Verified
 from .verify.repair import cut_verified
 
-__all__ = ["Analysis", "analyze", "slim", "apply"]
+__all__ = ["Analysis", "analyze", "slim", "apply", "run_stages", "Scores", "Plan", "Cut", "Verified", "Report"]
 
 
 def slim(model, example_inputs=None, *, ratio: float | None = None, importance: str = "l2",
@@ -71,24 +79,34 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
                         "params": params, "budget": budget, "widths": widths}, allow_block_removal)
     config = _config_of(config, ratio=ratio, importance=importance, strict=strict, seed=seed,
                         prune_hidden=prune_hidden, compensate=compensate, objective=objective)
-    a = _analysis_for(model, example_inputs, config, progress)  # trace -> group
-    check_prunable(a, config)
+    how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
+                        allow_block_removal=allow_block_removal)
+    analysis = _analysis_for(model, example_inputs, config, progress)  # load -> trace -> group
+    *_, verified, report = run_stages(analysis, config, budget=budget, widths=widths, how=how,
+                                      calibration=calibration, loss_fn=loss_fn, progress=progress)
+    return verified.cut.model, report.to_json()
+
+
+def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: dict | None = None,
+               how: LandingConfig | None = None, calibration=None, loss_fn=None, progress=None,
+               on_round=None) -> tuple[Scores, Plan, Cut, Verified, Report]:
+    """The stages after trace and group, on an analysis whose groups they may freeze (slim
+    gives a fresh() copy): each takes the records before it and returns its own. budget: a
+    hwprune.plan.budget.Budget, else `widths`, else config.ratio; how: where and how a budget
+    lands (hwprune.plan.land.LandingConfig; a ratio reads its target); on_round: see
+    hwprune.plan.land.land."""
+    check_prunable(analysis, config)
     tick(progress, "score", 0, 1)
-    scorer = scorer_for(a, config, calibration, loss_fn, progress)
-    scores = scorer(a)
-    if budget is not None:  # plan -> cut -> verify, until it lands
-        how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
-                            allow_block_removal=allow_block_removal)
-        return land(a, scores, config, budget, how, scorer, progress)
-    lattice_note = None
-    if widths is None:
-        widths, lattice_note = _ratio_widths(a, config.ratio, target)
-    try:
-        cuts = plan_widths(a.groups, scores, widths)  # plan
-    except ValueError as e:
-        raise InputError(f"widths: {e}") from e
-    slim_model, report = cut_verified(a, a.graph.removed_of(cuts), config, progress)  # cut -> verify
-    return slim_model, report if lattice_note is None else report | {"lattice": lattice_note}
+    scorer = scorer_for(analysis, config, calibration, loss_fn, progress)
+    analysis = scorer.bind(analysis)  # the inputs the criteria and the compensation measure on
+    scores = scorer(analysis)  # score
+    plan = plan_cut(analysis, scores, config, budget=budget, widths=widths, how=how, scorer=scorer,
+                    progress=progress, on_round=on_round)  # plan
+    # cut -> verify; a budget's landing has cut and verified its plan already, to see where it lands
+    verified = plan.landed if plan.landed is not None else cut_verified(plan.analysis, plan.removed, config,
+                                                                         progress)
+    report = slim_report(analysis, plan, verified, config)  # report
+    return scores, plan, verified.cut, verified, report
 
 
 def _config_of(config: SlimConfig | None, **given) -> SlimConfig:
@@ -107,26 +125,6 @@ def _config_of(config: SlimConfig | None, **given) -> SlimConfig:
     return config
 
 
-def _ratio_widths(a: Analysis, ratio: float, target: str | None) -> tuple:
-    """Uniform widths for a ratio: on the target's lattice where one is named; without one,
-    as the ratio says, with a warning for each width off the portable lattice (the CPU's AVX2
-    fast path and fp16 tensor cores want 8)."""
-    import warnings
-
-    from .hardware import get_target
-    from .hardware.lattice import lattice_for
-    from .plan.budget import off_lattice, uniform_widths
-    lattice, source = lattice_for(get_target(target) if target is not None else None)
-    widths = uniform_widths(a.graph, a.groups, ratio, lattice if target is not None else None)
-    off = off_lattice(a.graph, a.groups, widths, lattice)
-    if off:
-        g = off[0]
-        warnings.warn(f"ratio {ratio:g} leaves {len(off)} group(s) off the lattice of % {lattice.multiple}, for "
-                      f"example {g.members[0]} at {widths[g.id]} of {g.width} channels: such widths can run slower "
-                      "than the original. Give a target (--target) to snap the widths to its lattice",
-                      LatticeWarning, stacklevel=3)
-    return widths, {"multiple": lattice.multiple, "from": source, "snapped": target is not None,
-                    "off_lattice": [g.id for g in off]}
 
 
 def _analysis_for(model, example_inputs, config: SlimConfig, progress) -> Analysis:
@@ -160,6 +158,5 @@ def apply(report: dict, model: nn.Module, example_inputs, *, progress=None, cali
     config = SlimConfig(ratio=float(report.get("config", {}).get("ratio") or 0.0), strict=True,
                         compensate=bool(report.get("config", {}).get("compensate")))
     if calibration is not None:
-        a.calibration = calibration_batches(a.example_inputs, calibration)
-    slim_model, _ = cut_verified(a, removed, config, progress)
-    return slim_model
+        a = a.with_calibration(calibration_batches(a.example_inputs, calibration))
+    return cut_verified(a, removed, config, progress).cut.model

@@ -203,8 +203,8 @@ def compensation_of(analysis) -> tuple:
     """(folds, means) for an analysis (hwprune.analysis.Analysis), measured once and kept on
     it: where removed channels can be read as their means, and the means on its calibration
     inputs (its example inputs where it has none)."""
-    if analysis.compensation is None:
+    if "compensation" not in analysis.memo:
         folds = find_folds(analysis.graph, analysis.model)
         calibration = analysis.calibration or [analysis.example_inputs]
-        analysis.compensation = (folds, channel_means(analysis.graph, analysis.model, calibration, folds))
-    return analysis.compensation
+        analysis.memo["compensation"] = (folds, channel_means(analysis.graph, analysis.model, calibration, folds))
+    return analysis.memo["compensation"]

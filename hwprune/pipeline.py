@@ -57,15 +57,15 @@ class SlimPass:
         from .hardware import get_target
         from .hardware.compare import latency_compare
         from .hardware.measure import OrtSettings
+        from .report import Report
 
         inputs = input_tuple(example_inputs)
         slim_model, report = slim(model, inputs, **self._budget(), importance=self.importance, target=self.target,
                                   lut=self.lut, threads=self.threads, min_width=self.min_width,
                                   prune_hidden=self.prune_hidden, allow_block_removal=self.allow_block_removal,
                                   compensate=self.compensate, objective=self.objective, progress=self.progress)
-        report = dict(report)
-        report["latency_ms"] = latency_compare(model, slim_model, inputs, get_target(self.target), lut=self.lut,
-                                               settings=OrtSettings(threads=self.threads), measure=self.measure,
-                                               progress=self.progress)
-        self.report = report
+        latency = latency_compare(model, slim_model, inputs, get_target(self.target), lut=self.lut,
+                                  settings=OrtSettings(threads=self.threads), measure=self.measure,
+                                  progress=self.progress)
+        self.report = Report.of(report).with_section("latency_ms", latency).to_json()
         return slim_model

@@ -191,11 +191,10 @@ def test_fisher_with_compensation_scores_removal_to_the_mean():
         model[0].weight[0] = 0.0
         model[0].bias[0] = 3.0  # channel 0: always 3
     calib = _calibration((8, 4), n=2)
-    a = hwprune.analyze(model, calib[0])
+    a = hwprune.analyze(model, calib[0]).with_calibration(calib)
     from hwprune.compensate import compensation_of
     from hwprune.importance import score
     from hwprune.verify import tensors_of
-    a.calibration = calib
     plain = score(a.graph, tensors_of(model), "fisher", 0, model, calib)
     centred = score(a.graph, tensors_of(model), "fisher", 0, model, calib, compensation=compensation_of(a))
     g = next(i for i, grp in enumerate(a.groups) if grp.width == 6)

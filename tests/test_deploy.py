@@ -220,7 +220,7 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_replaced_files(here, caps
         (here / name).write_text(f"the earlier {name}")
     before = _snapshot(here)
     if step == "html":
-        import hwprune.deploy.report_html as report_html
+        import hwprune.report.html as report_html
 
         def interrupted(report):
             raise KeyboardInterrupt

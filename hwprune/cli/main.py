@@ -175,6 +175,7 @@ def _cmd_slim(args) -> int:
     import hwprune
 
     from ..deploy.bundle import write_bundle
+    from ..report import Report
 
     # the options and the outputs are checked before loading, which can take a while: the options
     # by the API's own checks (SlimConfig, budget_of, check_calibration), asked early
@@ -206,17 +207,17 @@ def _cmd_slim(args) -> int:
                                      objective=args.objective)
         if not hwprune.recover.is_main_process():  # under torchrun, rank 0 writes
             return 0
-        report = dict(report)
-        report["source"] = _source_record(loaded)
+        source = _source_record(loaded)
         if calibration is not None:
-            report["source"]["calibration"] = {"file": str(args.calibration), "inputs": len(calibration)}
+            source["calibration"] = {"file": str(args.calibration), "inputs": len(calibration)}
+        report = Report.of(report).with_section("source", source)
         latency = slim_latency(args, loaded, model, progress)
         if latency is not None:
-            report["latency_ms"] = latency
-            report |= _latency_detail(args, loaded, model, progress)
+            report = report.with_section("latency_ms", latency).with_sections(
+                _latency_detail(args, loaded, model, progress))
         elif outputs.html is not None:  # the widths plot needs no latency model
             from ..deploy.layers import widths_for
-            report |= widths_for(loaded.module, model, loaded.example_inputs)
+            report = report.with_sections(widths_for(loaded.module, model, loaded.example_inputs))
         report = write_bundle(model, report, loaded.example_inputs, stage, target=_target(args),
                               precision=args.precision or "fp16", progress=progress)
     console = _console()

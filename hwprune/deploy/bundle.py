@@ -14,12 +14,12 @@ Every file is written and checked in a staging folder beside its destination
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import HwpruneError
+from ..report import Report, write_json  # noqa: F401  (write_json: the name the CLI imports from here)
 from .outputs import StagedOutputs
 
 RTOL = 1e-4  # the project's tolerance for an export against PyTorch
@@ -57,11 +57,12 @@ def is_hf_model(model) -> bool:
     return transformers is not None and isinstance(model, transformers.PreTrainedModel)
 
 
-def write_bundle(model, report: dict, example_inputs: tuple, stage: StagedOutputs, *, target=None,
-                 precision: str = "fp16", progress=None) -> dict:
+def write_bundle(model, report, example_inputs: tuple, stage: StagedOutputs, *, target=None,
+                 precision: str = "fp16", progress=None) -> Report:
     """Write the bundle's outputs into `stage`, checking each, then commit them all; return the
-    report as written (with "onnx", "pt2", "hf", "tensorrt" and "outputs" filled in)."""
-    report = dict(report)
+    report (a Report, or a report dict) as written, with the sections "onnx", "pt2", "hf",
+    "tensorrt" and "outputs" added."""
+    report = report if isinstance(report, Report) else Report.of(report)
     with stage:
         steps = [k for k in ("model", "onnx", "pt2", "hf", "engine", "report", "html") if k in stage.outputs]
         tick = _ticker(progress, len(steps))
@@ -70,29 +71,29 @@ def write_bundle(model, report: dict, example_inputs: tuple, stage: StagedOutput
         if "onnx" in stage.outputs:
             tick("export onnx")
             from ..export.onnx import export_onnx
-            report["onnx"] = export_onnx(model, example_inputs, stage.path("onnx"), rtol=RTOL) | {
+            onnx = export_onnx(model, example_inputs, stage.path("onnx"), rtol=RTOL) | {
                 "path": str(stage.final("onnx").absolute())}
-            if report["onnx"].get("external_data"):
-                report["onnx"]["external_data"] = str(stage.final("onnx").absolute()) + ".data"
+            if onnx.get("external_data"):
+                onnx["external_data"] = str(stage.final("onnx").absolute()) + ".data"
+            report = report.with_section("onnx", onnx)
         if "pt2" in stage.outputs:
             tick("export pt2")
-            report["pt2"] = write_pt2(model, example_inputs, stage.path("pt2")) | {
-                "path": str(stage.final("pt2").absolute())}
+            report = report.with_section("pt2", write_pt2(model, example_inputs, stage.path("pt2")) | {
+                "path": str(stage.final("pt2").absolute())})
         if "hf" in stage.outputs:
             tick("save_pretrained")
-            report["hf"] = write_pretrained(model, example_inputs, stage.path("hf")) | {
-                "path": str(stage.final("hf").absolute())}
+            report = report.with_section("hf", write_pretrained(model, example_inputs, stage.path("hf")) | {
+                "path": str(stage.final("hf").absolute())})
         if target is not None and target.gpu is not None and "onnx" in stage.outputs:
             tick("tensorrt")
-            report["tensorrt"] = _tensorrt(stage, target, precision, example_inputs)
-        report["outputs"] = {k: str(v) for k, v in stage.outputs.items()}
+            report = report.with_section("tensorrt", _tensorrt(stage, target, precision, example_inputs))
+        report = report.with_section("outputs", {k: str(v) for k, v in stage.outputs.items()})
         if "report" in stage.outputs:
             tick("write report")
-            write_json(stage.path("report"), report)
+            report.write_json(stage.path("report"))
         if "html" in stage.outputs:
             tick("write html")
-            from .report_html import render
-            stage.path("html").write_text(render(report), encoding="utf-8")
+            stage.path("html").write_text(report.to_html(), encoding="utf-8")
         tick("commit")
         stage.commit(required=list(stage.outputs))
     return report
@@ -147,19 +148,6 @@ def save_module(model, path: Path, example_inputs: tuple) -> None:
         torch.export.save(torch.export.export(model, tuple(example_inputs), strict=False), path)
     else:
         torch.save(model, path)
-
-
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_value) + "\n", encoding="utf-8")
-
-
-def _json_value(value):
-    """Tensors, numpy scalars and paths that reports may carry."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"report value of type {type(value).__name__} is not JSON serializable")
 
 
 def write_pt2(model, example_inputs: tuple, path: Path) -> dict:

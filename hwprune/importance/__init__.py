@@ -42,9 +42,7 @@ def score(graph, tensors: dict, name: str, seed: int = 0, model=None, calibratio
         raise InputError(f"importance {name!r} measures on inputs: give the model and calibration, a non-empty "
                          "list of input tuples (hwprune.slim uses its example inputs when none are given)")
     ctx = ScoreContext(graph, tensors, seed, model, calibration, progress, removed, compensation, loss_fn, teacher)
-    out = Scores(row.fn(ctx))
-    out.across_groups = row.across_groups
-    return out
+    return Scores(tuple(row.fn(ctx)), row.across_groups)
 
 
 # the criteria register themselves, in this order (the CLI lists them so)

@@ -4,6 +4,7 @@ accumulation over a group's parameter slots that the weight criteria share."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -113,7 +114,16 @@ def accumulate(graph, tensors: dict, slots, power: int | None) -> list:
     return scores
 
 
-class Scores(list):
-    """One array per group. across_groups: the figures are in one unit for every group (a
-    head and a neuron compare directly), not only within a group."""
+@dataclass(frozen=True, eq=False)
+class Scores(Sequence):
+    """The score stage's record: one array per group, in the groups' order (read as a sequence
+    of them). across_groups: the figures are in one unit for every group (a head and a neuron
+    compare directly), not only within a group."""
+    per_group: tuple
     across_groups: bool = False
+
+    def __getitem__(self, i):
+        return self.per_group[i]
+
+    def __len__(self) -> int:
+        return len(self.per_group)

@@ -24,10 +24,15 @@ class Scorer:
     loss_fn: object = None
     progress: object = None
 
+    def bind(self, analysis):
+        """The analysis measuring on this run's calibration inputs (hwprune.analysis.Analysis.with_calibration)."""
+        return analysis.with_calibration(self.calibration)
+
     def __call__(self, analysis, removed=None) -> Scores:
-        """One array of channel scores per group of the analysis; with `removed` (a bool per
-        channel label), measured on the model with those channels cut."""
-        analysis.calibration = self.calibration
+        """The score stage: one array of channel scores per group of the analysis; with
+        `removed` (a bool per channel label), measured on the model with those channels cut.
+        Give an analysis from `bind`, so that what compensation measures on it is kept."""
+        analysis = self.bind(analysis)
         return score(analysis.graph, tensors_of(analysis.model), self.importance, self.seed, analysis.model,
                      self.calibration, self.progress, removed,
                      compensation_of(analysis) if self.compensate else None, loss_fn=self.loss_fn)

@@ -1,12 +1,31 @@
-"""Allocators: how many channels each group keeps, and which.
+"""The plan stage and its allocators: how many channels each group keeps, and which.
 
+Plan: the plan stage's record (the stage, plan_cut, is hwprune.plan.stage);
 plan_widths: explicit widths to a cut; removed_from_kept: a report's kept indices back to a
 cut; hwprune.plan.budget: widths for a budget; hwprune.plan.land: landing a budget where it
 is measured; hwprune.plan.depth: residual blocks removed whole.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The plan stage's record: the channels to cut (`removed`, a bool per channel label of
+    `analysis`) and how they were chosen. analysis: the Analysis the cut applies to (the
+    landing's without the residual blocks it removed, where it removed any); config: what
+    the plan adds to the report's "config" (a budget, its target, ...); sections: the report
+    sections the plan states, in order ("lattice" for a ratio; "plan", and "depth" with block
+    removal, for a budget); landed: for a budget, the Verified cut the landing measured
+    (hwprune.plan.land), which the cut and verify stages do not redo."""
+    analysis: object
+    removed: np.ndarray
+    config: dict = field(default_factory=dict)
+    sections: tuple = ()
+    landed: object = None
 
 
 def plan_widths(groups, scores, widths: dict) -> dict:

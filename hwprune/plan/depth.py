@@ -231,7 +231,7 @@ def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_wi
         chosen = ranked[:k]
         tick(progress, "blocks", k, len(ranked))
         model_k = remove_blocks(a.model, chosen)
-        a_k = analyze(model_k, a.example_inputs, config=config)
+        a_k = scorer.bind(analyze(model_k, a.example_inputs, config=config))  # measures on the run's inputs
         scores_k = scorer(a_k)
         graph_k = onnx_graph(model_k, a.example_inputs)
         pricing_k = budget.pricing(graph_k, lm, progress)

@@ -19,12 +19,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import BudgetError, InputError
-from ..graph.macs import count_macs
 from ..hardware.lattice import lattice_for
 from ..progress import tick
-from ..report import count_params
 from ..verify.repair import cut_verified
-from . import plan_widths
+from . import Plan, plan_widths
 from .depth import choose_blocks
 
 RESCORE_ROUNDS = 3
@@ -76,10 +74,11 @@ class _Site:
 
 
 def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer=None, progress=None,
-         on_round=None) -> tuple:
-    """(slim model, report) for a budget (hwprune.plan.budget.Budget) on the analysis `a` with
-    its `scores`, cut and verified as config (a SlimConfig) says. The report's "plan" says how
-    it landed: each try, and where measured, the measured speedup; "depth" the blocks removed.
+         on_round=None):
+    """The Plan (hwprune.plan.Plan) of a budget (hwprune.plan.budget.Budget) on the analysis
+    `a` with its `scores`, landed: each try cut and verified as config (a SlimConfig) says,
+    and the one kept is the Plan's `landed` Verified cut. Its "plan" section says how it
+    landed: each try, and where measured, the measured speedup; "depth" the blocks removed.
     scorer(analysis, removed=None) -> scores (hwprune.importance.scorer.Scorer) scores again
     for block removal and the rescoring rounds; on_round(RescoreRound) is called after each
     rescoring round."""
@@ -94,29 +93,26 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
                                   config.objective, on_round)
     tries, results = _tries(a, original, scores, config, budget, plan_for, pricing, site, how, progress)
     pick = pick_try(tries) if tries else 0
-    slim_model, report, record = results[pick]
+    verified, record = results[pick]
     if site.measures and site.lm.table.dirty:
         site.lm.table.save()  # the kernels measured for the landing checks serve the next prediction
     kept = tries[pick] if tries else None
-    record |= {"target": site.target.name if site.target else None,
-               "lattice": {"multiple": site.lattice.multiple, "from": site.lattice_from},
-               "predicted_before": site.pricing.full_figure if site.lm else None,
-               "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
-               "landing": None if site.lm is None else "measured here, end to end" if site.measures else "predicted"}
+    record = record | {
+        "target": site.target.name if site.target else None,
+        "lattice": {"multiple": site.lattice.multiple, "from": site.lattice_from},
+        "predicted_before": site.pricing.full_figure if site.lm else None,
+        "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
+        "landing": None if site.lm is None else "measured here, end to end" if site.measures else "predicted"}
     if rounds:
         record["importance_rounds"] = [r.to_json() for r in rounds]
     if kept and site.measures:
         record["measured"] = {"before_ms": kept["measured_before_ms"], "after_ms": kept["measured_after_ms"],
                               "speedup": round(kept["measured_before_ms"] / kept["measured_after_ms"], 4)}
-    report["plan"] = record
-    report["config"] = report["config"] | {"ratio": None, "budget": {budget.kind: budget.value},
-                                           "target": site.target.name if site.target else None,
-                                           "min_width": how.min_width, "allow_block_removal": how.allow_block_removal}
-    if depth is not None:
-        report["depth"] = depth
-        report["params"]["before"] = count_params(original.model)
-        report["macs"]["before"] = count_macs(original.graph.traced.graph, original.graph.shapes.__getitem__)
-    return slim_model, report
+    config_record = {"ratio": None, "budget": {budget.kind: budget.value},
+                     "target": site.target.name if site.target else None, "min_width": how.min_width,
+                     "allow_block_removal": how.allow_block_removal}
+    sections = (("plan", record),) + ((("depth", depth),) if depth is not None else ())
+    return Plan(verified.cut.analysis, verified.cut.removed, config_record, sections, landed=verified)
 
 
 def _site(a, budget, how: LandingConfig, progress) -> _Site:
@@ -140,7 +136,7 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
 
 def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig,
            progress) -> tuple:
-    """([each try's landing record], [(slim model, report, plan record) of each try]): plan,
+    """([each try's landing record], [(Verified cut, plan record) of each try]): plan,
     cut and verify; for a latency budget, check the landing and re-plan on a miss."""
     from .budget import plan_budget
     internal, tries, results, full_ms = None, [], [], None
@@ -155,11 +151,11 @@ def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, 
                 raise
             break  # a re-plan asked for more than width can give: keep the tries made
         cuts = plan_widths(a.groups, scores, widths)
-        slim_model, report = cut_verified(a, a.graph.removed_of(cuts), config, progress)
-        results.append((slim_model, report, record))
+        verified = cut_verified(a, a.graph.removed_of(cuts), config, progress)
+        results.append((verified, record))
         if site.lm is None:
             break
-        tried, landed, goal, anchor_ms = _landing(a, original, slim_model, record, budget, pricing, site,
+        tried, landed, goal, anchor_ms = _landing(a, original, verified.cut.model, record, budget, pricing, site,
                                                   not tries, progress, (len(tries), how.attempts))
         full_ms = anchor_ms if anchor_ms is not None else full_ms
         tries.append(tried)

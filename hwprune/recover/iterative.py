@@ -161,14 +161,16 @@ def _summary(report: dict) -> dict:
 
 
 def _final_report(report: dict, first: dict, kept: dict, rows: list, kind, value, rounds: int) -> dict:
-    """The last round's report restated against the original model."""
-    report = dict(report)
-    report["kept"] = kept
-    report["params"] = {"before": first["params"]["before"], "after": report["params"]["after"]}
-    report["macs"] = {"before": first["macs"]["before"], "after": report["macs"]["after"]}
+    """The last round's report restated against the original model (its sections replaced in
+    their places, "recover" added)."""
+    from ..report import Report
     widths = {tuple(g["members"]): g["width_before"] for g in first["groups"]}
-    report["groups"] = [g | {"width_before": widths.get(tuple(g["members"]), g["width_before"])}
-                        for g in report["groups"]]
+    restated = Report.of(report).with_sections({
+        "kept": kept,
+        "params": {"before": first["params"]["before"], "after": report["params"]["after"]},
+        "macs": {"before": first["macs"]["before"], "after": report["macs"]["after"]},
+        "groups": [g | {"width_before": widths.get(tuple(g["members"]), g["width_before"])}
+                   for g in report["groups"]]})
     if report.get("plan"):  # the last round's plan, stated from the original with the user's budget
         plan, start = dict(report["plan"]), first["plan"]
         plan |= {"budget": {"kind": kind, "value": value}, "round_budget": plan["budget"], "full": start.get("full"),
@@ -176,8 +178,8 @@ def _final_report(report: dict, first: dict, kept: dict, rows: list, kind, value
         if plan.get("measured") and start.get("measured"):
             before, after = start["measured"]["before_ms"], plan["measured"]["after_ms"]
             plan["measured"] = {"before_ms": before, "after_ms": after, "speedup": round(before / after, 4)}
-        report["plan"] = plan
+        restated = restated.with_section("plan", plan)
     if "budget" in report.get("config", {}):
-        report["config"] = report["config"] | {"budget": {kind: value}}
-    report["recover"] = {"schedule": f"geometric, {rounds} rounds toward {kind} {value:g}", "rounds": rows}
-    return report
+        restated = restated.with_section("config", report["config"] | {"budget": {kind: value}})
+    return restated.with_section("recover", {"schedule": f"geometric, {rounds} rounds toward {kind} {value:g}",
+                                             "rounds": rows}).to_json()

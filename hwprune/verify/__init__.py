@@ -12,14 +12,46 @@ and cut again) is hwprune.verify.repair.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ..errors import VerificationError
 from ..graph.groups import ChannelGraph
-from ..graph.masked import along, random_like, removal_masks, run_masked, tensors_of, zero_removed
+from ..graph.masked import (
+    along,
+    random_like,
+    removal_masks,
+    run_masked,
+    tensors_of,
+    zero_removed,
+)
+from ..progress import tick
 
-__all__ = ["verify", "verify_fidelity", "run_graph", "tensors_of", "along"]
+__all__ = ["Verified", "verify_cut", "verify", "verify_fidelity", "run_graph", "tensors_of", "along"]
+
+
+@dataclass(frozen=True, eq=False)
+class Verified:
+    """The verify stage's record: a cut (hwprune.surgery.stage.Cut) that passed the oracle, and
+    the oracle's figures (`result`: the report's "verify")."""
+    cut: object
+    result: dict
+
+
+def verify_cut(cut, config, progress=None) -> Verified:
+    """The oracle on a Cut, or VerificationError: mask equivalence (removed channels read as
+    their means where the cut folded them); output fidelity under config.prune_hidden, since
+    norms over cut channels normalize over fewer."""
+    a = cut.analysis
+    tick(progress, "verify", 0, 1)
+    if config.prune_hidden:  # norms over cut channels: not mask-equivalent by design
+        result = verify_fidelity(a.model, cut.model, a.example_inputs, config.verify_batches)
+    else:
+        result = verify(a.graph, a.model, cut.model, a.example_inputs, cut.removed, config.rtol,
+                        config.verify_batches, cut.fills)
+    return Verified(cut, result)
 
 
 def run_graph(graph: ChannelGraph, model, inputs: tuple, removed: np.ndarray | None = None) -> list:

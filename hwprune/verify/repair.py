@@ -12,25 +12,22 @@ from __future__ import annotations
 import traceback
 
 import numpy as np
-import torch
 
 from ..errors import VerificationError
 from ..graph.groups import ChannelGraph
-from ..graph.heads import head_changes
-from ..graph.masked import tensors_of
-from ..graph.trace import GRAPH, short_path, stack_frames
-from ..progress import tick
-from ..report import slim_report
-from ..surgery import cut
-from . import verify, verify_fidelity
+from ..graph.trace import short_path, stack_frames
+from ..surgery.stage import cut_model
+from . import Verified, verify_cut
 
 
-def cut_verified(a, removed: np.ndarray, config, progress=None, attempts: int = 8):
-    """(slim model, report): cut `removed` (a bool per channel label) from the analysis `a`
-    and verify. Where a size written into forward does not follow a cut, freeze the groups
-    involved (in `a`, and clear them in `removed`) and cut again: by the line that raised, or,
-    when the output is silently wrong, by bisecting the cut groups for one whose cut alone
-    breaks equivalence. Under config.strict the first failure is raised."""
+def cut_verified(a, removed: np.ndarray, config, progress=None, attempts: int = 8) -> Verified:
+    """The cut and verify stages with their repair: cut `removed` (a bool per channel label)
+    from the analysis `a` and verify. Where a size written into forward does not follow a cut,
+    freeze the groups involved (in `a`; the Cut's `removed` leaves them whole) and cut again:
+    by the line that raised, or, when the output is silently wrong, by bisecting the cut
+    groups for one whose cut alone breaks equivalence. Under config.strict the first failure
+    is raised. `removed` itself is left as it was."""
+    removed = removed.copy()
     for _ in range(attempts):
         try:
             return cut_and_verify(a, removed, config, progress)
@@ -93,48 +90,7 @@ def groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
     return []
 
 
-def module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:
-    """{module path: (old, new) shape of the first tensor input of its first call}."""
-    calls = {}
-    owner = {n: fqn.rpartition(".")[0] for n, (k, fqn) in graph.traced.placeholders.items() if k in ("param", "buffer")}
-    for node in graph.traced.graph.nodes:
-        stack = node.meta.get("nn_module_stack")
-        if node.op != "call_function":
-            continue
-        # the innermost module on the stack; without one (fallback tracer), the module whose own tensor it reads
-        path = list(stack.values())[-1][0] if stack else next(
-            (owner[a.name] for a in node.all_input_nodes if a.name in owner), None)
-        if path is None:
-            continue
-        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes), None)
-        if path not in calls and first is not None:
-            calls[path] = (graph.shapes[first.name], graph.new_shape(first.name, removed))
-    return calls
-
-
-def cut_and_verify(a, removed: np.ndarray, config, progress=None):
-    """(slim model, report) for one cut, or VerificationError: the surgery, the compensation's
-    folds where config.compensate, then the oracle (mask equivalence; output fidelity under
-    config.prune_hidden, since norms over cut channels normalize over fewer)."""
-    graph = a.graph
-    tick(progress, "cut", 0, 1)
-    kept = graph.param_kept(removed)
-    shapes = (graph.shapes.__getitem__, lambda t: graph.new_shape(t, removed)) if a.trace == GRAPH else None
-    heads = head_changes(graph, removed) if shapes is None else None
-    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads)
-    if shapes is None:
-        slim_model.eval()
-    fills, folded = {}, 0
-    if config.compensate:
-        from ..compensate import bias_deltas, compensation_of, fills_for, fold_biases
-        folds, means = compensation_of(a)
-        fills = fills_for(graph, folds, means, removed)
-        folded = fold_biases(slim_model, bias_deltas(folds, fills, tensors_of(a.model)), kept)
-    tick(progress, "verify", 0, 1)
-    if config.prune_hidden:  # norms over cut channels: not mask-equivalent by design
-        result = verify_fidelity(a.model, slim_model, a.example_inputs, config.verify_batches)
-    else:
-        result = verify(graph, a.model, slim_model, a.example_inputs, removed, config.rtol, config.verify_batches,
-                        fills)
-    compensated = {"layers": folded, "reads": int(sum(int((f != 0).sum()) for _, f in fills.values()))}
-    return slim_model, slim_report(a, slim_model, removed, config, result, kept, compensated)
+def cut_and_verify(a, removed: np.ndarray, config, progress=None) -> Verified:
+    """One cut (hwprune.surgery.stage.cut_model) and the oracle on it (verify_cut), or
+    VerificationError."""
+    return verify_cut(cut_model(a, removed, config, progress), config, progress)

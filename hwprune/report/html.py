@@ -6,6 +6,8 @@ and can be mailed or attached to a CI run:
 - per-layer predicted latency before and after;
 - the predicted latency staircases of the most expensive layers, with the chosen widths marked;
 - predicted against measured latency, where the target could be measured here.
+A section the page has no place for (one a caller added: Report.with_section) is shown as its
+JSON under its name, so that what the JSON says the page says too.
 """
 from __future__ import annotations
 
@@ -33,9 +35,22 @@ def render(report: dict) -> str:
         parts.append(f"<h2>{_e(heading)}</h2><figure><img alt=\"{_e(heading)}\" "
                      f"src=\"data:image/png;base64,{png}\"><figcaption>{_e(caption)}</figcaption></figure>")
     parts.append(_how(report))
+    parts += [_other(name, data) for name, data in report.items() if name not in SHOWN]
     body = "\n".join(p for p in parts if p)
     return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+# the sections hwprune writes: the page shows them above, or, as "kept" and "declared_rules", leaves
+# them to the JSON
+SHOWN = frozenset({"hwprune_version", "trace", "trace_note", "config", "params", "macs", "verify", "compensated",
+                   "groups", "kept", "declared_rules", "lattice", "plan", "depth", "source", "latency_ms", "layers",
+                   "staircases", "onnx", "pt2", "hf", "tensorrt", "outputs", "recover"})
+
+
+def _other(name: str, data) -> str:
+    from .json_io import json_text
+    return f"<h2>{_e(name)}</h2><pre>{_e(json_text(data).rstrip())}</pre>"
 
 
 _CSS = ("body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
