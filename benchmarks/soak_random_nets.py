@@ -1,7 +1,7 @@
 """The soak: hwprune.slim on 10,000 random networks (tests/random_nets.py), recorded.
 
 Each network must slim to a verified model of the same output shape, or raise
-NothingToPruneError (tests/test_random_nets.py: slim_and_check). Unlike the test, a failure does
+NothingToPruneError (tests/models/test_random_nets.py: slim_and_check). Unlike the test, a failure does
 not stop the run: every failing spec is recorded with its error, so one run finds them all (the
 test then replays one as a regression row). Writes benchmarks/results/soak_random_nets.json:
 examples run, wall and CPU time, failures, and the count of each outcome and frozen reason.

@@ -5,7 +5,7 @@ A network is a `NetSpec`: a straight-line program of `Step`s over a growing list
 it reads and its arguments; a head classifies from every value that no step reads, so no
 step is dead code. `build(spec)` turns a spec into an `nn.Module` and its input;
 `net_specs()` draws specs with hypothesis. A spec prints as plain data, so a failing one pastes
-into the regression table of tests/test_random_nets.py as it is.
+into the regression table of tests/models/test_random_nets.py as it is.
 
 Values have a layout, and each op says which layouts it reads:
   img  (N, C, H, W)   convolution nets

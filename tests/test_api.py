@@ -12,7 +12,7 @@ import hwprune
 import hwprune.analysis
 from hwprune.config import SlimConfig
 
-from test_rules import SilentLiteral
+from shared_models import SilentLiteral
 
 
 def _resnetish() -> nn.Module:

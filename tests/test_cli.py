@@ -155,8 +155,8 @@ def test_the_command_process_exits_2_with_one_line(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
-        f"hwprune: error: missing.pt: no such file: check the path, or give torchvision:NAME, "
-        f"timm:NAME or package.module:factory"]
+        "hwprune: error: missing.pt: no such file: check the path, or give torchvision:NAME, "
+        "timm:NAME or package.module:factory"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -18,6 +18,7 @@ from torch import nn
 import hwprune
 from hwprune.graph.rules import RULES, load_all
 from hwprune.surgery import CUTTERS, cutter_for
+from shared_models import SilentLiteral
 
 aten = torch.ops.aten
 
@@ -699,21 +700,6 @@ def test_every_cutter_has_a_row():
     cutter_for(nn.Linear(1, 1))  # loads the built-in cutters
     missing = {fn.__name__ for fn in CUTTERS.values()} - {c[0] for c in CUTTER_CASES}
     assert not missing, f"cutters without a CUTTER_CASES row: {sorted(missing)}"
-
-
-class SilentLiteral(nn.Module):
-    """view(b, -1, 4) with a literal inner size: after a cut of the inner factor the view
-    still succeeds but regroups channels, so the output is silently wrong."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
-
-    def forward(self, x):
-        y = self.a(x)
-        b, c, h, w = y.shape
-        z = y.view(b, -1, 4, h, w).transpose(1, 2).reshape(b, c, h, w)
-        return self.b(z)
 
 
 def test_a_silently_wrong_cut_is_found_by_bisection_and_frozen():

@@ -8,7 +8,6 @@ checks that compensation never moves a last layer's output further than zeroing 
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st

@@ -6,7 +6,7 @@ slim says there is nothing to prune (NothingToPruneError). Anything else is a fa
 a group that verification had to refreeze (a size in forward that did not follow its cut) in a
 network that writes no channel count into forward, unless a KNOWN_REFREEZES weakness applies.
 
-`pytest tests/test_random_nets.py` runs the CI profile (CI_EXAMPLES networks); HWPRUNE_SOAK=N
+`pytest tests/models/test_random_nets.py` runs the CI profile (CI_EXAMPLES networks); HWPRUNE_SOAK=N
 runs N instead, and benchmarks/soak_random_nets.py runs the 10,000-network soak and records it.
 A network that once failed goes into REGRESSIONS as the spec hypothesis printed."""
 from __future__ import annotations
@@ -135,7 +135,7 @@ def test_soak_records_examples_failures_and_events():
     """The soak benchmark's run on a few networks: every example counted, outcomes summed."""
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak_random_nets.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_random_nets.py"
     spec = importlib.util.spec_from_file_location("soak_random_nets", path)
     soak = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(soak)

@@ -154,7 +154,7 @@ def test_bn_l1_is_the_sum_of_absolute_bn_scales():
 
 # --- training with the penalty, then slim ---
 
-from test_criteria import MLP  # noqa: E402  (a residual MLP: tests/ is on sys.path)
+from shared_models import MLP  # noqa: E402  (a residual MLP: tests/ is on the test path)
 
 
 def _train(lam: float, steps: int = 300):

@@ -28,7 +28,7 @@ from hwprune.io import OutputError
 
 from models_for_cli import TinyConvNet
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = "models_for_cli:tiny_convnet"
 LATTICE = "models_for_cli:lattice_convnet"  # a ratio with a target still cuts it
 BUNDLE = ("tiny.pt", "tiny.onnx", "tiny.report.json", "tiny.report.html")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # the helpers (bundle_writer.py) sit in tests/
 COMMAND = ["slim", "models_for_cli:lattice_convnet", "--target", "jetson", "--params", "0.5", "-o", "tiny.pt",
            "--pt2", "tiny.pt2"]
 FILES = ("tiny.pt", "tiny.pt2", "tiny.onnx", "tiny.report.html", "tiny.report.json")

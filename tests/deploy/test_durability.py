@@ -28,7 +28,7 @@ import torch
 from hwprune.deploy import outputs
 from hwprune.deploy.outputs import StagedOutputs, settle
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # the helpers (bundle_writer.py) sit in tests/
 
 
 # ---------------------------------------------------------------- a kill at every step

@@ -21,6 +21,7 @@ import hwprune
 from hwprune.errors import InputError
 from hwprune.importance import CRITERIA, Needs, data_criteria, score
 from hwprune.verify import tensors_of
+from shared_models import MLP
 
 DEAD_RES, DEAD_INNER = 2, 1
 
@@ -138,7 +139,7 @@ def _hand_loss_change(m, calib):
 
 
 # (criterion, hand oracle of the inner group or None, rtol). fisher's definition is checked
-# against an exact Jacobian in tests/test_importance.py; here it gets the dead-channel oracle.
+# against an exact Jacobian in tests/score/test_importance.py; here it gets the dead-channel oracle.
 ROWS = {
     "l2": (_hand_l2, 1e-5),
     "l1": (_hand_l1, 1e-5),
@@ -220,17 +221,6 @@ def test_random_is_a_seeded_uniform_control(table):
 
 
 # --- Taylor against the leave-one-out oracle on a trained model ---
-
-class MLP(nn.Module):
-    def __init__(self, d: int = 16, w: int = 24, inner: int = 32, classes: int = 4):
-        super().__init__()
-        self.fc1, self.up = nn.Linear(d, w), nn.Linear(w, inner)
-        self.down, self.head = nn.Linear(inner, w), nn.Linear(w, classes)
-
-    def forward(self, x):
-        h = torch.relu(self.fc1(x))
-        return self.head(torch.relu(h + self.down(torch.relu(self.up(h)))))
-
 
 def _blobs(n: int, centres, g) -> tuple:
     y = torch.randint(0, len(centres), (n,), generator=g)
@@ -377,7 +367,7 @@ def test_a_teacher_gives_the_distillation_loss_zero_at_the_teacher_itself(traine
 def test_the_cli_offers_every_criterion(name, tmp_path, monkeypatch):
     from hwprune.cli import main
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     out = tmp_path / "slim.pt"
     assert main(["slim", "models_for_cli:tiny_convnet", "--ratio", "0.5", "--importance", name, "-o", str(out),
                  "--report", str(tmp_path / "r.json")]) == 0
@@ -404,7 +394,7 @@ def test_a_criterion_registered_at_run_time_is_offered_and_used_everywhere(tmp_p
         assert main(["slim", "--help"]) == 0
         assert f"{name}: channel i scores i + 1 (on --calibration" in " ".join(capsys.readouterr().out.split())
         monkeypatch.chdir(tmp_path)
-        monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+        monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).resolve().parents[1]))
         assert main(["slim", "models_for_cli:tiny_convnet", "--ratio", "0.5", "--importance", name, "-o", "s.pt",
                      "--report", "r.json"]) == 0
         import json

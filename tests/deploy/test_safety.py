@@ -32,7 +32,7 @@ from hwprune.load import load_spec
 
 from models_for_cli import TinyConvNet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS_CODE = "IMPORTS pkg.module AND RUNS factory(): your code"
 
 

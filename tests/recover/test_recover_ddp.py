@@ -20,7 +20,7 @@ from hwprune.recover.stream import ItemStream
 
 from recover_models import ConvNet, pair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
 import json, sys, torch
