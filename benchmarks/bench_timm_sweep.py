@@ -99,7 +99,7 @@ def run_slim(model, x, fresh, before_shapes, **kw) -> dict:
     p = report["params"]
     row = {"status": "ok", "seconds": seconds, "params_before": p["before"], "params_after": p["after"],
            "kept": round(p["after"] / p["before"], 4), "verify": {k: report["verify"].get(k) for k in
-                                                                  ("mode", "passed", "max_rel_err", "batches")},
+                                                                  ("mode", "passed", "max_rel_err", "min_cosine", "batches")},
            "groups": len(report["groups"]), "frozen_reasons": frozen_reasons(report)}
     try:
         with torch.inference_mode():
@@ -228,6 +228,10 @@ def families(args) -> list[str]:
     if unknown:
         raise SystemExit(f"--families: no timm module named {', '.join(unknown)}; "
                          "python -c 'import timm; print(timm.list_modules())' lists them")
+    if args.order == "random":  # a run cut short is then a random sample of the families, not the a-to-c ones
+        import random
+        chosen = sorted(chosen)
+        random.Random(0).shuffle(chosen)
     return chosen[: args.limit] if args.limit else chosen
 
 
@@ -255,7 +259,7 @@ def sweep(args) -> None:
     console = Console(highlight=False)
     how = record.capture(threads=1, batch=1, statistic="one run per family", packages=("timm",), settings={
         "ratio": 0.5, "importance": "l2", "max_params": args.max_params, "timeout_s": args.timeout,
-        "jobs": args.jobs, "torch_pruning": not args.no_tp,
+        "jobs": args.jobs, "torch_pruning": not args.no_tp, "order": args.order,
         "model": "per timm module, the variant with the fewest parameters (meta-device count), test_* left out"})
     rows, runs = load_rows(args.out, args.fresh)
     runs.append(how.to_json())
@@ -279,7 +283,9 @@ def sweep(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", help="comma-separated timm modules (default: all of timm.list_modules())")
-    ap.add_argument("--limit", type=int, help="only the first N families")
+    ap.add_argument("--limit", type=int, help="only the first N families (in --order)")
+    ap.add_argument("--order", choices=("random", "name"), default="random",
+                    help="the order families run in: shuffled with seed 0 (default), or by name")
     ap.add_argument("--max-params", type=int, default=60_000_000)
     ap.add_argument("--jobs", type=int, default=1, help="families run at once, one process each, one thread each")
     ap.add_argument("--timeout", type=int, default=900, help="seconds a family may take")

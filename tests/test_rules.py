@@ -307,6 +307,22 @@ class Gather(nn.Module):
         return self.b(z)
 
 
+class StdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d (NFNet, BiT): each output channel's weights standardized over their
+    fan-in, F.batch_norm(w.reshape(1, O, -1), training=True).reshape_as(w). Its output channels
+    cut exactly; its input channels are the statistics' positions, so they stay (or are cut under
+    prune_hidden, checked by fidelity)."""
+
+    def __init__(self, c_in=8, c_out=2):
+        super().__init__(c_in, c_out, 3, padding=1)
+        self.gain = nn.Parameter(torch.rand(c_out, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=self.gain.view(-1), training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 def plus(make: Callable) -> Callable:
     """conv -> y + make() -> conv: a tensor made in forward, added along the channels, fixes their count."""
     return lambda: Lambda(lambda y: y + make().view(-1, 1, 1))
@@ -483,14 +499,15 @@ RULE_CASES = [
     Case("reshape", aten.squeeze.dims, lambda: MLP(lambda y: y[:, None, :, None].squeeze((1, 3))), (2, 3, 8)),
     Case("reshape", aten.squeeze.default, lambda: MLP(lambda y: y[:, None].squeeze()), (2, 3, 8)),
     Case("reshape", aten.unsqueeze.default, lambda: Lambda(lambda y: y.unsqueeze(2).flatten(1, 2))),
-    Case("reshape", aten.view_as.default, lambda: MLP(lambda y: y.view(-1, 16).relu().view_as(y)), (2, 3, 8),
-         "frozen:does not map dim"),
-    Case("reshape", aten.reshape_as.default, lambda: MLP(lambda y: y.reshape(-1, 16).relu().reshape_as(y)), (2, 3, 8),
-         "frozen:does not map dim"),
+    Case("reshape", aten.view_as.default, lambda: MLP(lambda y: y.view(-1, 16).relu().view_as(y)), (2, 3, 8)),
+    Case("reshape", aten.reshape_as.default, lambda: MLP(lambda y: y.reshape(-1, 16).relu().reshape_as(y)), (2, 3, 8)),
+    Case("reshape", aten.reshape_as.default, lambda: Lambda(StdConv(8, 8)), expect="prunable"),
+    Case("reshape", aten.reshape_as.default, lambda: Lambda(nn.Identity(), after=StdConv()),
+         expect="frozen:statistics over this dim"),
     Case("transpose", aten.swapaxes.default, lambda: MLP(lambda y: y.swapaxes(1, 2).swapaxes(1, 2)), (2, 3, 8)),
     Case("transpose", aten.movedim.int, lambda: Lambda(lambda y: y.movedim(1, 3).movedim(3, 1))),
-    Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y)),
-         expect="frozen:does not map dim"),
+    Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y))),
+    Case("batch_norm", aten.batch_norm.default, lambda: Lambda(lambda y: F.batch_norm(y, None, None, training=True))),
     Case("cat", aten.concat.default, lambda: Lambda(lambda y: torch.concat([y, y.relu()], 1), after=nn.Conv2d(16, 4, 1))),
     Case("split", aten.tensor_split.sections,
          lambda: Lambda(lambda y: sum(torch.tensor_split(y, 2, 1)), after=nn.Conv2d(4, 2, 1))),

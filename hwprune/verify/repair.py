@@ -94,19 +94,26 @@ def groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
 
 
 def module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:
-    """{module path: (old, new) shape of the first tensor input of its first call}."""
+    """{module path: (old, new) shape of the first tensor input of its first call}. Tensors made
+    from the model's own weights alone are not inputs: a weight-standardized conv's first call
+    reshapes its weight, and the conv's input is what its F.conv2d reads besides that weight."""
     calls = {}
     owner = {n: fqn.rpartition(".")[0] for n, (k, fqn) in graph.traced.placeholders.items() if k in ("param", "buffer")}
+    static = set(owner)
     for node in graph.traced.graph.nodes:
         stack = node.meta.get("nn_module_stack")
         if node.op != "call_function":
+            continue
+        if all(a.name in static for a in node.all_input_nodes):
+            static.add(node.name)
             continue
         # the innermost module on the stack; without one (fallback tracer), the module whose own tensor it reads
         path = list(stack.values())[-1][0] if stack else next(
             (owner[a.name] for a in node.all_input_nodes if a.name in owner), None)
         if path is None:
             continue
-        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes), None)
+        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes
+                      and a.name not in static), None)
         if path not in calls and first is not None:
             calls[path] = (graph.shapes[first.name], graph.new_shape(first.name, removed))
     return calls
