@@ -181,7 +181,10 @@ def best(row: dict) -> dict | None:
 
 
 def summary(rows: dict) -> dict:
-    done = [r for r in rows.values() if r.get("status") != "skipped"]
+    # a family cut off by --timeout says nothing of hwprune but that it was slow on this machine:
+    # it is listed, and left out of the percentages
+    done = [r for r in rows.values() if r.get("status") not in ("skipped", "timeout")]
+    timeouts = sorted(r["family"] for r in rows.values() if r.get("status") == "timeout")
     ok = [r for r in done if best(r) is not None and best(r)["kept"] < 1]
     cut = [r for r in ok if best(r)["kept"] <= 1 - CUT_GOAL]
     wrong = [r["family"] for r in done for k in ("plain", "hidden") if r.get(k, {}).get("wrong")]
@@ -192,7 +195,8 @@ def summary(rows: dict) -> dict:
         run = r.get("plain") or {}
         for why in run.get("frozen_reasons", {}):
             reasons[why.split(" at ")[0][:80]] += 1
-    return {"families": len(rows), "skipped": len(rows) - len(done), "swept": len(done),
+    return {"families": len(rows), "skipped": len(rows) - len(done) - len(timeouts), "swept": len(done),
+            "timeouts": timeouts,
             "slim_and_verify": len(ok), "cut_40": len(cut),
             "slim_and_verify_pct": round(100 * len(ok) / max(len(done), 1), 1),
             "cut_40_pct": round(100 * len(cut) / max(len(done), 1), 1),
