@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,8 +273,10 @@ def sweep(args) -> None:
     def write():
         record.write(args.out, how, {"rows": dict(sorted(rows.items())), "summary": summary(rows), "runs": runs})
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for i, row in enumerate(pool.map(lambda f: child(f, args), todo), 1):
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each family is written as soon as it is done
+        running = [pool.submit(child, f, args) for f in todo]
+        for i, done in enumerate(as_completed(running), 1):
+            row = done.result()
             row["commit"] = how.commit
             rows[row["family"]] = row
             write()
