@@ -286,6 +286,29 @@ def sweep(args) -> None:
                   f"{s['cut_40_pct']}% cut at least 40%, wrong: {s['wrong'] or 'none'}; {args.out}")
 
 
+def table(rows: dict) -> str:
+    """The result as the markdown table of benchmarks/README.md (python benchmarks/bench_timm_sweep.py --table)."""
+    out = ["| family | model | params | hwprune kept | how | frozen most for | Torch-Pruning kept |",
+           "|---|---|---|---|---|---|---|"]
+    for fam, r in sorted(rows.items()):
+        if r.get("status") == "skipped":
+            continue
+        b, plain = best(r), r.get("plain") or {}
+        if b is None:
+            err = (plain.get("error") or r.get("error") or "").replace("|", "/")
+            kept, how = "fails", err[:110]
+        else:
+            kept = f"{b['kept']:.2f}"
+            how = "prune_hidden (fidelity)" if b is r.get("hidden") else "mask equivalence"
+        why = next(iter(plain.get("frozen_reasons", {})), "").replace("|", "/")[:90]
+        tp = r.get("torch_pruning") or {}
+        tp_txt = f"{tp['kept']:.2f}" if tp.get("status") == "ok" else (tp.get("status") or "-") + (
+            f": {tp.get('error', '')[:60]}" if tp.get("error") else "")
+        params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"
+        out.append(f"| {fam} | {r.get('model') or '-'} | {params} | {kept} | {how} | {why} | {tp_txt.replace('|', '/')} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", help="comma-separated timm modules (default: all of timm.list_modules())")
@@ -298,8 +321,15 @@ def main() -> None:
     ap.add_argument("--no-tp", action="store_true", help="leave Torch-Pruning out")
     ap.add_argument("--fresh", action="store_true", help="run every family again instead of resuming")
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--table", action="store_true", help="print --out's figures and table (markdown), run nothing")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # the child: one family, its row as JSON on stdout
     args = ap.parse_args()
+    if args.table:
+        import record
+        rows = record.load(args.out).results["rows"]
+        print(json.dumps(summary(rows), indent=1))
+        print(table(rows))
+        return
     if args.one:
         print(json.dumps(one_family(args.one, args.max_params, not args.no_tp)))
         return

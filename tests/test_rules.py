@@ -220,6 +220,18 @@ class GPT2MLP(nn.Module):
         return self.proj(F.gelu(self.fc(x)))
 
 
+class TimmNormMLP(nn.Module):
+    """timm's own norms (not nn.LayerNorm subclasses) between two linears."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        import timm.layers.norm as norms
+        self.a, self.norm, self.b = nn.Linear(8, 16), getattr(norms, kind)(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)))
+
+
 class EinsumHeads(nn.Module):
     """torchvision MaxViT's attention: heads through einsum."""
 
@@ -667,6 +679,8 @@ CUTTER_CASES = [
     ("conv1d_transposed_linear", GPT2MLP, (2, 3, 8)),
     ("multihead_attention", MHA, (1, 5, 16)),
     ("weight_only_norm", RMSNormMLP, (2, 8)),
+    ("layer_norm", lambda: TimmNormMLP("SimpleNorm"), (2, 8)),
+    ("layer_norm", lambda: TimmNormMLP("RmsNorm"), (2, 8)),
     ("window_attention", WindowAttention, (1, 8, 8, 32)),
 ]
 
@@ -677,7 +691,7 @@ def test_cutter(name, build, shape):
     model = build().eval()
     inputs = (torch.randint(0, 20, shape),) if name == "embedding" else (torch.randn(shape),)
     # a norm over the hidden size is cut only under prune_hidden
-    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm")
+    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm" or isinstance(model, TimmNormMLP))
     cut_modules = [m for m in slim.modules() if cutter_for(m) is not None and cutter_for(m).__name__ == name]
     assert cut_modules
     for m in cut_modules:  # the module's size attributes agree with its tensors
@@ -695,7 +709,7 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.weight.shape[0] == m.num_channels and m.num_channels % m.num_groups == 0
     if isinstance(m, nn.modules.batchnorm._NormBase):
         return m.weight.shape[0] == m.num_features
-    if isinstance(m, nn.LayerNorm):
+    if isinstance(m, nn.LayerNorm) or type(m).__module__ == "timm.layers.norm":
         return tuple(m.weight.shape) == tuple(m.normalized_shape)
     if isinstance(m, nn.PReLU):
         return m.weight.numel() == m.num_parameters

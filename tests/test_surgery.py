@@ -78,3 +78,56 @@ def test_a_weight_standardized_conv_cuts_its_fan_in_under_prune_hidden(groups):
     plain, plain_report = hwprune.slim(model, x, ratio=0.5)  # mask equivalence: the fan-in stays
     assert plain.b.in_channels == 16 and plain_report["verify"]["passed"]
     assert any(g["frozen"] and "statistics over this dim" in g["frozen"] for g in plain_report["groups"])
+
+
+class OwnsSplit(nn.Module):
+    """CSPNet's CrossStage (split(self.expand_chs // 2)) and YOLO11's C2PSA (split((self.c, self.c))):
+    a width kept as an int attribute of a module without a cutter, read in forward."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.expand_chs, self.c = how, 16, 8
+        self.exp, self.m, self.out = nn.Conv2d(3, 16, 1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = self.exp(x)
+        a, b = y.split(self.expand_chs // 2, dim=1) if self.how == "split" else y.split((self.c, self.c), dim=1)
+        return self.out(torch.cat([self.m(torch.relu(a)), b], dim=1))
+
+
+@pytest.mark.parametrize("how,attr", [("split", "expand_chs"), ("split_with_sizes", "c")])
+def test_a_width_a_module_owns_follows_the_cut(how, attr):
+    torch.manual_seed(0)
+    model = OwnsSplit(how).eval()
+    slim, report = hwprune.slim(model, (torch.randn(1, 3, 6, 6),), ratio=0.5)
+    assert report["verify"]["passed"] and report["verify"]["mode"] == "mask equivalence"
+    assert not [g for g in report["groups"] if g["frozen"] and "size in forward" in g["frozen"]], report["groups"]
+    assert slim.exp.out_channels == 8 and getattr(slim, attr) == getattr(model, attr) // 2
+
+
+class LayerScaleBlock(nn.Module):
+    """ConvNeXt's block: a layer scale held by the block itself, which keeps no size attribute."""
+
+    def __init__(self, keeps_width: bool = False):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
+        self.gamma = nn.Parameter(torch.rand(16) + 0.5)
+        if keeps_width:
+            self.width = 16  # a size of its own tensor that nothing would fix after a cut
+
+    def forward(self, x):
+        return self.b(self.a(x) * self.gamma.view(1, -1, 1, 1))
+
+
+def test_a_module_that_keeps_no_size_needs_no_cutter():
+    torch.manual_seed(0)
+    x = (torch.randn(1, 3, 6, 6),)
+    slim, report = hwprune.slim(LayerScaleBlock().eval(), x, ratio=0.5)
+    assert report["verify"]["passed"] and slim.gamma.shape == (8,) and slim.a.out_channels == 8
+
+
+def test_a_module_that_keeps_a_size_without_a_cutter_stays_frozen():
+    torch.manual_seed(0)
+    x = (torch.randn(1, 3, 6, 6),)
+    with pytest.raises(hwprune.NothingToPruneError, match="no cutter"):
+        hwprune.slim(LayerScaleBlock(keeps_width=True).eval(), x, ratio=0.5)

@@ -22,6 +22,7 @@ from ..graph.trace import GRAPH, short_path, stack_frames
 from ..progress import tick
 from ..report import slim_report
 from ..surgery import cut
+from ..surgery.owned_sizes import owned_sizes
 from . import verify, verify_fidelity
 
 
@@ -128,7 +129,10 @@ def cut_and_verify(a, removed: np.ndarray, config, progress=None):
     kept = graph.param_kept(removed)
     shapes = (graph.shapes.__getitem__, lambda t: graph.new_shape(t, removed)) if a.trace == GRAPH else None
     heads = head_changes(graph, removed) if shapes is None else None
-    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads)
+    # sizes kept as module attributes follow the cut only where mask equivalence will check them:
+    # output fidelity (prune_hidden) passes any model that runs
+    sizes = owned_sizes(graph, removed) if shapes is None and not config.prune_hidden else None
+    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads, sizes)
     if shapes is None:
         slim_model.eval()
     fills, folded = {}, 0

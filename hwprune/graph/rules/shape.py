@@ -192,10 +192,17 @@ def _split(op, sizes: list, dim: int) -> Coupling:
 
 @rule(aten.split_with_sizes.default)
 def split_with_sizes(op):
-    """Sizes are given: a cut that changes them breaks forward, which verification reports."""
+    """Sizes are given: a cut that changes them breaks forward, which verification reports, unless
+    a module owns them (surgery.owned_sizes). Equal pieces, as split((self.c, self.c)) makes, then
+    follow one attribute only if every piece drops the same local channels."""
     x = op.t(0)
     dim = op.dim(op.arg(2, "dim", 0), x)
-    return _split(op, [op.shape(o)[dim] for o in op.outs()], dim)
+    sizes = [op.shape(o)[dim] for o in op.outs()]
+    c = _split(op, sizes, dim)
+    if len(sizes) > 1 and len(set(sizes)) == 1:
+        n, outs = sizes[0], op.outs()
+        c = c._replace(links=c.links + tuple(Link((outs[0], dim), (o, dim), np.arange(n), np.arange(n)) for o in outs[1:]))
+    return c
 
 
 @rule(aten.split.Tensor, aten.chunk.default, aten.tensor_split.sections)
