@@ -88,6 +88,7 @@ def shapes(out) -> list:
 
 def run_slim(model, x, fresh, before_shapes, **kw) -> dict:
     import torch
+
     import hwprune
     t0 = time.perf_counter()
     try:
@@ -136,6 +137,7 @@ def run_torch_pruning(model, x, fresh, before_shapes) -> dict:
 
 def one_family(family: str, max_params: int, with_tp: bool) -> dict:
     import copy
+
     import timm
     import torch
     from zoo_util import realistic
@@ -213,7 +215,7 @@ def child(family: str, args) -> dict:
     cmd = [sys.executable, __file__, "--one", family, "--max-params", str(args.max_params)] + (["--no-tp"] if args.no_tp else [])
     t0 = time.perf_counter()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False,
                               env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
         return {"family": family, "status": "timeout", "error": f"no result within {args.timeout} s",

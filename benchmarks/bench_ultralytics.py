@@ -97,10 +97,10 @@ def train_one_step(slim, name: str, work: Path) -> dict:
     try:
         data = synthetic_dataset(work / "data", slim.names)
         before = {k: v.detach().clone() for k, v in slim.state_dict().items() if v.is_floating_point()}
-        trainer = DetectionTrainer(overrides=dict(
-            model=f"{name}.yaml", data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", amp=False,
-            plots=False, val=False, project=str(work / "runs"), name="step", exist_ok=True, verbose=False,
-            pretrained=False, warmup_epochs=0))
+        trainer = DetectionTrainer(overrides={
+            "model": f"{name}.yaml", "data": str(data), "epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "device": "cpu", "amp": False,
+            "plots": False, "val": False, "project": str(work / "runs"), "name": "step", "exist_ok": True, "verbose": False,
+            "pretrained": False, "warmup_epochs": 0})
         trainer.model = slim  # Ultralytics trains a module it is given as is (BaseTrainer.setup_model)
         trainer.train()
         items = trainer.tloss  # the mean loss items of the epoch: a tensor, or {name: value} in later releases
@@ -119,8 +119,9 @@ def train_one_step(slim, name: str, work: Path) -> dict:
 
 def one(name: str, target: str, speedup: float, imgsz: int, train: bool) -> dict:
     import torch
-    import hwprune
     from bench_timm_sweep import frozen_reasons, shapes
+
+    import hwprune
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="hwprune-ultralytics-"))
     offline(work / "settings")
@@ -154,7 +155,7 @@ def child(name: str, target: str, speedup: float, args) -> dict:
     cmd = [sys.executable, __file__, "--one", f"{name}@{target}:{speedup}", "--imgsz", str(args.imgsz)]
     t0 = time.perf_counter()
     try:
-        done = subprocess.run(cmd + ([] if args.no_train else ["--train"]), capture_output=True, text=True,
+        done = subprocess.run(cmd + ([] if args.no_train else ["--train"]), capture_output=True, text=True, check=False,
                               timeout=args.timeout, env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
         return {"model": name, "target": target, "speedup": speedup, "status": "timeout",

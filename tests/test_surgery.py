@@ -2,6 +2,7 @@
 one tensor in the slim model; the oracle (inside hwprune.slim) checks the result."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -54,9 +55,6 @@ def _standardized_reference(model: StdConvBetween, x, keep_in, keep_out, keep_fa
                      training=True, momentum=0.0, eps=b.eps).reshape_as(w)
     y = torch.relu(F.conv2d(y, w, b.bias[keep_out], b.stride, b.padding, b.dilation, b.groups))
     return F.conv2d(y, model.c.weight[:, keep_out], model.c.bias)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("groups", [1, 4])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bench_timm_sweep as sweep  # noqa: E402
+import bench_timm_sweep as sweep
 
 timm = pytest.importorskip("timm")
 

@@ -12,8 +12,8 @@ from torch import nn
 from .registry import CUTTERS, ModuleCut, register_cutter
 from .widths import record_widths
 
-__all__ = ["CUTTERS", "ModuleCut", "register_cutter", "cutter_for", "has_cutter", "keeps_sizes", "tensor_at",
-           "sliced_tensors", "cut"]
+__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "has_cutter", "keeps_sizes", "register_cutter",
+           "sliced_tensors", "tensor_at"]
 
 
 def cutter_for(module: nn.Module):
