@@ -12,7 +12,8 @@ from torch import nn
 from .registry import CUTTERS, ModuleCut, register_cutter
 from .widths import record_widths
 
-__all__ = ["CUTTERS", "ModuleCut", "register_cutter", "cutter_for", "has_cutter", "tensor_at", "sliced_tensors", "cut"]
+__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "has_cutter", "keeps_sizes", "register_cutter",
+           "sliced_tensors", "tensor_at"]
 
 
 def cutter_for(module: nn.Module):
@@ -22,6 +23,8 @@ def cutter_for(module: nn.Module):
         from . import hf_modules  # noqa: F401
     if "torchvision" in sys.modules:
         from . import torchvision_attention  # noqa: F401
+    if "timm" in sys.modules:
+        from . import timm_modules  # noqa: F401
     for t in type(module).__mro__:
         for key in (t, f"{t.__module__}.{t.__qualname__}"):  # a type, or its qualified name
             if key in CUTTERS:
@@ -30,8 +33,21 @@ def cutter_for(module: nn.Module):
 
 
 def has_cutter(module: nn.Module) -> bool:
-    """Whether some cutter can fix the module's size attributes after its tensors are cut."""
-    return cutter_for(module) is not None
+    """Whether the module's size attributes are right after its tensors are cut: some cutter fixes
+    them, or it keeps none (a layer scale's gamma held by a ConvNeXt block, a class token)."""
+    return cutter_for(module) is not None or not keeps_sizes(module)
+
+
+def keeps_sizes(module: nn.Module) -> bool:
+    """Whether an attribute of the module holds a size of one of its own tensors' dims: an int, or
+    ints in a tuple or list (normalized_shape). Sizes of 1 are broadcasts, not widths."""
+    own = [t for t in [*module._parameters.values(), *module._buffers.values()] if t is not None]
+    sizes = {s for t in own for s in t.shape if s > 1}
+    for value in vars(module).values():
+        ints = value if isinstance(value, (tuple, list)) else (value,)
+        if any(type(v) is int and v in sizes for v in ints):
+            return True
+    return False
 
 
 def tensor_at(model: nn.Module, fqn: str) -> torch.Tensor:
@@ -62,11 +78,14 @@ def _holders(model: nn.Module, tensors: set) -> set:
             if any(id(t) in tensors for t in [*mod._parameters.values(), *mod._buffers.values()])}
 
 
-def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dict | None = None) -> nn.Module:
+def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dict | None = None,
+        sizes: dict | None = None) -> nn.Module:
     """A deep copy of `model` with `kept` applied and every affected module's attributes fixed.
     calls: {module path: (old input shape, new input shape)} of its first call in the graph.
     graph_shapes: (old, new) shape functions when the model is its own exported graph (a .pt2),
-    whose size arguments are rewritten instead. heads: {module path: HeadCut} (graph.heads)."""
+    whose size arguments are rewritten instead. heads: {module path: HeadCut} (graph.heads).
+    sizes: {module path: {old size: {new sizes}}} (owned_sizes.owned_sizes): the int attributes of
+    modules without a cutter follow them (owned_sizes.follow_owned_sizes)."""
     sliced = sliced_tensors(model, kept)
     # the copy takes each cut tensor's slice in place of copying the whole tensor; a tensor held
     # in several places (tied weights, shared modules) is one memo entry, so it stays one tensor
@@ -89,5 +108,10 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dic
             fn = head_attributes
         if fn is not None:
             fn(mod, ModuleCut(path, old_in, new_in, head))
+    if sizes:
+        from .owned_sizes import follow_owned_sizes
+        for path, mod in slim.named_modules():
+            if path in sizes and cutter_for(mod) is None and path not in heads:
+                follow_owned_sizes(mod, sizes[path])
     record_widths(model, slim)  # a Hugging Face model's config learns its per-layer widths
     return slim

@@ -15,6 +15,7 @@ from ..graph.masked import tensors_of
 from ..graph.trace import GRAPH
 from ..progress import tick
 from . import cut
+from .owned_sizes import owned_sizes
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +44,10 @@ def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
     kept = graph.param_kept(removed)
     shapes = (graph.shapes.__getitem__, lambda t: graph.new_shape(t, removed)) if a.trace == GRAPH else None
     heads = head_changes(graph, removed) if shapes is None else None
-    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads)
+    # sizes kept as module attributes follow the cut only where mask equivalence will check them:
+    # output fidelity (prune_hidden) passes any model that runs
+    sizes = owned_sizes(graph, removed) if shapes is None and not config.prune_hidden else None
+    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads, sizes)
     if shapes is None:
         slim_model.eval()
     fills, folded = {}, 0
@@ -57,19 +61,26 @@ def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
 
 
 def module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:
-    """{module path: (old, new) shape of the first tensor input of its first call}."""
+    """{module path: (old, new) shape of the first tensor input of its first call}. Tensors made
+    from the model's own weights alone are not inputs: a weight-standardized conv's first call
+    reshapes its weight, and the conv's input is what its F.conv2d reads besides that weight."""
     calls = {}
     owner = {n: fqn.rpartition(".")[0] for n, (k, fqn) in graph.traced.placeholders.items() if k in ("param", "buffer")}
+    static = set(owner)
     for node in graph.traced.graph.nodes:
         stack = node.meta.get("nn_module_stack")
         if node.op != "call_function":
+            continue
+        if all(a.name in static for a in node.all_input_nodes):
+            static.add(node.name)
             continue
         # the innermost module on the stack; without one (fallback tracer), the module whose own tensor it reads
         path = list(stack.values())[-1][0] if stack else next(
             (owner[a.name] for a in node.all_input_nodes if a.name in owner), None)
         if path is None:
             continue
-        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes), None)
+        first = next((a for a in node.args if isinstance(a, torch.fx.Node) and a.name in graph.shapes
+                      and a.name not in static), None)
         if path not in calls and first is not None:
             calls[path] = (graph.shapes[first.name], graph.new_shape(first.name, removed))
     return calls

@@ -221,6 +221,18 @@ class GPT2MLP(nn.Module):
         return self.proj(F.gelu(self.fc(x)))
 
 
+class TimmNormMLP(nn.Module):
+    """timm's own norms (not nn.LayerNorm subclasses) between two linears."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        import timm.layers.norm as norms
+        self.a, self.norm, self.b = nn.Linear(8, 16), getattr(norms, kind)(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)))
+
+
 class EinsumHeads(nn.Module):
     """torchvision MaxViT's attention: heads through einsum."""
 
@@ -306,6 +318,22 @@ class Gather(nn.Module):
         else:
             z = torch.take_along_dim(y, self.idx.view(1, 4, 1, 1), dim=1)
         return self.b(z)
+
+
+class StdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d (NFNet, BiT): each output channel's weights standardized over their
+    fan-in, F.batch_norm(w.reshape(1, O, -1), training=True).reshape_as(w). Its output channels
+    cut exactly; its input channels are the statistics' positions, so they stay (or are cut under
+    prune_hidden, checked by fidelity)."""
+
+    def __init__(self, c_in=8, c_out=2):
+        super().__init__(c_in, c_out, 3, padding=1)
+        self.gain = nn.Parameter(torch.rand(c_out, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=self.gain.view(-1), training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 def plus(make: Callable) -> Callable:
@@ -418,6 +446,9 @@ RULE_CASES = [
                                                      after=nn.Conv2d(4, 2, 1)), expect="frozen:gathers"),
     Case("index", aten.index.Tensor, lambda: Heads(bias=True), (1, 5, 32)),
     Case("reshape", aten.view.default, Heads, (1, 5, 32)),
+    Case("unfold", aten.im2col.default, lambda: Lambda(lambda y: F.unfold(y, 3, padding=1).transpose(1, 2),
+                                                     after=nn.Linear(72, 4))),
+    Case("unfold", aten.col2im.default, lambda: Lambda(lambda y: F.fold(F.unfold(y, 3, padding=1), (8, 8), 3, padding=1))),
     Case("spatial", aten.max_pool2d.default, lambda: Lambda(nn.MaxPool2d(2))),
     Case("spatial", aten.avg_pool2d.default, lambda: Lambda(nn.AvgPool2d(2))),
     Case("spatial", aten.adaptive_avg_pool2d.default, lambda: Lambda(nn.AdaptiveAvgPool2d(3))),
@@ -484,14 +515,15 @@ RULE_CASES = [
     Case("reshape", aten.squeeze.dims, lambda: MLP(lambda y: y[:, None, :, None].squeeze((1, 3))), (2, 3, 8)),
     Case("reshape", aten.squeeze.default, lambda: MLP(lambda y: y[:, None].squeeze()), (2, 3, 8)),
     Case("reshape", aten.unsqueeze.default, lambda: Lambda(lambda y: y.unsqueeze(2).flatten(1, 2))),
-    Case("reshape", aten.view_as.default, lambda: MLP(lambda y: y.view(-1, 16).relu().view_as(y)), (2, 3, 8),
-         "frozen:does not map dim"),
-    Case("reshape", aten.reshape_as.default, lambda: MLP(lambda y: y.reshape(-1, 16).relu().reshape_as(y)), (2, 3, 8),
-         "frozen:does not map dim"),
+    Case("reshape", aten.view_as.default, lambda: MLP(lambda y: y.view(-1, 16).relu().view_as(y)), (2, 3, 8)),
+    Case("reshape", aten.reshape_as.default, lambda: MLP(lambda y: y.reshape(-1, 16).relu().reshape_as(y)), (2, 3, 8)),
+    Case("reshape", aten.reshape_as.default, lambda: Lambda(StdConv(8, 8)), expect="prunable"),
+    Case("reshape", aten.reshape_as.default, lambda: Lambda(nn.Identity(), after=StdConv()),
+         expect="frozen:statistics over this dim"),
     Case("transpose", aten.swapaxes.default, lambda: MLP(lambda y: y.swapaxes(1, 2).swapaxes(1, 2)), (2, 3, 8)),
     Case("transpose", aten.movedim.int, lambda: Lambda(lambda y: y.movedim(1, 3).movedim(3, 1))),
-    Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y)),
-         expect="frozen:does not map dim"),
+    Case("expand", aten.expand_as.default, lambda: Lambda(lambda y: y + y[:, :, :1, :1].expand_as(y))),
+    Case("batch_norm", aten.batch_norm.default, lambda: Lambda(lambda y: F.batch_norm(y, None, None, training=True))),
     Case("cat", aten.concat.default, lambda: Lambda(lambda y: torch.concat([y, y.relu()], 1), after=nn.Conv2d(16, 4, 1))),
     Case("split", aten.tensor_split.sections,
          lambda: Lambda(lambda y: sum(torch.tensor_split(y, 2, 1)), after=nn.Conv2d(4, 2, 1))),
@@ -651,6 +683,8 @@ CUTTER_CASES = [
     ("conv1d_transposed_linear", GPT2MLP, (2, 3, 8)),
     ("multihead_attention", MHA, (1, 5, 16)),
     ("weight_only_norm", RMSNormMLP, (2, 8)),
+    ("layer_norm", lambda: TimmNormMLP("SimpleNorm"), (2, 8)),
+    ("layer_norm", lambda: TimmNormMLP("RmsNorm"), (2, 8)),
     ("window_attention", WindowAttention, (1, 8, 8, 32)),
 ]
 
@@ -661,7 +695,7 @@ def test_cutter(name, build, shape):
     model = build().eval()
     inputs = (torch.randint(0, 20, shape),) if name == "embedding" else (torch.randn(shape),)
     # a norm over the hidden size is cut only under prune_hidden
-    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm")
+    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm" or isinstance(model, TimmNormMLP))
     cut_modules = [m for m in slim.modules() if cutter_for(m) is not None and cutter_for(m).__name__ == name]
     assert cut_modules
     for m in cut_modules:  # the module's size attributes agree with its tensors
@@ -679,7 +713,7 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.weight.shape[0] == m.num_channels and m.num_channels % m.num_groups == 0
     if isinstance(m, nn.modules.batchnorm._NormBase):
         return m.weight.shape[0] == m.num_features
-    if isinstance(m, nn.LayerNorm):
+    if isinstance(m, nn.LayerNorm) or type(m).__module__ == "timm.layers.norm":
         return tuple(m.weight.shape) == tuple(m.normalized_shape)
     if isinstance(m, nn.PReLU):
         return m.weight.numel() == m.num_parameters

@@ -18,6 +18,22 @@ def _per_channel(op, x, out, params) -> Coupling:
 
 @rule(aten.batch_norm.default, aten.instance_norm.default)
 def batch_norm(op):
+    """Statistics from the input (batch norm in training mode, instance norm) are taken over every
+    dim but the channels (batch and positions; instance norm keeps the batch). Where such a dim is
+    a channel of something else (weight standardization: a conv's fan-in as the positions of
+    F.batch_norm(w.reshape(1, O, -1), training=True)), cutting it changes the statistics: frozen."""
+    x = op.t(0)
+    c = batch_norm_hidden(op)
+    if not op.arg(5, "training" if op.target == aten.batch_norm.default else "use_input_stats"):
+        return c
+    over = [d for d in range(op.rank(x)) if d != 1 and (d != 0 or op.target == aten.batch_norm.default)]
+    why = (f"{op.target.__name__.split('.')[0]} at {op.where} takes its statistics over this dim, so cutting it "
+           "is not mask-equivalent (hidden-size pruning is opt-in)")
+    return c._replace(freezes=tuple(Freeze((x, d), why) for d in over))
+
+
+def batch_norm_hidden(op):
+    """--prune-hidden: statistics over a cut dim run over the channels that stay."""
     return _per_channel(op, op.t(0), op.out, [op.t(i) for i in (1, 2, 3, 4)])
 
 
@@ -66,5 +82,6 @@ def hidden_rules() -> tuple:
     and variances of hand-written RMSNorms (Llama, T5) no longer freeze the hidden size."""
     from .reduce import mean_hidden
     norms = [(op, layer_norm_hidden) for op in (aten.layer_norm.default, aten.rms_norm.default)]
+    norms += [(op, batch_norm_hidden) for op in (aten.batch_norm.default, aten.instance_norm.default)]
     means = [(op, mean_hidden) for op in (aten.mean.dim, aten.var.correction, aten.var.dim, aten.var_mean.correction)]
     return tuple(norms + means)

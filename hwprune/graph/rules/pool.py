@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Coupling, positions, rule, same
+from . import Coupling, block, positions, rule, same
 
 aten = torch.ops.aten
 
@@ -40,4 +40,21 @@ def spatial(op):
     grid = [t for t in op.tensor_inputs() if t != x]
     for t in grid:
         freezes += positions(t, range(op.rank(t)), "sampling grid")
+    return Coupling(tuple(links), tuple(freezes))
+
+
+@rule(aten.im2col.default, aten.col2im.default)
+def unfold(op):
+    """F.unfold: (N, C, H, W) -> (N, C*kh*kw, L), input channel c is the columns' block
+    [c*kh*kw, (c+1)*kh*kw) (a kernel tap varies fastest); F.fold is the reverse. Taps and
+    positions are not channels. VOLO's outlook attention unfolds and folds its values."""
+    x, out = op.t(0), op.out
+    kernel = op.arg(1 if op.target == aten.im2col.default else 2, "kernel_size")
+    taps = int(kernel[0]) * int(kernel[1])
+    image, cols = (x, out) if op.target == aten.im2col.default else (out, x)
+    links = [same(x, 0, out, 0), block(image, 1, cols, 1, op.shape(image)[1], taps)] if op.rank(image) == 4 else [
+        block(image, 0, cols, 0, op.shape(image)[0], taps)]  # unbatched (C, H, W) <-> (C*kh*kw, L)
+    lead = op.rank(image) - 3
+    freezes = positions(image, range(lead + 1, op.rank(image)), "spatial positions")
+    freezes += positions(cols, range(lead + 1, op.rank(cols)), "spatial positions")
     return Coupling(tuple(links), tuple(freezes))

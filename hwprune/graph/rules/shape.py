@@ -44,8 +44,9 @@ def chunks(a: tuple, b: tuple) -> list:
 def reshape(op):
     x, out = op.t(0), op.out
     sx, so = op.shape(x), op.shape(out)
-    links, freezes = [], []
+    links, freezes = _like_other(op), []
     where = f"{op.target} at {op.where}"
+    round_trip = _undoes_merge(op.node, so)
     for ins, outs in chunks(sx, so):
         big_in = [d for d in ins if sx[d] > 1]
         big_out = [d for d in outs if so[d] > 1]
@@ -68,6 +69,12 @@ def reshape(op):
             link, pos = head_split_link(x, big_in[0], out, big_out, so, sx[big_in[0]])
             links.append(link)
             freezes += pos
+        elif len(big_in) == 1 and round_trip:  # back to the shape a merge started from: the outer factor
+            # carries channels, as the merge made it carry them (a weight standardized per output channel,
+            # (O, I, kh, kw) -> (1, O, I*kh*kw) -> (O, I, kh, kw): input channel i is fan-in block i)
+            inner = int(np.prod([so[d] for d in big_out[1:]]))
+            links.append(block(out, big_out[0], x, big_in[0], so[big_out[0]], inner))
+            freezes += [Freeze((out, d), f"{where} splits this dim off an outer one") for d in big_out[1:]]
         elif len(big_in) == 1:  # split: the innermost factor carries channels, as
             # channel_shuffle's view(b, groups, C // groups) computes it; a forward that computes
             # another factor breaks the cut, and verification then freezes this group by its line
@@ -83,6 +90,37 @@ def reshape(op):
 
 
 _VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.unflatten.int)
+_MERGES = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints)
+
+
+def _like_other(op) -> list:
+    """view_as / reshape_as / expand_as(x, other): the result has other's shape, read at run time,
+    so each dim of other follows the same dim of the result (a cut of one is a cut of the other)."""
+    if op.target not in (aten.view_as.default, aten.reshape_as.default, aten.expand_as.default):
+        return []
+    other = op.t(1, "other")
+    return [same(other, d, op.out, d) for d in range(op.rank(other))] if other is not None else []
+
+
+def _shape(node) -> tuple | None:
+    val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def _undoes_merge(node, shape: tuple, hops: int = 8) -> bool:
+    """Whether node's input was made by a reshape of a tensor of `shape`, through ops that keep its
+    shape (F.batch_norm(w.reshape(1, O, -1), ...).reshape_as(w): weight standardization)."""
+    src = node.args[0] if node.args else None
+    for _ in range(hops):
+        if not isinstance(src, torch.fx.Node) or src.op != "call_function":
+            return False
+        first = next((a for a in src.args if isinstance(a, torch.fx.Node)), None)
+        if src.target in _MERGES:
+            return _shape(first) == shape and len(shape) > len(_shape(src) or ())
+        if first is None or _shape(first) != _shape(src):
+            return False
+        src = first
+    return False
 
 
 def _one_head(op, outs: list, so: tuple, carrier: int) -> bool:
@@ -119,6 +157,8 @@ def expand(op):
     x, out = op.t(0), op.out
     rx, ro = op.rank(x), op.rank(out)
     links, freezes = broadcast(op, x, out)
+    if op.target == aten.expand_as.default:  # the size comes from other, and follows its cut
+        return Coupling(tuple(links + _like_other(op)), tuple(freezes))
     why = f"expand at {op.where} broadcasts to a size fixed in forward"
     freezes += [Freeze((out, d), why) for d in range(ro - rx)]
     freezes += [Freeze((out, ro - 1 - i), why) for i in range(rx) if op.shape(x)[rx - 1 - i] != op.shape(out)[ro - 1 - i]]
@@ -152,10 +192,17 @@ def _split(op, sizes: list, dim: int) -> Coupling:
 
 @rule(aten.split_with_sizes.default)
 def split_with_sizes(op):
-    """Sizes are given: a cut that changes them breaks forward, which verification reports."""
+    """Sizes are given: a cut that changes them breaks forward, which verification reports, unless
+    a module owns them (surgery.owned_sizes). Equal pieces, as split((self.c, self.c)) makes, then
+    follow one attribute only if every piece drops the same local channels."""
     x = op.t(0)
     dim = op.dim(op.arg(2, "dim", 0), x)
-    return _split(op, [op.shape(o)[dim] for o in op.outs()], dim)
+    sizes = [op.shape(o)[dim] for o in op.outs()]
+    c = _split(op, sizes, dim)
+    if len(sizes) > 1 and len(set(sizes)) == 1:
+        n, outs = sizes[0], op.outs()
+        c = c._replace(links=c.links + tuple(Link((outs[0], dim), (o, dim), np.arange(n), np.arange(n)) for o in outs[1:]))
+    return c
 
 
 @rule(aten.split.Tensor, aten.chunk.default, aten.tensor_split.sections)

@@ -1,0 +1,90 @@
+"""The timm sweep (benchmarks/bench_timm_sweep.py) on models small enough for CI: its per-model
+record against what hwprune.slim itself reports, its choice of variant, and its figures from
+hand-made rows (the full sweep is a benchmark: benchmarks/README.md#timm-and-ultralytics)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_timm_sweep as sweep
+
+timm = pytest.importorskip("timm")
+
+
+class WSNet(nn.Module):
+    """NFNet's pattern at toy size: weight-standardized convs between a stem and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import ScaledStdConv2d
+        self.stem, self.ws = nn.Conv2d(3, 16, 3, padding=1), ScaledStdConv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.ws(torch.relu(self.stem(x)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_a_row_says_what_slim_reports(hidden):
+    torch.manual_seed(0)
+    model = WSNet().eval()
+    x, fresh = (torch.randn(1, 3, 8, 8),), (torch.randn(1, 3, 8, 8),)
+    row = sweep.run_slim(model, x, fresh, sweep.shapes(model(*x)), prune_hidden=hidden)
+    assert row["status"] == "ok" and not row["wrong"], row
+    assert row["verify"]["passed"]
+    assert row["verify"]["mode"].startswith("output fidelity" if hidden else "mask equivalence")
+    kept = row["params_after"] / row["params_before"]
+    assert row["kept"] == round(kept, 4) < 1
+    if not hidden:  # the stem's channels are the WS conv's fan-in: frozen, with the reason named
+        assert any("statistics over this dim" in why for why in row["frozen_reasons"]), row["frozen_reasons"]
+    else:
+        assert not row["frozen_reasons"]
+
+
+def test_an_error_is_recorded_with_its_message():
+    model = nn.Sequential(nn.Linear(4, 4)).eval()  # the input and output are all there is
+    x = (torch.randn(1, 4),)
+    row = sweep.run_slim(model, x, x, sweep.shapes(model(*x)))
+    assert row["status"] == "error" and row["error"].startswith("NothingToPruneError: Sequential has no prunable")
+
+
+def test_the_smallest_variant_within_the_cap_is_chosen(monkeypatch):
+    counts = {"a_big": 90_000_000, "a_small": 5_000_000, "a_mid": 20_000_000, "a_broken": None}
+    monkeypatch.setattr(sweep, "family_models", lambda family: list(counts))
+    monkeypatch.setattr(sweep, "param_count", counts.get)
+    assert sweep.smallest("a", 60_000_000) == ("a_small", counts)
+    assert sweep.smallest("a", 1_000_000)[0] is None
+
+
+def test_test_configurations_are_left_out():
+    names = sweep.family_models("nfnet")
+    assert "nf_regnet_b0" in names and "test_nfnet" not in names
+
+
+def _run(kept, wrong=False, status="ok"):
+    return {"status": status, "kept": kept, "wrong": wrong, "frozen_reasons": {"softmax at x.py:1 (f)": 3}}
+
+
+def test_the_figures_count_families_by_their_best_verified_run():
+    rows = {
+        "cuts": {"family": "cuts", "status": "ok", "plain": _run(0.3), "torch_pruning": {"status": "ok", "kept": 0.3}},
+        "hidden": {"family": "hidden", "status": "ok", "plain": _run(0.9), "hidden": _run(0.5),
+                   "torch_pruning": {"status": "error", "error": "RuntimeError: x"}},
+        "weak": {"family": "weak", "status": "ok", "plain": _run(0.8), "hidden": _run(0.7)},
+        "wrong": {"family": "wrong", "status": "ok", "plain": _run(0.5, wrong=True),
+                  "torch_pruning": {"status": "broken", "kept": 0.5}},
+        "fails": {"family": "fails", "status": "error", "plain": {"status": "error", "error": "X: y"}},
+        "slow": {"family": "slow", "status": "timeout", "error": "no result within 9 s"},
+        "huge": {"family": "huge", "status": "skipped", "error": "no variant of at most 60M parameters"},
+    }
+    s = sweep.summary(rows)
+    assert (s["families"], s["skipped"], s["swept"], s["timeouts"]) == (7, 1, 5, ["slow"])
+    assert (s["slim_and_verify"], s["cut_40"], s["used_prune_hidden"]) == (3, 2, 1)
+    assert s["slim_and_verify_pct"] == 60.0 and s["cut_40_pct"] == 40.0
+    assert s["wrong"] == ["wrong"] and s["errors"] == ["fails", "wrong"]
+    assert s["torch_pruning"] == {"ran": 3, "ok": 1, "broken": 1, "errors": 1, "cut_40": 1}
