@@ -25,6 +25,9 @@ from ..errors import HwpruneError
 ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh"}
 CONV_OPS = {"Conv", "FusedConv"}  # FusedConv: onnxruntime's conv with activation (and residual) inside
 SMALL_INDEX = 64  # integer constants up to this size are shapes, axes or indices: their values matter
+# inputs (by position) that are the op's parameters whatever their type: a Resize's float scales
+# set its output's size, and random values there are refused ("Scale value should be greater than 0")
+PARAMETER_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Tensor:
     shape: tuple
     dtype: int  # onnx.TensorProto data type
     value: np.ndarray | None = field(default=None, compare=False)  # constants only
+    parameter: bool = False  # read by an op as a parameter (PARAMETER_INPUTS), not as weights
 
     @property
     def constant(self) -> bool:
@@ -42,7 +46,8 @@ class Tensor:
     def meaningful(self) -> bool:
         """A constant whose values change the kernel (a Reshape target, Clip bounds), unlike
         weights, whose values never change the time."""
-        return self.constant and (self.value.size == 1 or self.value.dtype.kind in "iub" and self.value.size <= SMALL_INDEX)
+        return self.constant and (self.parameter or self.value.size == 1
+                                  or self.value.dtype.kind in "iub" and self.value.size <= SMALL_INDEX)
 
     def signature(self):
         sig = [list(self.shape), onnx.TensorProto.DataType.Name(self.dtype)]
@@ -143,8 +148,10 @@ def onnx_blocks(model: onnx.ModelProto) -> list[Block]:
         if node.op_type in ("Constant", "Shape") or (real and all(n in constant for n in real)):
             constant.update(node.output)
             folded.add(i)
+    parameters = {node.input[k] for node in nodes for k in PARAMETER_INPUTS.get(node.op_type, ())
+                  if k < len(node.input) and node.input[k]}
     tensors = {name: Tensor(name, tuple(v.shape), helper.np_dtype_to_tensor_dtype(v.dtype),
-                            v if name in constant else None) for name, v in values.items()}
+                            v if name in constant else None, name in parameters) for name, v in values.items()}
     consumers: dict[str, list] = {}
     for i, node in enumerate(nodes):
         for name in node.input:

@@ -48,6 +48,9 @@ BLOCK_CASES = [
      ["FusedConv"]),
     ("linear-gelu", lambda: nn.Sequential(nn.Linear(16, 32), nn.GELU()), (2, 16), ["Gemm", "Gelu"]),
     ("flatten-is-a-view", Flat, (1, 3, 6, 6), ["Conv", "Flatten", "ReduceSum"]),
+    # Resize's scales are a float constant that sets the output's size: kept, not made random
+    ("upsample", lambda: nn.Sequential(nn.Conv2d(3, 8, 1), nn.Upsample(scale_factor=2)), (1, 3, 4, 4),
+     ["Conv", "Resize"]),
 ]
 
 
