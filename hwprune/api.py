@@ -92,7 +92,7 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
                on_round=None) -> tuple[Scores, Plan, Cut, Verified, Report]:
     """The stages after trace and group, on an analysis whose groups they may freeze (slim
     gives a fresh() copy): each takes the records before it and returns its own. budget: a
-    hwprune.plan.budget.Budget, else `widths`, else config.ratio; how: where and how a budget
+    hwprune.plan.kinds.Budget, else `widths`, else config.ratio; how: where and how a budget
     lands (hwprune.plan.land.LandingConfig; a ratio reads its target); on_round: see
     hwprune.plan.land.land."""
     check_prunable(analysis, config)

@@ -50,7 +50,7 @@ class RescoreRound(NamedTuple):
     per channel label), and the figures measured again on the model with them cut (those cut
     scoring 0): the figures the next round, or the landing, plans with."""
     index: int  # 1 .. RESCORE_ROUNDS - 1
-    budget: object  # hwprune.plan.budget.Budget
+    budget: object  # hwprune.plan.kinds.Budget
     removed: np.ndarray
     scores: list
 
@@ -75,7 +75,7 @@ class _Site:
 
 def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer=None, progress=None,
          on_round=None):
-    """The Plan (hwprune.plan.Plan) of a budget (hwprune.plan.budget.Budget) on the analysis
+    """The Plan (hwprune.plan.Plan) of a budget (hwprune.plan.kinds.Budget) on the analysis
     `a` with its `scores`, landed: each try cut and verified as config (a SlimConfig) says,
     and the one kept is the Plan's `landed` Verified cut. Its "plan" section says how it
     landed: each try, and where measured, the measured speedup; "depth" the blocks removed.

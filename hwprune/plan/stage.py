@@ -9,7 +9,7 @@ from . import Plan, plan_widths
 
 def plan_cut(a, scores, config, *, budget=None, widths: dict | None = None, how=None, scorer=None,
              progress=None, on_round=None) -> Plan:
-    """The plan stage: with a budget (hwprune.plan.budget.Budget), its widths planned and landed
+    """The plan stage: with a budget (hwprune.plan.kinds.Budget), its widths planned and landed
     where it is measured (hwprune.plan.land, as `how`, a LandingConfig, says); else `widths`
     ({group id: channels to keep}), or config.ratio of every group's channels, the most
     important kept (`scores`)."""
