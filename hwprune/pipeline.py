@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .plan.kinds import BUDGET_KINDS, DEFAULT_SPEEDUP
+from .plan.kinds import DEFAULT_SPEEDUP, budget_keywords
 
 __all__ = ["DEFAULT_SPEEDUP", "SlimPass"]
 
@@ -46,7 +46,7 @@ class SlimPass:
             self.speedup = DEFAULT_SPEEDUP
 
     def _budget(self) -> dict | None:
-        given = {k: getattr(self, k, None) for k in (*BUDGET_KINDS, "ratio", "budget")}
+        given = {k: getattr(self, k, None) for k in budget_keywords()}
         given = {k: v for k, v in given.items() if v is not None}
         return given or None
 

@@ -216,9 +216,7 @@ def _bench_device_times(args) -> int:
     if args.json:
         check_output(args.json, force=args.force, inputs=[*args.trtexec_times, *([args.report] if args.report else [])])
     predicted = predicted_from_report(args.report) if args.report else None
-    result = bench_result(target.name, list(args.trtexec_times), predicted)
-    for model, name in zip(result["models"], names):
-        model["times_file"], model["spec"] = model["spec"], name
+    result = bench_result(target.name, list(args.trtexec_times), predicted, names)
     if args.json:
         atomic_write(args.json, lambda tmp: write_json(tmp, result), force=args.force)
     console().print(_bench_table(result))

@@ -53,13 +53,15 @@ def _finite_time(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
-def bench_result(target: str, paths: list, predicted_ms: list | None = None) -> dict:
+def bench_result(target: str, paths: list, predicted_ms: list | None = None, names: list | None = None) -> dict:
     """The result `hwprune bench` writes, from device times: one model, or the original and its
     slim version (then `speedup`, median over median). predicted_ms: the slim report's
-    [predicted_before, predicted_after], compared with what the device measured."""
+    [predicted_before, predicted_after], compared with what the device measured; names: the
+    models' specs (default: the times files)."""
     timings = [read_times(p) for p in paths]
+    names = names or [str(p) for p in paths]
     result = {"target": target, "how": dict(HOW),
-              "models": [{"spec": str(p), **t.to_json()} for p, t in zip(paths, timings)]}
+              "models": [{"spec": n, "times_file": str(p), **t.to_json()} for n, p, t in zip(names, paths, timings)]}
     if len(timings) == 2:
         result["speedup"] = round(timings[0].median_ms / timings[1].median_ms, 4)
     if predicted_ms is not None:

@@ -124,6 +124,11 @@ class Budget:
         return Budget(self.kind, min(1.0, figure / full))
 
 
+def budget_keywords() -> tuple:
+    """hwprune.slim's budget keywords: each registered kind, the ratio, and budget= (a Budget)."""
+    return (*BUDGET_KINDS, "ratio", "budget")
+
+
 def budget_of(given: dict, allow_block_removal: bool = False) -> Budget | None:
     """The run's budget from hwprune.slim's keywords: `given` maps "ratio", "widths", "budget"
     (a Budget) and each kind's name to its value, None where not given. At most one may be

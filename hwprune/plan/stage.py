@@ -13,13 +13,13 @@ def plan_cut(a, scores, config, *, budget=None, widths: dict | None = None, how=
     where it is measured (hwprune.plan.land, as `how`, a LandingConfig, says); else `widths`
     ({group id: channels to keep}), or config.ratio of every group's channels, the most
     important kept (`scores`)."""
+    from .kinds import budget_of
     from .land import LandingConfig, land
     how = how or LandingConfig()
     if budget is not None:
         return land(a, scores, config, budget, how, scorer, progress, on_round)
     if how.allow_block_removal:
-        raise InputError("allow_block_removal needs a budget to weigh blocks against width: give speedup, "
-                         "latency_ms, flops or params")
+        budget_of({}, allow_block_removal=True)  # refuses it, naming the registered kinds
     sections = ()
     if widths is None:
         widths, lattice = ratio_widths(a, config.ratio, how.target)

@@ -19,15 +19,10 @@ the original's channels, so the final report's "kept" applies to the original (h
 from __future__ import annotations
 
 from ..errors import InputError
-from ..plan.kinds import BUDGET_KINDS, Budget, budget_of
+from ..plan.kinds import BUDGET_KINDS, Budget, budget_keywords, budget_of
 from .config import RecoverConfig
 from .distributed import from_main, pick_device, process_group
 from .train import finetune
-
-
-def budget_names() -> tuple:
-    """slim's budget keywords: each registered kind, the ratio, and budget= (a Budget)."""
-    return (*BUDGET_KINDS, "ratio", "budget")
 
 
 def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: RecoverConfig | None = None,
@@ -54,7 +49,7 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
                          "the names later rounds' channels are stated in; use rounds=1, or cut width only")
     recover = recover or RecoverConfig()
     kind, value = _budget(slim_kwargs)
-    rest = {k: v for k, v in slim_kwargs.items() if k not in budget_names()}
+    rest = {k: v for k, v in slim_kwargs.items() if k not in budget_keywords()}
     example_inputs = (example_inputs,) if not isinstance(example_inputs, (tuple, list)) else tuple(example_inputs)
     row = BUDGET_KINDS.get(kind)
     with process_group(pick_device(recover.device)) as world:
@@ -82,7 +77,7 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
 
 def _budget(slim_kwargs: dict) -> tuple:
     """(kind, value) of the one budget given: a kind's name, "ratio", or from budget=."""
-    given = [(k, slim_kwargs[k]) for k in budget_names() if slim_kwargs.get(k) is not None]
+    given = [(k, slim_kwargs[k]) for k in budget_keywords() if slim_kwargs.get(k) is not None]
     if len(given) != 1:
         raise InputError(f"iterative slim was given {' and '.join(k for k, _ in given) or 'no budget'}: give exactly "
                          f"one of {', '.join((*BUDGET_KINDS, 'ratio'))}")
