@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..graph.trace import is_exported_graph
+from ..sparse.keep import ZerosKept
 from . import checkpoint as ckpt
 from .config import RecoverConfig
 from .data import ItemData, LoaderData, load_data
@@ -50,6 +51,7 @@ class RecoverRecord:
     eval_after: dict = field(default_factory=dict)
     losses: list = field(default_factory=list)
     recalibrated: int = 0  # items over which the norms' running statistics were re-estimated
+    zeros_kept: dict = field(default_factory=dict)  # sparsify's zeroed layers whose zeros stay zero
     seconds: float = 0.0
     checkpoint: str | None = None
 
@@ -110,6 +112,7 @@ class _Trainer:
         self.features = FeatureMatch(student, teacher, kept) if config.features and config.feature_weight > 0 \
             else None
         self.rules, self.classes, self.source = None, None, ""
+        self.zeros = ZerosKept.of(student)  # a sparsified model's zeros stay zero (hwprune.sparse.keep)
         self.model = student if world.size == 1 else nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -223,6 +226,7 @@ def _run(student, teacher, data, config, device, world, example_inputs, kept, to
         record = RecoverRecord(total, 0, world.size, str(device), None if trainer.amp is None else str(trainer.amp),
                                data.source, stream.items, config.to_json())
         record.outputs = [list(r) for r in trainer.rules]
+        record.zeros_kept = trainer.zeros.to_json() if trainer.zeros.masks else {}
         _train(trainer, stream, data, record, progress, checkpoint_dir, resume)
         record.eval_after = trainer.evaluate(stream, config.eval_items)
     finally:
@@ -371,6 +375,7 @@ def _train(trainer: _Trainer, stream, data, record: RecoverRecord, progress, che
         else:
             loss.backward()
             optimizer.step()
+        trainer.zeros.apply()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         record.losses.append(float(f"{trainer.step_losses(parts)['total']:.6g}"))

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import InputError, VerificationError
 from . import ops
+from .keep import mark
 from .layers import kind_of
 from .masks import SCOPES, Pattern, compute_masks, fits
 
@@ -104,6 +105,8 @@ def sparsify(model: nn.Module, example_inputs, *, sparsity: float | None = None,
             layer.weight.mul_(mask.view(layer.weight.shape).to(layer.weight.dtype))
             if config.pattern.kind == "block":
                 _set_module(sparse, name, kind_of(layer).to_bsr(layer, config.pattern.block))
+            else:  # zeros in a dense weight: finetune keeps them zero (hwprune.sparse.keep)
+                mark(layer, config.pattern.name)
     proof = prove(model, sparse, masks, inputs, rtol=rtol)
     rows = [{"layer": n, "type": type(taken[n]).__name__, "shape": list(weights[n].shape),
              "pattern": config.pattern.name, "block": config.pattern.block,
