@@ -215,9 +215,15 @@ def sparse(results) -> list[str]:
 
 @table("sparse_minilm", "sparse_minilm.json")
 def sparse_minilm(results) -> list[str]:
-    out = header("block sparsity of the FFN", "eager speedup", ".pt2 speedup", "cosine mean", "cosine min")
-    return out + [row(f"{r['sparsity']:.0%}", x(r["speedup_eager"]), x(r["speedup_pt2"]), f"{r['cosine_mean']:.3f}",
-                      f"{r['cosine_min']:.3f}") for r in results["rows"]]
+    out = header("block sparsity of the FFN", "eager speedup", ".pt2 speedup", "cosine mean (min), before recovery",
+                 "cosine mean (min), after recovery")
+    rows = []
+    for r in results["rows"]:
+        after = r.get("recovered")
+        after = f"{after['cosine_mean']:.3f} ({after['cosine_min']:.3f}), {after['steps']} steps" if after else "—"
+        rows.append(row(f"{r['sparsity']:.0%}", x(r["speedup_eager"]), x(r["speedup_pt2"]),
+                        f"{r['cosine_mean']:.3f} ({r['cosine_min']:.3f})", after))
+    return out + rows
 
 
 def near_one(v: float) -> str:
