@@ -8,28 +8,26 @@ Each layer's budget is its dense latency / speedup. Every candidate (kind, fract
 kept) gets a latency from the latency model and an importance: the fraction of the layer's
 squared weight norm it keeps (whole rows by norm for width, whole blocks by norm for BSR, the
 2 largest of 4 for 2:4), the channel criterion of hwprune's L2 importance. Among candidates
-within the budget the one keeping the most importance wins; if none fits, the fastest.
+within the budget the one keeping the most importance wins; if none fits, the layer stays dense.
 
-The latency model is a function (kind, tokens, in, out, keep) -> ms. The default measures on
-this CPU (dense F.linear at the narrower width; the native BSR kernel at the block density;
-2:4 has no CPU kernel, so it costs what dense costs), one thread, interleaved, medians, cached
-per shape. A GPU model (Triton and semi-structured sweeps, or the analytic model) is not
-written yet. This recommends; `sparsify` applies BSR choices, and width choices go to
-`hwprune.slim`, which cuts them across the layer's coupled group.
+The latency model is a function (kind, tokens, in, out, keep) -> ms (hwprune.sparse.latency:
+measured on this CPU by default, measured on an attached GPU, or analytic). Width candidates
+are offered to every layer, or, given `width_units`, only to the layers it names, each scored
+by its channels' energy over the channel group (what hwprune's l2 importance sums). This
+recommends; `sparsify(speedup=...)` (hwprune.sparse.per_layer) applies the choices.
 """
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
+from .latency import LatencyModel, measured_cpu_latency
 from .layers import kind_of
 from .masks import two_four_mask
 
-LatencyModel = Callable[[str, int, int, int, float], float]
 KEEPS = (0.75, 0.5, 0.3, 0.2, 0.1, 0.05)
 
 
@@ -52,7 +50,9 @@ class LayerChoice:
     why: str
 
 
-def _energy_kept(weight: torch.Tensor, kind: str, keep: float, block: int) -> float:
+def _energy_kept(weight: torch.Tensor, kind: str, keep: float, block: int, units=None) -> float:
+    """The fraction of the squared norm a form keeps: of the layer's weight, or for width with
+    `units` (each output channel's energy over its group), of the group's."""
     w2 = weight.detach().float().pow(2)
     total = float(w2.sum()) or 1.0
     if kind == "dense":
@@ -60,7 +60,8 @@ def _energy_kept(weight: torch.Tensor, kind: str, keep: float, block: int) -> fl
     if kind == "2:4":
         return float((w2 * two_four_mask(weight)).sum()) / total
     if kind == "width":
-        units = w2.sum(1)
+        units = w2.sum(1) if units is None else units.float()
+        total = float(units.sum()) or 1.0
     else:
         out_f, in_f = weight.shape
         units = w2.reshape(out_f // block, block, in_f // block, block).sum((1, 3)).flatten()
@@ -87,67 +88,31 @@ def _tokens(model: nn.Module, example_inputs: tuple, names: list) -> dict:
     return seen
 
 
-def measured_cpu_latency(block: int = 32, rounds: int = 5) -> LatencyModel:
-    """Latency on this CPU, one thread, interleaved against dense, medians; cached per shape."""
-    import statistics
-    import time
-
-    import torch.nn.functional as F
-
-    from . import native
-    from .bsr import to_bsr
-
-    cache: dict = {}
-
-    def median_ms(fn) -> float:
-        fn()
-        samples = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples) * 1e3
-
-    def latency(kind: str, tokens: int, in_f: int, out_f: int, keep: float) -> float:
-        key = (kind, tokens, in_f, out_f, keep)
-        if key not in cache:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                x = torch.randn(tokens, in_f)
-                if kind == "bsr" and native.status().loaded:
-                    g = torch.Generator().manual_seed(0)
-                    grid = torch.rand(out_f // block, in_f // block, generator=g) < keep
-                    w = torch.randn(out_f, in_f) * grid.repeat_interleave(block, 0).repeat_interleave(block, 1)
-                    crow, col, values = to_bsr(w, block)
-                    cache[key] = median_ms(lambda: torch.ops.hwprune.bsr_linear(x, crow, col, values, None, out_f))
-                else:  # width: a narrower dense layer; 2:4 and dense: the full dense layer
-                    rows = max(1, round(out_f * keep)) if kind == "width" else out_f
-                    w = torch.randn(rows, in_f)
-                    cache[key] = median_ms(lambda: F.linear(x, w))
-            finally:
-                torch.set_num_threads(threads)
-        return cache[key]
-    return latency
+def _widths(out_f: int, keeps, multiple: int) -> list:
+    """Kept fractions of the narrower dense layer: keep * out rounded to `multiple`, distinct, < out."""
+    rows = {max(multiple, round(k * out_f / multiple) * multiple) for k in keeps}
+    return sorted((r / out_f for r in rows if r < out_f), reverse=True)
 
 
-def _candidates(weight, tokens: int, block: int, keeps, latency: LatencyModel) -> list:
+def _candidates(weight, tokens: int, block: int, keeps, latency: LatencyModel, units=None, width: bool = True,
+                multiple: int = 1) -> list:
     out_f, in_f = weight.shape
-    forms = [("dense", 1.0), *(("width", k) for k in keeps)]
+    forms = [("dense", 1.0)] + ([("width", k) for k in _widths(out_f, keeps, multiple)] if width else [])
     if out_f % block == 0 and in_f % block == 0:
         forms += [("bsr", k) for k in keeps]
     if in_f % 4 == 0:
         forms.append(("2:4", 0.5))
-    return [Candidate(kind, keep, latency(kind, tokens, in_f, out_f, keep), _energy_kept(weight, kind, keep, block))
-            for kind, keep in forms]
+    return [Candidate(kind, keep, latency(kind, tokens, in_f, out_f, keep),
+                      _energy_kept(weight, kind, keep, block, units)) for kind, keep in forms]
 
 
 def _choose(candidates: list, budget: float) -> tuple:
     fits = [c for c in candidates if c.latency_ms <= budget]
-    if not fits:
-        best = min(candidates, key=lambda c: c.latency_ms)
-        return best, (f"no form meets the budget {budget:.3f} ms; the fastest is {best.kind} keeping {best.keep:.0%} "
-                      f"({best.latency_ms:.3f} ms, {best.importance_kept:.1%} of the weight energy)")
+    if not fits:  # a layer gutted for a few percent of its time is a loss: it stays dense, and says so
+        fastest = min(candidates, key=lambda c: c.latency_ms)
+        return candidates[0], (f"kept dense: no form meets the budget {budget:.3f} ms; the fastest, {fastest.kind} "
+                               f"keeping {fastest.keep:.0%}, takes {fastest.latency_ms:.3f} ms and keeps "
+                               f"{fastest.importance_kept:.1%} of the weight energy")
     best = max(fits, key=lambda c: (c.importance_kept, -c.latency_ms))
     others = sorted((c for c in fits if c is not best), key=lambda c: -c.importance_kept)
     runner = (f"; next best within budget: {others[0].kind} keeping {others[0].keep:.0%} "
@@ -157,8 +122,12 @@ def _choose(candidates: list, budget: float) -> tuple:
 
 
 def plan_layers(model: nn.Module, example_inputs, *, speedup: float, layers: str = "*", block: int = 32,
-                keeps=KEEPS, latency: LatencyModel | None = None) -> list:
-    """A LayerChoice for every nn.Linear / 1x1 conv matching `layers` (comma-separated globs)."""
+                keeps=KEEPS, latency: LatencyModel | None = None, width_units: dict | None = None,
+                multiple: int = 1) -> list:
+    """A LayerChoice for every nn.Linear / 1x1 conv matching `layers` (comma-separated globs).
+    width_units: {layer: energy of each output channel over its group}; only these layers get
+    width candidates (None: every layer, scored by its own rows). multiple: widths are
+    rounded to multiples of it."""
     from ..errors import InputError
 
     if not speedup > 1.0:
@@ -171,12 +140,18 @@ def plan_layers(model: nn.Module, example_inputs, *, speedup: float, layers: str
         raise InputError(f"layers {layers!r} match no linear or 1x1 conv layer of the model: give globs over "
                          "module names")
     latency = latency or measured_cpu_latency(block)
-    tokens = _tokens(model.eval(), inputs, names)
+    was_training = model.training
+    try:
+        tokens = _tokens(model.eval(), inputs, names)
+    finally:
+        model.train(was_training)
     choices = []
     for name in names:
         module = model.get_submodule(name)
         weight = kind_of(module).weight(module)
-        candidates = _candidates(weight, tokens[name], block, keeps, latency)
+        units = None if width_units is None else width_units.get(name)
+        candidates = _candidates(weight, tokens[name], block, keeps, latency, units,
+                                 width_units is None or name in width_units, multiple)
         budget = candidates[0].latency_ms / speedup  # candidates[0] is the dense layer
         chosen, why = _choose(candidates, budget)
         choices.append(LayerChoice(name, tuple(weight.shape), tokens[name], budget, chosen, tuple(candidates), why))

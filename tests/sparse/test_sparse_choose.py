@@ -24,7 +24,7 @@ CASES = [
     (2.0, 1.0, 1.0, "bsr", "<= budget"),        # BSR as fast as dense per FLOP: finer units keep more
     (2.0, 0.25, 1.0, "width", "<= budget"),     # BSR too slow at every kept fraction that fits
     (1.5, 0.25, 1.6, "2:4", "<= budget"),       # a 2:4 kernel faster than the budget keeps the most
-    (100.0, 1.0, 1.0, "width", "no form meets the budget"),  # nothing fits: the fastest
+    (100.0, 1.0, 1.0, "dense", "kept dense: no form meets the budget"),  # nothing fits: it stays dense
 ]
 
 
@@ -51,8 +51,10 @@ def test_choice_keeps_the_most_importance_within_budget(speedup, efficiency, two
     fits = [x for x in c.candidates if x.latency_ms <= c.budget_ms]
     if fits:
         assert c.chosen.importance_kept == max(x.importance_kept for x in fits)
-    else:
-        assert c.chosen.latency_ms == min(x.latency_ms for x in c.candidates)
+    else:  # the fastest is named, and the layer kept whole
+        assert c.chosen == c.candidates[0] and c.chosen.kind == "dense"
+        fastest = min(c.candidates, key=lambda x: x.latency_ms)
+        assert f"the fastest, {fastest.kind} keeping {fastest.keep:.0%}" in c.why
 
 
 def test_energy_kept_is_the_fraction_of_squared_norm():
