@@ -53,3 +53,36 @@ def mlp():
 def pointwise_net():
     torch.manual_seed(0)
     return PointwiseNet().eval(), (torch.randn(2, 3, 16, 16),)
+
+
+class Branches(torch.nn.Module):
+    """Two linears whose outputs are added: their output channels are one group with two
+    producers, so neither may be narrowed alone (no width candidate)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(64, 128)
+        self.b = torch.nn.Linear(64, 128)
+        self.head = torch.nn.Linear(128, 32)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.a(x) + self.b(x)))
+
+
+class WideMLP(torch.nn.Sequential):
+    """A transformer-sized feed-forward pair and a head, at 1024 rows: large enough that the
+    analytic GPU model is not bound by kernel launches."""
+
+    def __init__(self):
+        super().__init__(torch.nn.Linear(512, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 512), torch.nn.GELU(),
+                         torch.nn.Linear(512, 32))
+
+
+def branches():
+    torch.manual_seed(0)
+    return Branches().eval(), (torch.randn(4, 64),)
+
+
+def wide_mlp():
+    torch.manual_seed(0)
+    return WideMLP().eval(), (torch.randn(1024, 512),)

@@ -151,7 +151,9 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
     latency, source = (latency, "given by the caller") if latency is not None else latency_for(target, config.block)
     choices = plan_layers(model, inputs, speedup=config.speedup, layers=",".join(taken), block=config.block,
                           latency=latency, width_units={n: p.units for n, p in pairs.items()},
-                          multiple=math.lcm(config.block, target.lattice.multiple))
+                          multiple=math.lcm(config.block, *(r.multiple for r in target.rules)))
+    # widths sit on the block (the consumer's input stays a whole number of blocks) and on every lattice rule
+    # of the target (the strictest, whatever this host's ISA: a block of 16 or more already holds the CPU's)
     cut, kept, width_proof = _cut_widths(model, analysis, choices, pairs)
     cut_masks = _apply_forms(cut, choices, config.block)
     narrowed = {pairs[c.layer].consumer: c.layer for c in choices if c.chosen.kind == "width"}

@@ -43,6 +43,17 @@ BAD = [
     pytest.param([MLP, "--sparsity", "0.5", "--onnx-custom-op"], ["--onnx-custom-op needs --onnx"], id="custom-op-alone"),
     pytest.param([MLP, "--sparsity", "0.5", "-o", "taken.pt"], ["taken.pt: already exists", "--force"],
                  id="output-exists"),
+    pytest.param([MLP, "--speedup", "2", "--sparsity", "0.5"], ["sparsity 0.5 with speedup 2.0", "one or the other"],
+                 id="speedup-and-sparsity"),
+    pytest.param([MLP, "--speedup", "2", "--pattern", "2:4"], ["pattern '2:4' with speedup 2.0", "--block"],
+                 id="speedup-and-pattern"),
+    pytest.param([MLP, "--sparsity", "0.5", "--target", "jetson"], ["target 'jetson' without speedup", "--speedup X"],
+                 id="target-without-speedup"),
+    pytest.param([MLP, "--speedup", "2", "--block", "48"], ["block 48: the BSR candidates' block must be one of"],
+                 id="speedup-bad-block"),
+    pytest.param([MLP, "--speedup", "0.5"], ["speedup 0.5: give the latency speedup", "above 1"], id="speedup-low"),
+    pytest.param([MLP, "--speedup", "2", "--target", "jetsn"], ["target 'jetsn' is unknown", "did you mean"],
+                 id="speedup-unknown-target"),
 ]
 
 
@@ -95,3 +106,25 @@ def test_two_four_onnx_comes_with_the_sparse_weights_trtexec_command(workdir, ca
     assert "--sparsity=enable" in report["tensorrt"]["argv"] and report["tensorrt"]["argv"][1] == "--onnx=m.onnx"
     assert report["tensorrt"]["command"] in capsys.readouterr().out.splitlines()
     assert report["onnx"]["max_rel_err"] <= 1e-4
+
+
+def test_speedup_chooses_per_layer_and_writes_after_the_proof(workdir, capsys, monkeypatch):
+    """The analytic Jetson model (deterministic here): BSR for the first linear, width for the
+    second (its channels feed the head alone), the head kept dense; every output checked."""
+    argv = ["sparsify", "sparse_util:wide_mlp", "--speedup", "2", "--target", "jetson", "-o", "w.pt",
+            "--report", "w.json", "--onnx", "w.onnx", "--pt2", "w.pt2"]
+    monkeypatch.setenv("COLUMNS", "400")  # the table's lines whole, to read them
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "form chosen per layer" in out and "analytic" in out and "kept dense: no form meets" in out
+    report = json.loads((workdir / "w.json").read_text())
+    assert [(r["layer"], r["chosen"]) for r in report["layers"]] == [("0", "bsr"), ("2", "width"), ("4", "dense")]
+    assert all(len(r["candidates"]) > 3 and r["why"] for r in report["layers"])
+    assert report["verify"]["passed"] and report["onnx"]["max_rel_err"] <= 1e-4 and report["pt2"]["max_rel_err"] <= 1e-4
+    from sparse_util import wide_mlp
+    _, inputs = wide_mlp()
+    sparse = torch.load(workdir / "w.pt", weights_only=False)
+    assert sparse[2].out_features == report["layers"][1]["shape_after"][0] == sparse[4].in_features
+    reloaded = torch.export.load(workdir / "w.pt2")
+    assert sum(n.target == torch.ops.hwprune.bsr_linear.default for n in reloaded.graph.nodes) == 1
+    torch.testing.assert_close(reloaded.module()(*inputs), sparse(*inputs), rtol=1e-4, atol=1e-5)
