@@ -14,6 +14,7 @@ Public API only:
         -> (model, report)
     GroupLasso(analysis, lam), BNL1(lam): training-time penalties, penalty(model) -> scalar
     sparsify(model, example_inputs, sparsity=0.9, pattern="block:32") -> (sparse_model, report)
+    sparsify(model, example_inputs, speedup=2, target="cpu") -> each layer's form chosen (width, BSR, 2:4)
 """
 from .api import Analysis, analyze, apply, slim
 from .config import SlimConfig

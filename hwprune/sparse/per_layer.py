@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import HwpruneError, InputError
 from .choose import plan_layers
 from .keep import mark
-from .layers import kind_of
+from .layers import effective_weight, kernel_name, kind_of, select_layers, set_module
 from .masks import Pattern, compute_masks, two_four_mask
 from .ops import BLOCK_SIZES
-from .sparsify import _effective_weight, _kernel, _set_module, prove, select_layers
+from .proof import prove
 
 WIDTH_RULE = ("width only where the layer's output channels are coupled to one other sparsifiable layer's inputs "
               "alone, cut by hwprune's pass (slim with widths) over that group")
@@ -116,7 +116,7 @@ def _apply_forms(cut: nn.Module, choices, block: int) -> dict:
                 {c.layer: w}, Pattern("block", block), 1.0 - c.chosen.keep, "layer")[c.layer]
             layer.weight.mul_(mask.view(layer.weight.shape).to(layer.weight.dtype))
             if c.chosen.kind == "bsr":
-                _set_module(cut, c.layer, kind_of(layer).to_bsr(layer, block))
+                set_module(cut, c.layer, kind_of(layer).to_bsr(layer, block))
             else:
                 mark(layer, "2:4")
             masks[c.layer] = mask
@@ -144,17 +144,25 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
     from ..hardware.targets import get_target
     from .latency import latency_for
 
-    target = get_target(config.target)
+    target, was_training = get_target(config.target), model.training
     taken, skipped = select_layers(model, config.layers)
-    analysis = analyze(model, inputs)
-    pairs = width_pairs(model, analysis, set(taken))
+    width_rule = WIDTH_RULE
+    try:
+        analysis = analyze(model, inputs)
+        pairs = width_pairs(model, analysis, set(taken))
+    except HwpruneError as e:  # BSR and 2:4 need no channel groups: without them, width is not offered
+        analysis, pairs = None, {}
+        width_rule = f"width not offered: the model's channel groups could not be traced ({str(e).splitlines()[0]})"
+    finally:
+        model.train(was_training)
     latency, source = (latency, "given by the caller") if latency is not None else latency_for(target, config.block)
+    # widths sit on the block (the consumer's input stays a whole number of blocks) and on every lattice rule
+    # of the target (the strictest, whatever this host's ISA: a block of 16 or more already holds the CPU's)
     choices = plan_layers(model, inputs, speedup=config.speedup, layers=",".join(taken), block=config.block,
                           latency=latency, width_units={n: p.units for n, p in pairs.items()},
                           multiple=math.lcm(config.block, *(r.multiple for r in target.rules)))
-    # widths sit on the block (the consumer's input stays a whole number of blocks) and on every lattice rule
-    # of the target (the strictest, whatever this host's ISA: a block of 16 or more already holds the CPU's)
     cut, kept, width_proof = _cut_widths(model, analysis, choices, pairs)
+    model.train(was_training)
     cut_masks = _apply_forms(cut, choices, config.block)
     narrowed = {pairs[c.layer].consumer: c.layer for c in choices if c.chosen.kind == "width"}
     touched = [c.layer for c in choices] + [n for n in narrowed if n not in taken]
@@ -164,7 +172,7 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
     proof = prove(model, cut, masks, inputs, rtol=rtol, kept=index)
     rows = [_row(model, cut, c, config.block, narrowed.get(c.layer), target.gpu is not None) for c in choices]
     report = {"config": {"mode": "per-layer", "speedup": config.speedup, "target": target.name,
-                         "block": config.block, "layers": config.layers, "latency_model": source, "width": WIDTH_RULE},
+                         "block": config.block, "layers": config.layers, "latency_model": source, "width": width_rule},
               "layers": rows, "skipped": [{"layer": n, "why": why} for n, why in skipped],
               "predicted": _predicted(rows), "weights": _weights(rows), "kept": kept, "verify": proof}
     if width_proof is not None:
@@ -172,7 +180,7 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
                                                    "width": round(c.chosen.keep * c.shape[0])}
                                          for c in choices if c.chosen.kind == "width"},
                                "verify": width_proof}
-    return cut.train(model.training), report
+    return cut.train(was_training), report
 
 
 FORMS = {"dense": "dense", "width": "width", "bsr": "block", "2:4": "2:4"}
@@ -185,10 +193,10 @@ GPU_KERNELS = {"bsr": "hwprune::bsr_linear, Triton kernel on the target's GPU",
 def _row(model, cut, choice, block: int, narrowed_by: str | None, on_gpu: bool) -> dict:
     c = choice.chosen
     original = kind_of(model.get_submodule(choice.layer)).weight(model.get_submodule(choice.layer)).detach()
-    effective = _effective_weight(cut.get_submodule(choice.layer))
+    effective = effective_weight(cut.get_submodule(choice.layer))
     pattern = f"block:{block}" if c.kind == "bsr" else FORMS[c.kind]
     kernel = (GPU_KERNELS.get(c.kind) if on_gpu else None) or (
-        _kernel(Pattern.parse(pattern), effective) if c.kind in ("bsr", "2:4") else
+        kernel_name(Pattern.parse(pattern), effective) if c.kind in ("bsr", "2:4") else
         "dense F.linear/conv" + (" at the narrower width" if c.kind == "width" else ""))
     row = {"layer": choice.layer, "type": type(model.get_submodule(choice.layer)).__name__, "shape": list(choice.shape),
            "shape_after": list(effective.shape), "chosen": c.kind, "keep": round(c.keep, 4), "pattern": pattern,

@@ -6,12 +6,12 @@ import io
 
 import pytest
 import torch
+from sparse_util import mlp
 
 import hwprune
 from hwprune.recover.data import TensorItems
 from hwprune.sparse import BSRLinear
 from hwprune.sparse.keep import MARK
-from sparse_util import mlp
 
 LAYERS = ("fc1", "fc2")
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from sparse_util import branches, mlp, pointwise_net, wide_mlp
 
 import hwprune
 from hwprune.errors import InputError
@@ -15,7 +16,6 @@ from hwprune.sparse import BSRLinear
 from hwprune.sparse.keep import MARK
 from hwprune.sparse.latency import analytic_latency, latency_for, measured_gpu_latency
 from hwprune.sparse.semi_structured import is_two_four
-from sparse_util import branches, mlp, pointwise_net, wide_mlp
 
 FACTORIES = {"mlp": mlp, "pointwise": pointwise_net, "branches": branches, "wide": wide_mlp}
 
