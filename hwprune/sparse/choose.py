@@ -102,8 +102,11 @@ def _candidates(weight, tokens: int, block: int, keeps, latency: LatencyModel, u
         forms += [("bsr", k) for k in keeps]
     if in_f % 4 == 0:
         forms.append(("2:4", 0.5))
-    return [Candidate(kind, keep, latency(kind, tokens, in_f, out_f, keep),
-                      _energy_kept(weight, kind, keep, block, units)) for kind, keep in forms]
+    shapes = [(kind, tokens, in_f, out_f, keep) for kind, keep in forms]
+    # a model that can time a layer's forms together (interleaved) does; any other is asked form by form
+    times = latency.sweep(shapes) if hasattr(latency, "sweep") else [latency(*f) for f in shapes]
+    return [Candidate(kind, keep, ms, _energy_kept(weight, kind, keep, block, units))
+            for (kind, keep), ms in zip(forms, times, strict=True)]
 
 
 def _choose(candidates: list, budget: float) -> tuple:

@@ -4,7 +4,8 @@ A latency model is a function (kind, tokens, in, out, keep) -> ms, kind one of "
 "width" (a dense layer of round(keep * out) outputs), "bsr" (keep of the B x B blocks stored),
 "2:4". Which model a target gets is the first row of SOURCES that applies to it:
 - `cpu`: measured here, one thread, medians, cached per shape: F.linear for dense and width,
-  the native BSR kernel for bsr; 2:4 has no CPU kernel, so it costs what dense costs;
+  the native BSR kernel for bsr, a layer's forms interleaved; 2:4 has no CPU kernel, so it costs what
+  dense costs;
 - a GPU target whose GPU is attached (a Jetson target only on an Orin): measured on it with
   CUDA events in fp16: cuBLAS through F.linear, the Triton BSR kernel, torch's semi-structured
   2:4 kernels on sm80+ (dense elsewhere);
@@ -50,40 +51,60 @@ def _bsr_weight(out_f: int, in_f: int, block: int, keep: float, device="cpu", dt
     return tuple(t.to(device) if i < 2 else t.to(device, dtype) for i, t in enumerate(to_bsr(w, block)))
 
 
-def measured_cpu_latency(block: int = 32, rounds: int = 5) -> LatencyModel:
-    """Latency on this CPU, one thread, medians; cached per shape."""
-    from . import native
+class MeasuredCpuLatency:
+    """Latency on this CPU, one thread; cached per shape. `sweep` times a layer's forms
+    interleaved (A B C A B C ...), so that a machine whose load drifts during the sweep moves
+    them alike (hwprune's MEASURING.md), each call repeated to at least 2 ms, median of `rounds`."""
 
-    cache: dict = {}
+    def __init__(self, block: int = 32, rounds: int = 7):
+        from . import native
+        self.block, self.rounds, self.native = block, rounds, native.status().loaded
+        self.cache: dict = {}
 
-    def median_ms(fn) -> float:
-        fn()
-        samples = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples) * 1e3
-
-    def latency(kind: str, tokens: int, in_f: int, out_f: int, keep: float) -> float:
-        if kind == "2:4" or (kind == "bsr" and not native.status().loaded):
+    def key(self, kind: str, tokens: int, in_f: int, out_f: int, keep: float) -> tuple:
+        if kind == "2:4" or (kind == "bsr" and not self.native):
             kind, keep = "dense", 1.0  # no CPU kernel of its own: it runs, and is timed, as the dense layer
-        key = (kind, tokens, in_f, out_f, keep)
-        if key not in cache:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                x = torch.randn(tokens, in_f)
-                if kind == "bsr":
-                    crow, col, values = _bsr_weight(out_f, in_f, block, keep)
-                    cache[key] = median_ms(lambda: torch.ops.hwprune.bsr_linear(x, crow, col, values, None, out_f))
-                else:  # dense, or width: a narrower dense layer
-                    w = torch.randn(_rows(kind, out_f, keep), in_f)
-                    cache[key] = median_ms(lambda: F.linear(x, w))
-            finally:
-                torch.set_num_threads(threads)
-        return cache[key]
-    return latency
+        return (kind, tokens, in_f, out_f, keep)
+
+    def _call(self, kind: str, tokens: int, in_f: int, out_f: int, keep: float):
+        x = torch.randn(tokens, in_f)
+        if kind == "bsr":
+            crow, col, values = _bsr_weight(out_f, in_f, self.block, keep)
+            return lambda: torch.ops.hwprune.bsr_linear(x, crow, col, values, None, out_f)
+        w = torch.randn(_rows(kind, out_f, keep), in_f)  # dense, or width: a narrower dense layer
+        return lambda: F.linear(x, w)
+
+    def sweep(self, forms: list) -> list:
+        """ms of each (kind, tokens, in, out, keep) of `forms`."""
+        keys = [self.key(*f) for f in forms]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            calls, reps, samples = {}, {}, {k: [] for k in todo}
+            for k in todo:
+                calls[k] = self._call(*k)
+                t = time.perf_counter()
+                calls[k]()  # warm-up, and how many calls make 2 ms
+                reps[k] = max(1, math.ceil(2e-3 / max(time.perf_counter() - t, 1e-7)))
+            for _ in range(self.rounds):
+                for k in todo:
+                    t = time.perf_counter()
+                    for _ in range(reps[k]):
+                        calls[k]()
+                    samples[k].append((time.perf_counter() - t) / reps[k])
+        finally:
+            torch.set_num_threads(threads)
+        self.cache.update({k: statistics.median(v) * 1e3 for k, v in samples.items()})
+        return [self.cache[k] for k in keys]
+
+    def __call__(self, kind: str, tokens: int, in_f: int, out_f: int, keep: float) -> float:
+        return self.sweep([(kind, tokens, in_f, out_f, keep)])[0]
+
+
+def measured_cpu_latency(block: int = 32, rounds: int = 7) -> LatencyModel:
+    """Latency on this CPU (MeasuredCpuLatency): a latency model with an interleaved `sweep`."""
+    return MeasuredCpuLatency(block, rounds)
 
 
 def measured_gpu_latency(block: int = 32, rounds: int = 50, dtype=torch.float16) -> LatencyModel:
@@ -166,7 +187,7 @@ class LatencySource:
 
 
 SOURCES: tuple[LatencySource, ...] = (
-    LatencySource("measured on this CPU: F.linear and the native BSR kernel, 1 thread, medians",
+    LatencySource("measured on this CPU: F.linear and the native BSR kernel, 1 thread, interleaved, medians",
                   lambda t: t.local, lambda t, block: measured_cpu_latency(block)),
     LatencySource("measured on the attached GPU with CUDA events, fp16: cuBLAS, the Triton BSR kernel, "
                   "semi-structured 2:4 on sm80+", gpu_attached, lambda t, block: measured_gpu_latency(block)),

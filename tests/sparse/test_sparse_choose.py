@@ -73,6 +73,15 @@ def test_measured_latency_model_gives_times_for_every_form():
         assert latency(kind, 8, 64, 64, keep) > 0
 
 
+def test_measured_sweep_times_a_layers_forms_together_and_caches_them():
+    latency = measured_cpu_latency(block=16, rounds=3)
+    forms = [("dense", 8, 64, 64, 1.0), ("width", 8, 64, 64, 0.5), ("bsr", 8, 64, 64, 0.25), ("2:4", 8, 64, 64, 0.5)]
+    times = latency.sweep(forms)
+    assert len(times) == 4 and all(t > 0 for t in times)
+    assert times[3] == times[0]  # 2:4 has no CPU kernel: it is the dense layer's time, not a second draw of it
+    assert latency.sweep(forms) == times and latency("width", 8, 64, 64, 0.5) == times[1]  # cached
+
+
 def test_refusals():
     model, inputs = mlp()
     with pytest.raises(InputError, match="speedup 1.0: give a per-layer latency speedup above 1"):
