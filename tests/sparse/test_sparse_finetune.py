@@ -70,6 +70,29 @@ def test_finetune_keeps_the_pattern_and_lowers_the_loss(pattern, sparsity, patte
     assert record.zeros_kept.get("patterns", {}) == patterns
 
 
+def _fc1_width_fc2_two_four(kind, tokens, in_f, out_f, keep):
+    """A latency model under which fc1 is best narrowed and fc2 (128 inputs) best 2:4."""
+    work = tokens * in_f * out_f * 1e-6
+    return {"dense": work, "width": work * keep, "bsr": work * keep * 4,
+            "2:4": work / 2.5 if in_f == 128 else work}[kind]
+
+
+def test_finetune_keeps_the_forms_chosen_per_layer():
+    model, inputs = mlp()
+    sparse, report = hwprune.sparsify(model, inputs, speedup=2, block=16, latency=_fc1_width_fc2_two_four)
+    assert [r["chosen"] for r in report["layers"]] == ["width", "2:4", "dense"]
+    before, weights = _pattern(sparse), _weights(sparse)
+    data = TensorItems((torch.randn(256, 64, generator=torch.Generator().manual_seed(1)),), None, "random rows")
+    trained, record = hwprune.finetune(sparse, model, data,
+                                       config=hwprune.RecoverConfig(steps=25, batch_size=16, lr=3e-3, warmup=2))
+    assert record.eval_after["total"] < 0.8 * record.eval_before["total"], (record.eval_before, record.eval_after)
+    assert record.zeros_kept["patterns"] == {"2:4": 1}
+    assert trained.fc1.out_features == sparse.fc1.out_features < 128  # the width cut stays cut
+    for name in LAYERS:
+        assert all(torch.equal(a, b) for a, b in zip(before[name], _pattern(trained)[name])), f"{name}'s pattern"
+        assert not torch.equal(_weights(trained)[name], weights[name]), f"{name} did not train"
+
+
 def test_without_the_mark_the_zeros_move():
     """The control: the same run on a layer sparsify did not mark trains its zeros away."""
     model, inputs = mlp()
