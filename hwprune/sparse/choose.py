@@ -48,6 +48,7 @@ class LayerChoice:
     chosen: Candidate
     candidates: tuple
     why: str
+    inputs_kept: int | None = None  # where a width cut before it narrowed its input: the inputs left
 
 
 def _energy_kept(weight: torch.Tensor, kind: str, keep: float, block: int, units=None) -> float:
@@ -126,11 +127,13 @@ def _choose(candidates: list, budget: float) -> tuple:
 
 def plan_layers(model: nn.Module, example_inputs, *, speedup: float, layers: str = "*", block: int = 32,
                 keeps=KEEPS, latency: LatencyModel | None = None, width_units: dict | None = None,
-                multiple: int = 1) -> list:
+                multiple: int = 1, consumers: dict | None = None) -> list:
     """A LayerChoice for every nn.Linear / 1x1 conv matching `layers` (comma-separated globs).
     width_units: {layer: energy of each output channel over its group}; only these layers get
     width candidates (None: every layer, scored by its own rows). multiple: widths are
-    rounded to multiples of it."""
+    rounded to multiples of it. consumers: {layer: the layer reading its output channels
+    alone}; where a layer is narrowed, its consumer planned after it is priced and scored on
+    the inputs left (the channels of most group energy), against its budget at full width."""
     from ..errors import InputError
 
     if not speedup > 1.0:
@@ -148,14 +151,25 @@ def plan_layers(model: nn.Module, example_inputs, *, speedup: float, layers: str
         tokens = _tokens(model.eval(), inputs, names)
     finally:
         model.train(was_training)
-    choices = []
+    choices, narrowed = [], {}  # narrowed: consumer -> (producer, the input columns its width cut keeps)
     for name in names:
         module = model.get_submodule(name)
         weight = kind_of(module).weight(module)
         units = None if width_units is None else width_units.get(name)
-        candidates = _candidates(weight, tokens[name], block, keeps, latency, units,
-                                 width_units is None or name in width_units, multiple)
-        budget = candidates[0].latency_ms / speedup  # candidates[0] is the dense layer
+        producer, cols = narrowed.get(name, (None, None))
+        candidates = _candidates(weight if cols is None else weight[:, cols], tokens[name], block, keeps, latency,
+                                 units, width_units is None or name in width_units, multiple)
+        # the budget is of the layer as it was: a narrowed input is part of how it gets there
+        full = candidates[0].latency_ms if cols is None else \
+            latency("dense", tokens[name], weight.shape[1], weight.shape[0], 1.0)
+        budget = full / speedup
         chosen, why = _choose(candidates, budget)
-        choices.append(LayerChoice(name, tuple(weight.shape), tokens[name], budget, chosen, tuple(candidates), why))
+        if cols is not None:
+            why = f"input narrowed to {len(cols)} of {weight.shape[1]} by {producer}'s width cut; {why}"
+        if chosen.kind == "width" and name in (consumers or {}):
+            k = round(chosen.keep * weight.shape[0])
+            energy = units if units is not None else weight.detach().float().pow(2).sum(1)
+            narrowed[consumers[name]] = (name, energy.topk(k).indices.sort().values)
+        choices.append(LayerChoice(name, tuple(weight.shape), tokens[name], budget, chosen, tuple(candidates), why,
+                                   None if cols is None else len(cols)))
     return choices

@@ -160,7 +160,8 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
     # of the target (the strictest, whatever this host's ISA: a block of 16 or more already holds the CPU's)
     choices = plan_layers(model, inputs, speedup=config.speedup, layers=",".join(taken), block=config.block,
                           latency=latency, width_units={n: p.units for n, p in pairs.items()},
-                          multiple=math.lcm(config.block, *(r.multiple for r in target.rules)))
+                          multiple=math.lcm(config.block, *(r.multiple for r in target.rules)),
+                          consumers={n: p.consumer for n, p in pairs.items()})
     cut, kept, width_proof = _cut_widths(model, analysis, choices, pairs)
     model.train(was_training)
     cut_masks = _apply_forms(cut, choices, config.block)
@@ -170,7 +171,8 @@ def sparsify_per_layer(model: nn.Module, inputs: tuple, config: ChooseConfig, *,
     masks = {n: _in_original(cut_masks.get(n), kind_of(model.get_submodule(n)).weight(model.get_submodule(n)).shape,
                              *index[n]) for n in touched}
     proof = prove(model, cut, masks, inputs, rtol=rtol, kept=index)
-    rows = [_row(model, cut, c, config.block, narrowed.get(c.layer), target.gpu is not None) for c in choices]
+    rows = [_row(model, cut, c, config.block, narrowed.get(c.layer), target.gpu is not None, config.speedup)
+            for c in choices]
     report = {"config": {"mode": "per-layer", "speedup": config.speedup, "target": target.name,
                          "block": config.block, "layers": config.layers, "latency_model": source, "width": width_rule},
               "layers": rows, "skipped": [{"layer": n, "why": why} for n, why in skipped],
@@ -190,7 +192,7 @@ GPU_KERNELS = {"bsr": "hwprune::bsr_linear, Triton kernel on the target's GPU",
                "2:4": "semi-structured 2:4 (to_semi_structured, sm80+) or TensorRT's sparse weights"}
 
 
-def _row(model, cut, choice, block: int, narrowed_by: str | None, on_gpu: bool) -> dict:
+def _row(model, cut, choice, block: int, narrowed_by: str | None, on_gpu: bool, speedup: float) -> dict:
     c = choice.chosen
     original = kind_of(model.get_submodule(choice.layer)).weight(model.get_submodule(choice.layer)).detach()
     effective = effective_weight(cut.get_submodule(choice.layer))
@@ -202,7 +204,7 @@ def _row(model, cut, choice, block: int, narrowed_by: str | None, on_gpu: bool) 
            "shape_after": list(effective.shape), "chosen": c.kind, "keep": round(c.keep, 4), "pattern": pattern,
            "block": block if c.kind == "bsr" else None,
            "sparsity": round(1.0 - float(effective.ne(0).sum()) / effective.numel(), 6), "kernel": kernel,
-           "tokens": choice.tokens, "latency_ms": c.latency_ms, "dense_ms": choice.candidates[0].latency_ms,
+           "tokens": choice.tokens, "latency_ms": c.latency_ms, "dense_ms": choice.budget_ms * speedup,
            "budget_ms": choice.budget_ms, "energy_kept": c.importance_kept,
            "energy_kept_after": float(effective.float().pow(2).sum() / original.float().pow(2).sum().clamp(min=1e-30)),
            "why": choice.why,
@@ -216,8 +218,8 @@ def _row(model, cut, choice, block: int, narrowed_by: str | None, on_gpu: bool) 
 def _predicted(rows: list) -> dict:
     dense, chosen = sum(r["dense_ms"] for r in rows), sum(r["latency_ms"] for r in rows)
     return {"dense_ms": dense, "chosen_ms": chosen, "speedup": dense / chosen if chosen else None,
-            "note": "sum over the planned layers of each one's latency in its chosen form, at its original input "
-                    "width: a layer whose input a width cut narrowed runs faster than this"}
+            "note": "sum over the planned layers of each one's latency in its chosen form, a layer whose input a "
+                    "width cut narrowed priced on the inputs left (where it comes after that cut in module order)"}
 
 
 def _weights(rows: list) -> dict:

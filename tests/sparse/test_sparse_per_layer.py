@@ -32,10 +32,12 @@ def flops_model(bsr_efficiency: float, two_four_speedup: float = 1.0):
 # (model, latency model or target, block, {layer: chosen kind}, {consumer: producer narrowing its input})
 CASES = [
     ("mlp", flops_model(1.0), 16, {"fc1": "bsr", "fc2": "bsr", "head": "dense"}, {}),
-    ("mlp", flops_model(0.25), 16, {"fc1": "width", "fc2": "width", "head": "dense"}, {"fc2": "fc1", "head": "fc2"}),
+    # fc1 narrowed to half: fc2, priced on the inputs left, already runs in half its time, so stays dense
+    ("mlp", flops_model(0.25), 16, {"fc1": "width", "fc2": "dense", "head": "dense"}, {"fc2": "fc1"}),
     ("mlp", flops_model(0.25, 2.5), 32, {"fc1": "2:4", "fc2": "2:4", "head": "2:4"}, {}),
-    # down feeds a grouped conv and fc is the output: no width; BSR at a quarter of dense speed fits at 10% kept
-    ("pointwise", flops_model(0.25), 16, {"expand": "width", "down": "bsr", "fc": "bsr"}, {"down": "expand"}),
+    # down feeds a grouped conv and fc is the output: no width. expand narrowed to half halves down, which then
+    # fits as it is; fc takes BSR, which at a quarter of dense speed fits at 10% kept
+    ("pointwise", flops_model(0.25), 16, {"expand": "width", "down": "dense", "fc": "bsr"}, {"down": "expand"}),
     ("branches", flops_model(0.25, 2.5), 16, {"a": "2:4", "b": "2:4", "head": "2:4"}, {}),
     ("wide", "jetson", 32, {"0": "bsr", "2": "width", "4": "dense"}, {"4": "2"}),
 ]
@@ -81,7 +83,10 @@ def test_each_layer_gets_its_chosen_form_and_the_result_is_the_masked_original(n
         if fits:  # the most energy within the budget, and the why says what it cost
             assert row["energy_kept"] == max(c["energy_kept"] for c in fits) and "<= budget" in row["why"]
         else:
-            assert row["chosen"] == "dense" and row["why"].startswith("kept dense: no form meets the budget")
+            assert row["chosen"] == "dense" and "kept dense: no form meets the budget" in row["why"]
+        if "input_narrowed_by" in row:  # priced on the inputs left, against its budget at full width
+            assert row["why"].startswith(f"input narrowed to {row['shape_after'][1]} of {row['shape'][1]} by "
+                                         f"{row['input_narrowed_by']}'s width cut; ")
         if row["chosen"] == "bsr":
             blocks = row["shape_after"][0] * row["shape_after"][1] // block ** 2  # a narrowed input has fewer
             assert isinstance(layer, BSRLinear) and layer.block == block
