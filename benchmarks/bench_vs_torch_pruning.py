@@ -354,42 +354,53 @@ class EmptyLayer(Exception):
     """Torch-Pruning's global ranking removed a whole layer: that ratio has no model."""
 
 
-def tp_at_latency(model, x, mode, analysis, runtime, target_graph, scores=None, tol=0.02, steps=9, confirm=2):
-    """Bisect Torch-Pruning's ratio to the measured latency of target_graph. A step that comes
-    within `tol` has its pair measured `confirm` times more and stands on the median of those
-    ratios (all of them in `latency_ratios`): stopping at the first single pair within `tol`
-    picks whichever measurement the noise put nearest 1 (one such pair read 0.99 and then
-    0.94 and 0.93 twice more). The closest model is kept; `equal_latency` says whether it came
-    within `tol`. It may not: Torch-Pruning's latency can jump at a ratio (regnet_y_800mf,
-    uniform: round_to=8 on its 4-group convs cuts every group by 8 of 16 at any ratio above
-    0, a 2.2x MAC cut at ratio 0.001)."""
-    lo, hi, best = 0.0, 0.95, None
+def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, steps=9, confirm=2):
+    """Bisect a knob that makes a model faster as it grows (a ratio, a requested speedup) to the
+    measured latency of target_graph: cut(knob) gives (model, extra record fields), or raises
+    EmptyLayer where the knob went too far. The first probe is at `first` (default the middle).
+    A step that comes within `tol` has its pair measured `confirm` times more and stands on the
+    median of those ratios (all of them in `latency_ratios`): stopping at the first single pair
+    within `tol` picks whichever measurement the noise put nearest 1 (one such pair read 0.99
+    and then 0.94 and 0.93 twice more). The closest model is kept; `equal_latency` says whether
+    it came within `tol`."""
+    best, knob = None, first if first is not None else (lo + hi) / 2
     for _ in range(steps):
-        r = (lo + hi) / 2
         try:
-            m, removed = tp_prune(model, x, r, mode, analysis, scores)
+            m, extra = cut(knob)
         except EmptyLayer as e:  # too far: less
             print(e, flush=True)
-            hi = r
+            hi, knob = knob, (lo + knob) / 2
             continue
         graph, pairs = onnx_graph(m, x), []
         for _ in range(1 + confirm):
-            t_ref, t_tp = runtime.models([target_graph, graph])
-            pairs.append((t_tp.median_ms / t_ref.median_ms, t_tp.median_ms))
+            t_ref, t_m = runtime.models([target_graph, graph])
+            pairs.append((t_m.median_ms / t_ref.median_ms, t_m.median_ms))
             if abs(pairs[0][0] - 1) > tol:
                 break  # clearly off: no need to confirm
         rel, ms = pairs[np.argsort([p[0] for p in pairs])[len(pairs) // 2]]  # the median pair
         if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
-            best = {"ratio": round(r, 4), "model": m, "removed": removed, "latency_vs_hwprune": rel, "ms": ms,
-                    "latency_ratios": [round(p[0], 4) for p in pairs]}
+            best = {"knob": round(knob, 4), "model": m, "latency_vs_hwprune": rel, "ms": ms,
+                    "latency_ratios": [round(p[0], 4) for p in pairs]} | extra
         if abs(rel - 1) <= tol:
             break
-        lo, hi = (r, hi) if rel > 1 else (lo, r)
+        lo, hi = (knob, hi) if rel > 1 else (lo, knob)
+        knob = (lo + hi) / 2
     if best is None:
-        raise EmptyLayer(f"Torch-Pruning ({mode}) removed a whole layer at every ratio tried down to {hi:.4f}: "
-                         "no model to compare at this latency")
+        raise EmptyLayer(f"every knob tried down to {hi:.4f} removed a whole layer: no model to compare at this "
+                         "latency")
     best["equal_latency"] = abs(best["latency_vs_hwprune"] - 1) <= tol
     return best
+
+
+def tp_at_latency(model, x, mode, analysis, runtime, target_graph, scores=None, tol=0.02, steps=9, confirm=2):
+    """Torch-Pruning's ratio bisected to the measured latency of target_graph (`at_latency`). It
+    may not come within `tol`: Torch-Pruning's latency can jump at a ratio (regnet_y_800mf,
+    uniform: round_to=8 on its 4-group convs cuts every group by 8 of 16 at any ratio above
+    0, a 2.2x MAC cut at ratio 0.001)."""
+    def cut(r):
+        m, removed = tp_prune(model, x, r, mode, analysis, scores)
+        return m, {"ratio": round(r, 4), "removed": removed}
+    return at_latency(cut, x, runtime, target_graph, 0.0, 0.95, tol=tol, steps=steps, confirm=confirm)
 
 
 # ---------------------------------------------------------------- the run
