@@ -151,6 +151,7 @@ def test_interleaved_order_and_median():
     assert [tuple(t.to_json().values()) for t in (a, b)] == [(2.0, 1.0, 9.0, 5), (5.0, 4.0, 6.0, 5)]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_gpu_wider_conv_is_slower_and_captured():
     from onnx import TensorProto, helper, numpy_helper
