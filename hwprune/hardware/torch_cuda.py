@@ -236,6 +236,15 @@ def interleaved(fns: list, settings: CudaSettings, timer=cuda_event_timer) -> li
     return [Timing.of(s) for s in samples]
 
 
+def time_fns(fns: list, settings: CudaSettings, timer=cuda_event_timer, capture=capture) -> tuple[list, list]:
+    """Each fn captured in a CUDA graph after the warm-up (run eagerly where capture fails),
+    then timed interleaved: ([Timing per fn], [indices of the fns run eagerly])."""
+    graphs = [capture(fn, settings.warmup) for fn in fns]
+    eager = [i for i, g in enumerate(graphs) if g is None]
+    runs = [fn if g is None else g.replay for fn, g in zip(fns, graphs)]
+    return interleaved(runs, settings, timer), eager
+
+
 class TorchCudaRuntime:
     """The attached NVIDIA GPU through torch (CUDA graphs, eager where capture fails)."""
 
@@ -257,31 +266,22 @@ class TorchCudaRuntime:
             "statistic": f"median of {s.rounds} samples, each CUDA events around {s.replays} replays, "
                          f"after {s.warmup} warm-up runs; models interleaved"}
 
-    def _fns(self, graphs: list) -> list:
-        import torch
-        torch.backends.cudnn.benchmark = True
-        dtype = getattr(torch, DTYPES[self.target.precision])
-        fns = []
-        with torch.inference_mode():
-            for g in graphs:
-                module = OnnxModule(g, "cuda", dtype)
-                xs = module.example("cuda", dtype)
-                graph = capture(lambda m=module, xs=xs: m(*xs), self.settings.warmup)
-                if graph is None:
-                    self.eager.append(g.graph.name or "model")
-                    fns.append(lambda m=module, xs=xs: m(*xs))
-                else:
-                    fns.append(graph.replay)
-        return fns
-
     def kernel(self, block) -> Timing:
         return self.models([block.to_model()])[0]
 
     def models(self, graphs: list) -> list[Timing]:
+        """End to end, interleaved in one run."""
         import torch
-        fns = self._fns(graphs)
+        torch.backends.cudnn.benchmark = True
+        dtype = getattr(torch, DTYPES[self.target.precision])
         with torch.inference_mode():
-            return interleaved(fns, self.settings)
+            fns = []
+            for g in graphs:
+                module = OnnxModule(g, "cuda", dtype)
+                fns.append(lambda m=module, xs=module.example("cuda", dtype): m(*xs))
+            timings, eager = time_fns(fns, self.settings)
+        self.eager += [graphs[i].graph.name or f"model {i}" for i in eager]
+        return timings
 
     def overhead_ms(self) -> float:
         return 0.0  # a graph replay has no per-run session cost to calibrate away

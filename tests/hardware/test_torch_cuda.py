@@ -16,7 +16,7 @@ from hwprune.hardware.blocks import onnx_blocks
 from hwprune.hardware.latency import local_runtime
 from hwprune.hardware.measure import OrtRuntime
 from hwprune.hardware.tensorrt import TensorRTRuntime
-from hwprune.hardware.torch_cuda import CudaSettings, OnnxModule, TorchCudaRuntime, interleaved
+from hwprune.hardware.torch_cuda import CudaSettings, OnnxModule, TorchCudaRuntime, interleaved, time_fns
 
 
 class Tiny(nn.Module):
@@ -149,6 +149,38 @@ def test_interleaved_order_and_median():
     a, b = interleaved([lambda: "a", lambda: "b"], CudaSettings(rounds=5, replays=7), timer)
     assert [c for c, _ in calls] == ["a", "b"] * 5 and {r for _, r in calls} == {7}
     assert [tuple(t.to_json().values()) for t in (a, b)] == [(2.0, 1.0, 9.0, 5), (5.0, 4.0, 6.0, 5)]
+
+
+def test_capture_failure_falls_back_to_eager():
+    """A fn whose capture fails is timed by calling it; the others by replaying their graph."""
+    class Graph:
+        def __init__(self, fn):
+            self.replay = lambda: ("replayed", fn())
+
+    warmups, timed = [], []
+
+    def capture(fn, warmup):
+        warmups.append(warmup)
+        return None if fn() == "b" else Graph(fn)
+
+    def timer(fn, replays):
+        timed.append(fn())
+        return 1e-3
+
+    timings, eager = time_fns([lambda: "a", lambda: "b"], CudaSettings(rounds=2, warmup=4), timer, capture)
+    assert eager == [1] and warmups == [4, 4] and len(timings) == 2
+    assert timed == [("replayed", "a"), "b"] * 2
+
+
+@pytest.mark.parametrize("eager,mode", [([], "CUDA graphs"),
+                                         (["block_1"], "CUDA graphs; eager (capture failed) for 1 graph(s): block_1")])
+def test_how_names_torch_and_what_ran_eagerly(monkeypatch, eager, mode):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    runtime = TorchCudaRuntime(get_target("cuda"))
+    runtime.eager = eager
+    how = runtime.how()
+    assert how["mode"] == mode and how["precision"] == "fp16" and how["processor"] == "NVIDIA H200"
+    assert how["runtime"].startswith(f"torch {torch.__version__} CUDA") and runtime.identity()["target"] == "cuda"
 
 
 @pytest.mark.gpu
