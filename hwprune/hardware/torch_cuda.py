@@ -132,6 +132,39 @@ def _f(name, **fixed):
     return run
 
 
+def _gather(xs, a):
+    x, idx, axis = xs[0], xs[1], a.get("axis", 0) % xs[0].dim()
+    picked = x.index_select(axis, idx.reshape(-1) % x.shape[axis])  # ONNX allows negative indices
+    return picked.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1:])
+
+
+def _unsqueeze(xs, a):
+    y = xs[0]
+    axes = a.get("axes", [int(v) for v in a["host"][1]] if len(xs) > 1 else [])
+    for axis in sorted(v % (y.dim() + len(axes)) for v in axes):
+        y = y.unsqueeze(axis)
+    return y
+
+
+def _slice(xs, a):
+    host = a["host"] + [None] * 5
+    starts, ends = host[1], host[2]
+    axes = host[3] if host[3] is not None else range(len(starts))
+    steps = host[4] if host[4] is not None else [1] * len(starts)
+    index = [slice(None)] * xs[0].dim()
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        index[int(ax)] = slice(int(s), int(e), int(st))
+    return xs[0][tuple(index)]
+
+
+def _cast(xs, a):
+    import torch
+    to = onnx.helper.tensor_dtype_to_np_dtype(a["to"])
+    if np.dtype(to).kind == "f":  # floats stay in the runtime's precision
+        return xs[0].to(a["dtype"])
+    return xs[0].to(torch.from_numpy(np.zeros(1, to)).dtype)
+
+
 OPS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _torch("matmul"),
     "Add": _torch("add"), "Sub": _torch("sub"), "Mul": _torch("mul"), "Div": _torch("div"),
@@ -146,6 +179,8 @@ OPS = {
     "Softmax": lambda xs, a: xs[0].softmax(a.get("axis", -1)),
     "Concat": lambda xs, a: __import__("torch").cat(xs, a["axis"]),
     "Identity": lambda xs, a: xs[0], "Dropout": lambda xs, a: xs[0],
+    "Gather": _gather, "Where": _torch("where"), "Cast": _cast, "Unsqueeze": _unsqueeze, "Slice": _slice,
+    "Neg": _torch("neg"), "Exp": _torch("exp"), "Equal": _torch("eq"), "Not": _torch("logical_not"),
 }
 
 
@@ -167,8 +202,8 @@ class OnnxModule:
             t = torch.from_numpy(value.copy()).to(device)
             t = t.to(dtype) if t.is_floating_point() else t
             self.consts[name] = t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-        # (op, its attributes with the host values of its constant inputs, inputs, outputs)
-        self.nodes = [(OPS[n.op_type], _attrs(n) | {"host": [host.get(i) for i in n.input]}, n.input, n.output)
+        # (op, its attributes with the host values of its constant inputs and the float dtype, inputs, outputs)
+        self.nodes = [(OPS[n.op_type], _attrs(n) | {"host": [host.get(i) for i in n.input], "dtype": dtype}, n.input, n.output)
                       for n in model.graph.node if n.op_type != "Constant"]
         self.outputs = [o.name for o in model.graph.output]
         inits = set(self.consts)

@@ -49,13 +49,28 @@ class Mixer(nn.Module):
         return nn.functional.relu6(att).mean(dim=1)
 
 
-MODELS = {"cnn": (Tiny, (2, 3, 16, 16)), "mixer": (Mixer, (2, 8, 16))}
+class Embed(nn.Module):
+    """token ids through an embedding (Gather), a mask from them (Equal, Where, Cast), a slice, an unsqueeze."""
+
+    def __init__(self, vocab=32, d=16):
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(vocab, d), nn.Linear(d, d)
+
+    def forward(self, ids):
+        y = self.fc(self.emb(ids))
+        mask = (ids == 0).unsqueeze(-1)
+        y = torch.where(mask, torch.zeros_like(y), y) * ids.float().unsqueeze(-1)
+        return y[:, 1:5].exp().neg()
+
+
+MODELS = {"cnn": (Tiny, lambda: torch.randn(2, 3, 16, 16)), "mixer": (Mixer, lambda: torch.randn(2, 8, 16)),
+          "embed": (Embed, lambda: torch.randint(0, 32, (2, 8)))}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def graph(request):
-    cls, shape = MODELS[request.param]
-    return onnx_graph(cls().eval(), (torch.randn(*shape),))  # as a GPU runtime gets it: unfused
+    cls, example = MODELS[request.param]
+    return onnx_graph(cls().eval(), (example(),))  # as a GPU runtime gets it: unfused
 
 
 def _attached(monkeypatch, trt: bool, cuda: bool):
@@ -112,7 +127,9 @@ def _ort(model, feeds):
 
 def test_whole_graph_as_torch_ops_equals_onnxruntime(graph):
     module = OnnxModule(graph, "cpu", torch.float32)
-    xs = module.example("cpu", torch.float32)
+    # token ids drawn from the vocabulary, not the runtime's zeros, so that the mask has both values
+    xs = [x if x.is_floating_point() else torch.randint(0, 32, x.shape, generator=torch.Generator().manual_seed(0))
+          for x in module.example("cpu", torch.float32)]
     feeds = {name: x.numpy() for (name, _, _), x in zip(module.inputs, xs)}
     for got, want in zip(module(*xs), _ort(graph, feeds)):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
