@@ -57,8 +57,8 @@ def _add_target(parser, required: bool) -> None:
                         help="hardware target (`hwprune targets` lists them)" + ("" if required else "; default cpu"))
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="onnxruntime intra-op threads for measuring (default 1)")
-    parser.add_argument("--runtime", choices=("tensorrt", "torch"),  # hardware.latency.GPU_RUNTIMES, not imported at start-up
-                        default=None,
+    # hardware.latency.GPU_RUNTIMES, not imported at start-up
+    parser.add_argument("--runtime", choices=("tensorrt", "torch"), default=None,
                         help="for a GPU target: measure with this runtime (default TensorRT where installed, "
                              "else torch CUDA with CUDA graphs)")
 
@@ -136,8 +136,9 @@ def _cmd_profile(args) -> int:
     if runtime is None:
         raise LatencyTableError(
             f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
-            f"nor torch CUDA can reach that device here: run this command there and pass its --out file to `hwprune slim --target "
-            f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
+            f"nor torch CUDA can reach that device here: run this command there and pass its --out file to "
+            f"`hwprune slim --target {target.name} --lut FILE` on any host; without a table, slim uses the "
+            "analytic model")
     if args.out is not None:  # the table is replaced by rename at the end: refuse a link before measuring
         from ..io import check_not_input
         from ..load import spec_path

@@ -190,7 +190,7 @@ class OnnxModule:
 
     def __init__(self, model: onnx.ModelProto, device: str, dtype):
         import torch
-        unknown = sorted({n.op_type for n in model.graph.node if n.op_type not in OPS and n.op_type != "Constant"})
+        unknown = sorted({n.op_type for n in model.graph.node if n.op_type not in OPS} - {"Constant"})
         if unknown:
             raise HwpruneError(f"the torch-CUDA runtime has no torch form of ONNX op(s) {', '.join(unknown)}: "
                                "time this model with TensorRT, or add the op to hwprune.hardware.torch_cuda.OPS")
@@ -203,8 +203,8 @@ class OnnxModule:
             t = t.to(dtype) if t.is_floating_point() else t
             self.consts[name] = t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
         # (op, its attributes with the host values of its constant inputs and the float dtype, inputs, outputs)
-        self.nodes = [(OPS[n.op_type], _attrs(n) | {"host": [host.get(i) for i in n.input], "dtype": dtype}, n.input, n.output)
-                      for n in model.graph.node if n.op_type != "Constant"]
+        self.nodes = [(OPS[n.op_type], _attrs(n) | {"host": [host.get(i) for i in n.input], "dtype": dtype},
+                       n.input, n.output) for n in model.graph.node if n.op_type != "Constant"]
         self.outputs = [o.name for o in model.graph.output]
         inits = set(self.consts)
         self.inputs = [(i.name, [d.dim_value or 1 for d in i.type.tensor_type.shape.dim],
@@ -313,7 +313,8 @@ class TorchCudaRuntime:
             fns = []
             for g in graphs:
                 module = OnnxModule(g, "cuda", dtype)
-                fns.append(lambda m=module, xs=module.example("cuda", dtype): m(*xs))
+                xs = module.example("cuda", dtype)
+                fns.append(lambda m=module, xs=xs: m(*xs))
             timings, eager = time_fns(fns, self.settings)
         self.eager += [graphs[i].graph.name or f"model {i}" for i in eager]
         return timings
