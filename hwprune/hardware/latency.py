@@ -226,7 +226,7 @@ def _line(points: list, x: float) -> float:
 
 # ---------------------------------------------------------------- per target
 
-def _gpu_runtimes() -> dict:
+def gpu_runtimes() -> dict:
     """The GPU runtimes by the name --runtime takes, in the order local_runtime prefers them:
     name -> (module with attached(target) and its runtime class, what to do where it is absent)."""
     from . import tensorrt, torch_cuda
@@ -248,7 +248,7 @@ def local_runtime(target, settings: OrtSettings | None = None, choice: str | Non
             raise InputError(f"--runtime {choice} with --target {target.name}: {target.name} is measured with "
                              f"{target.runtime}; drop --runtime, or choose a GPU target")
         return OrtRuntime(target, settings or OrtSettings())
-    runtimes = _gpu_runtimes()
+    runtimes = gpu_runtimes()
     if choice is not None:
         if choice not in runtimes:
             raise InputError(f"--runtime {choice}: unknown; choose one of {', '.join(runtimes)}")

@@ -223,9 +223,9 @@ def test_cli_runtime_choices_are_the_runtimes(command):
     """--runtime's choices are written out in the CLI (so that start-up imports no runtime): they
     must stay the names local_runtime takes."""
     from hwprune.cli.main import build_parser
-    from hwprune.hardware.latency import GPU_RUNTIMES, _gpu_runtimes
+    from hwprune.hardware.latency import GPU_RUNTIMES, gpu_runtimes
     args = build_parser().parse_args([command, "resnet18", "--target", "cuda", "--runtime", "torch"])
     assert args.runtime == "torch"
     sub = next(a for a in build_parser()._subparsers._group_actions[0].choices[command]._actions
                if "--runtime" in a.option_strings)
-    assert tuple(sub.choices) == GPU_RUNTIMES == tuple(_gpu_runtimes())
+    assert tuple(sub.choices) == GPU_RUNTIMES == tuple(gpu_runtimes())
