@@ -16,6 +16,7 @@ Writes benchmarks/results/analytic_gpu.json. benchmarks/gpu/run.sh reuses its ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 
 import record
 from hwprune.hardware.analytic import GPU_SPECS, conv_time
+from hwprune.hardware.torch_cuda import CudaSettings, time_fns
 
 RESULTS = Path(__file__).parent / "results" / "analytic_gpu.json"
 # (input C, H=W, kernel, fixed other width) for sweeps of C_out and C_in
@@ -43,39 +45,14 @@ def spec_for(name: str):
     raise SystemExit(f"no analytic spec for GPU {name!r}: add one to hwprune/hardware/analytic.py")
 
 
-def capture(fn, warmup: int = 10):
-    """fn() captured in a CUDA graph after `warmup` eager calls (cudnn.benchmark picks its
-    algorithms there), so that replays carry no launch jitter."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-    return graph
-
-
-def replay_ms(graph, replays: int) -> float:
-    """ms per replay, from CUDA events around `replays` replays."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / replays
-
-
 def graph_ms(fns: list, samples: int = 20, replays: int = 50) -> list[dict]:
-    """Each fn captured in a CUDA graph, then timed interleaved (A B C A B C ...): per fn the
-    median, min and max over `samples` samples of `replays` replays each."""
-    graphs = [capture(fn) for fn in fns]
-    times = [[] for _ in fns]
-    for _ in range(samples):
-        for graph, t in zip(graphs, times):
-            t.append(replay_ms(graph, replays))
-    return [{"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for t in times]
+    """Each fn captured in a CUDA graph after 10 warm-up calls (cudnn.benchmark picks its
+    algorithms there), then timed interleaved (A B C A B C ...): per fn the median, min and max
+    over `samples` samples, each CUDA events around `replays` replays; `eager` where capture
+    failed. hwprune's torch-CUDA runtime (hwprune/hardware/torch_cuda.py) times the same way."""
+    with torch.inference_mode():
+        timings, eager = time_fns(fns, CudaSettings(rounds=samples, replays=replays, warmup=10))
+    return [dataclasses.asdict(t) | ({"eager": True} if i in eager else {}) for i, t in enumerate(timings)]
 
 
 def measure_conv(c_in: int, c_out: int, hw: int, k: int, batch: int = 1, samples: int = 20, replays: int = 50) -> float:

@@ -48,6 +48,7 @@ def test_the_analytic_model_predicts_every_item_and_nothing_is_timed(dry, kind):
 def test_the_cuda_plan_and_torch_pruning_bisected_to_its_macs(dry):
     rows = dry["results"]["parts"]["slim"]["rows"]
     assert rows and all("unreachable" not in r and "error" not in r for r in rows), rows
+    assert dry["results"]["parts"]["slim"]["planned_with"] == "analytic model"  # no GPU, no TensorRT here
     for r in rows:
         assert r["predicted_speedup"] > 1 and r["hwprune_macs"]["after"] < r["hwprune_macs"]["before"]
         target = r["hwprune_macs"]["after"] / r["hwprune_macs"]["before"]

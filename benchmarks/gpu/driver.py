@@ -261,7 +261,15 @@ def part_slim(sizes: Sizes, clock: Clock, spec, into: dict) -> None:
                              "traceback": traceback.format_exc()})
             print("slim", name, s, {k: v for k, v in rows[-1].items() if k not in ("model", "requested")}, flush=True)
     into |= {"goal": f"hwprune's measured speedup >= {GOAL_VS_TP}x Torch-Pruning's",
-             "planned_for": get_target("cuda").to_json()}
+             "planned_for": get_target("cuda").to_json(), "planned_with": planned_with()}
+
+
+def planned_with() -> str:
+    """What slim(target="cuda") priced kernels with here: the runtime that measures `cuda` on this
+    machine (TensorRT, else torch CUDA; kernels measured as the planner asks), else the analytic model."""
+    from hwprune.hardware.latency import local_runtime
+    runtime = local_runtime(get_target("cuda"))
+    return "analytic model" if runtime is None else f"measured: {runtime.how()['runtime']}"
 
 
 def slim_row(name: str, side: int, x: tuple, s: float, sizes: Sizes) -> dict:

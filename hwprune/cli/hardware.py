@@ -57,6 +57,10 @@ def _add_target(parser, required: bool) -> None:
                         help="hardware target (`hwprune targets` lists them)" + ("" if required else "; default cpu"))
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="onnxruntime intra-op threads for measuring (default 1)")
+    # hardware.latency.GPU_RUNTIMES, not imported at start-up
+    parser.add_argument("--runtime", choices=("tensorrt", "torch"), default=None,
+                        help="for a GPU target: measure with this runtime (default TensorRT where installed, "
+                             "else torch CUDA with CUDA graphs)")
 
 
 def add_target_arguments(slim) -> None:
@@ -128,12 +132,13 @@ def _cmd_profile(args) -> int:
     target = get_target(args.target)
     if args.grid < 2:
         raise InputError(f"--grid {args.grid}: give 2 or more widths per sweep")
-    runtime = local_runtime(target, ort_settings(args))
+    runtime = local_runtime(target, ort_settings(args), args.runtime)
     if runtime is None:
         raise LatencyTableError(
             f"profile --target {target.name} measures {target.runtime} on the device itself, and neither TensorRT "
-            f"nor that device is here: run this command there and pass its --out file to `hwprune slim --target "
-            f"{target.name} --lut FILE` on any host; without a table, slim uses the analytic model")
+            f"nor torch CUDA can reach that device here: run this command there and pass its --out file to "
+            f"`hwprune slim --target {target.name} --lut FILE` on any host; without a table, slim uses the "
+            "analytic model")
     if args.out is not None:  # the table is replaced by rename at the end: refuse a link before measuring
         from ..io import check_not_input
         from ..load import spec_path
@@ -169,7 +174,7 @@ def _cmd_bench(args) -> int:
     from ..load import format_shapes, load_spec, spec_path
 
     target = get_target(args.target)
-    runtime = local_runtime(target, ort_settings(args))
+    runtime = local_runtime(target, ort_settings(args), args.runtime)
     if runtime is None:
         raise InputError(f"bench measures on this machine; target {target.name} is not attached here: use "
                          "--target cpu, or run bench on the device")

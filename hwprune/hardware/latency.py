@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from . import analytic
 from .blocks import Block, channels, onnx_blocks, runtime_graph, with_channels
 from .lut import Calibration, LatencyTable, LatencyTableError, default_path
@@ -225,12 +226,41 @@ def _line(points: list, x: float) -> float:
 
 # ---------------------------------------------------------------- per target
 
-def local_runtime(target, settings: OrtSettings | None = None):
-    """What measures `target` on this machine, or None where it is not attached."""
+def gpu_runtimes() -> dict:
+    """The GPU runtimes by the name --runtime takes, in the order local_runtime prefers them:
+    name -> (module with attached(target) and its runtime class, what to do where it is absent)."""
+    from . import tensorrt, torch_cuda
+    return {"tensorrt": (tensorrt, tensorrt.TensorRTRuntime,
+                         "install TensorRT (pip install tensorrt) on a machine with an NVIDIA GPU"),
+            "torch": (torch_cuda, torch_cuda.TorchCudaRuntime,
+                      "run on a machine with an NVIDIA GPU and torch built with CUDA (fp16 targets only)")}
+
+
+GPU_RUNTIMES = ("tensorrt", "torch")
+
+
+def local_runtime(target, settings: OrtSettings | None = None, choice: str | None = None):
+    """What measures `target` on this machine, or None where it is not attached: onnxruntime
+    for cpu; for a GPU target TensorRT where installed and attached, else torch CUDA where a
+    CUDA GPU is attached. `choice` (a GPU_RUNTIMES name) insists on one, or fails saying why."""
     if target.local:
+        if choice is not None:
+            raise InputError(f"--runtime {choice} with --target {target.name}: {target.name} is measured with "
+                             f"{target.runtime}; drop --runtime, or choose a GPU target")
         return OrtRuntime(target, settings or OrtSettings())
-    from . import tensorrt
-    return tensorrt.TensorRTRuntime(target) if tensorrt.attached(target) else None
+    runtimes = gpu_runtimes()
+    if choice is not None:
+        if choice not in runtimes:
+            raise InputError(f"--runtime {choice}: unknown; choose one of {', '.join(runtimes)}")
+        module, cls, todo = runtimes[choice]
+        if not module.attached(target):
+            raise InputError(f"--runtime {choice} cannot measure --target {target.name} here: {todo}, "
+                             "or drop --runtime")
+        return cls(target)
+    for module, cls, _ in runtimes.values():
+        if module.attached(target):
+            return cls(target)
+    return None
 
 
 def open_table(target, runtime, lut: str | None = None, *, create: bool = False) -> LatencyTable:

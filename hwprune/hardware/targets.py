@@ -62,7 +62,8 @@ def _jetson(name, device, gpu, aliases=()):
 TARGETS: tuple[Target, ...] = (
     Target("cpu", "onnxruntime (CPUExecutionProvider, ORT_ENABLE_ALL)", "this machine's CPU", "fp32",
            CPU_RULES, LUT_HERE, local=True),
-    Target("cuda", "torch CUDA (CUDA graphs) / TensorRT", "the attached NVIDIA GPU", "fp16", FP16_RULES,
+    Target("cuda", "TensorRT where installed, else torch CUDA (CUDA graphs)", "the attached NVIDIA GPU", "fp16",
+           FP16_RULES,
            "LUT measured on the GPU, else analytic (H100 SXM spec)", "h100-sxm"),
     Target("cuda-int8", "TensorRT", "the attached NVIDIA GPU", "int8", INT8_RULES,
            "LUT measured on the GPU, else analytic (H100 SXM spec)", "h100-sxm"),
