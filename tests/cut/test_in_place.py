@@ -132,3 +132,13 @@ def test_in_place_must_be_a_bool_or_none(value):
     model, x = conv_net()
     with pytest.raises(InputError, match=rf"in_place {value!r}: give True .*False .*None"):
         hwprune.slim(model, x, ratio=0.5, in_place=value)
+
+
+@pytest.mark.parametrize("flags, named", [(["--target", "cpu"], "--target"), (["--html", "r.html"], "--html")])
+def test_cli_in_place_on_refuses_flags_that_read_the_original(tmp_path, monkeypatch, capsys, flags, named):
+    from hwprune.cli.main import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["slim", "hf:llama", "--ratio", "0.3", "--in-place", "on", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"--in-place on with {named}" in err and "--in-place off" in err
+    assert not list(tmp_path.iterdir())  # refused before anything was loaded or written
