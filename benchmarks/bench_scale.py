@@ -64,9 +64,9 @@ class Config:
     blocked: str | None = None  # why it is not run (without --run-blocked): a known failure that would OOM
 
 
-PARAMS_BLOCKED = ("--params prices kernels on an ONNX export of the whole model run in onnxruntime (two copies of "
-                  "the weights or more: an 8B bf16 model would exhaust the machine), and that pricing ties none of "
-                  "Llama's MatMul kernels to a channel group (BudgetError at every size: see tiny_fp32_params)")
+PARAMS_BLOCKED = ("--params prices kernels on an ONNX export of the whole model, run once in onnxruntime to "
+                  "shape every kernel: two copies of the weights or more, which would exhaust the machine with an "
+                  "8B bf16 model (tiny_fp32_params and the 1.5B rows show the path works and what it costs)")
 
 
 CONFIGS = {
@@ -85,7 +85,7 @@ CONFIGS = {
     "tiny_fp32_torch_pruning": Config("tiny", "float32", "torch_pruning", ratio=0.3),
 }
 DEFAULT = ("tiny_fp32_params", "1.5b_fp32_ratio", "1.5b_fp32_ratio_in_place", "1.5b_fp32_torch_pruning",
-           "3b_bf16_ratio", "8b_bf16_ratio", "8b_bf16_params")
+           "1.5b_bf16_params_in_place", "3b_bf16_ratio", "8b_bf16_ratio", "8b_bf16_params")
 
 
 # ---------------------------------------------------------------- the child: one configuration

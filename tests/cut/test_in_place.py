@@ -52,6 +52,7 @@ CASES = [
     pytest.param(tiny_llama_tied, {"ratio": 0.3}, id="llama-tied-embeddings"),
     pytest.param(tiny_llama_bf16, {"ratio": 0.3}, id="llama-bf16"),
     pytest.param(conv_net, {"params": 0.6}, id="convnet-params-budget"),
+    pytest.param(tiny_llama, {"params": 0.9}, id="llama-params-budget"),  # priced on dynamo's name scopes
     pytest.param(conv_net, {"ratio": 0.5, "compensate": True}, id="convnet-compensated"),
 ]
 
