@@ -7,15 +7,18 @@ hwprune.slim(model, ids, ratio=R) or slim(model, ids, params=P), which traces, s
 and verifies mask equivalence before it returns; or Torch-Pruning's MetaPruner build + step at the
 same ratio (heads and MLP neurons, as hwprune cuts them without --prune-hidden). The parent reads the
 child's peak resident set size from the kernel when it reaps it (os.wait4's ru_maxrss), and samples
-/proc/PID/status VmRSS every 0.1 s for the time line; the child reports only its wall times (the
-pass alone, and the build) and what it kept.
+/proc/PID/status VmRSS every 0.1 s for the time line; the child reports its wall times (the pass
+alone, and the build), when each stage began with its own RSS then, and what it kept. slim's
+in_place is left to choose (None) unless a configuration's name says in_place.
 
-    nice -n 15 python benchmarks/bench_scale.py                       # the four configurations
+    nice -n 15 python benchmarks/bench_scale.py                       # the default configurations
     nice -n 15 python benchmarks/bench_scale.py --configs 1.5b_fp32_ratio --out /tmp/s.json
     python benchmarks/bench_scale.py --configs tiny_fp32_ratio --out /tmp/s.json    # a smoke run
 
-An 8B run needs about 21 GB free: it is refused (recorded as skipped) when /proc/meminfo's
-MemAvailable says less, so that it cannot push a shared machine into its OOM killer.
+An 8B run needs about 18 GB: it is refused (recorded as skipped) when /proc/meminfo's MemAvailable
+says less than --min-free-8b (20.5 GB, read as meminfo's kB / 1e6, with this process's own 0.5 GB
+already taken), so that it cannot push a shared machine into its OOM killer. --params on the 8B is
+not run (PARAMS_BLOCKED says why) unless --run-blocked.
 Writes benchmarks/results/scale.json.
 """
 from __future__ import annotations
@@ -24,8 +27,8 @@ import argparse
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -258,7 +261,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=",".join(DEFAULT), help=f"of {', '.join(CONFIGS)}")
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--timeout", type=float, default=1200)
-    p.add_argument("--min-free-8b", type=float, default=21.0, help="GB MemAvailable an 8B run needs")
+    p.add_argument("--min-free-8b", type=float, default=20.5,
+                   help="GB MemAvailable (meminfo kB / 1e6) an 8B run needs when it starts; this process holds 0.5 more")
     p.add_argument("--out", type=Path, default=RESULT)
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of --out that this run does not redo (each row names its commit and time)")
@@ -283,9 +287,9 @@ def main(argv=None) -> int:
         free = mem_available()
         if CONFIGS[name].blocked and not args.run_blocked:
             rows[name] = {"config": asdict(CONFIGS[name]), "status": "not run", "why": CONFIGS[name].blocked}
-        elif CONFIGS[name].shape == "8b" and free < args.min_free_8b * 2**30:
+        elif CONFIGS[name].shape == "8b" and free < args.min_free_8b * 1e6 * 1024:  # as /proc/meminfo's kB read
             rows[name] = {"config": asdict(CONFIGS[name]), "status": "skipped",
-                          "why": f"MemAvailable {free / 2**30:.1f} GB < {args.min_free_8b} GB"}
+                          "why": f"MemAvailable {free / 1024e6:.1f} GB (meminfo's kB / 1e6) < {args.min_free_8b} GB"}
         else:
             rows[name] = measure(name, args.tokens, args.timeout) | {"mem_available_before_bytes": free}
         rows[name] |= {"commit": how.commit, "dirty": how.dirty, "started": how.started}
