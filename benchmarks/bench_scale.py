@@ -67,9 +67,9 @@ class Config:
     blocked: str | None = None  # why it is not run (without --run-blocked): a known failure that would OOM
 
 
-PARAMS_BLOCKED = ("--params prices kernels on an ONNX export of the whole model, run once in onnxruntime to "
-                  "shape every kernel: two copies of the weights or more, which would exhaust the machine with an "
-                  "8B bf16 model (tiny_fp32_params and the 1.5B rows show the path works and what it costs)")
+PARAMS_BLOCKED = ("--params prices kernels on an in-memory ONNX export of the whole model, run once in onnxruntime "
+                  "to shape every kernel: past 2 GB of weights protobuf cannot serialize it (1.5b_bf16_params_in_place "
+                  "failed so, after peaking at 4.8x its weights), and an 8B bf16 model would exhaust the machine first")
 
 
 CONFIGS = {

@@ -95,6 +95,8 @@ def slice_in_place(model: nn.Module, kept: dict) -> set:
     changed = set()
     for fqn, dims in kept.items():
         old = tensor_at(model, fqn)
+        if all(len(idx) == old.shape[int(d)] for d, idx in dims.items()):
+            continue  # nothing of it is cut: kept as it is, not copied
         held = places.pop(id(old), None)
         if held is None:  # cut already under another name of the same tensor
             continue
