@@ -177,6 +177,23 @@ def pass_speed(results) -> list[str]:
     return out
 
 
+@table("scale", "scale.json")
+def scale(results) -> list[str]:
+    out = header("configuration", "tool", "weights", "pass time", "peak RSS / weights", "in place", "verified",
+                 "params kept")
+    for name, r in results["rows"].items():
+        tool = "hwprune" if r["config"]["tool"] == "hwprune" else "Torch-Pruning"
+        if r["status"] != "ok":
+            why = r.get("why") or r.get("error") or ""
+            out.append(row(name, tool, "—", r["status"], "—", "—", "—", why[:80].replace("|", "/")))
+            continue
+        memory = r.get("memory") or {}
+        placed = "—" if not memory else "yes" if memory.get("in_place") else "no"
+        out.append(row(name, tool, f"{r['weights_bytes'] / 2**30:.2f} GiB", f"{r['seconds']:.0f} s",
+                       x(r["peak_over_weights"]), placed, "yes" if r["verified"] else "no", f"{r['params_kept']:.3f}"))
+    return out
+
+
 @table("latency_prediction", "latency_prediction.json")
 def latency_prediction(results) -> list[str]:
     configs = results["summary"]["points"] // results["summary"]["models"] - 1

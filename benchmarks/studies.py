@@ -102,6 +102,11 @@ study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the 
       ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
       ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=30,
       quick_minutes=0.3, quick_measured=True)
+# full: the 8B runs need ~21 GB free (refused and recorded as skipped otherwise); quick: a 2-layer model
+study("scale", "bench_scale.py", "Llama-shaped decoders to 8B bf16: wall time and peak RSS measured from outside",
+      ("--out", "{out}/scale.json"),
+      ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=26,
+      quick_minutes=0.7, quick_measured=True, in_quick_set=True)  # full: the sum of this branch's rows, builds included
 # no smoke run: it needs CUDA, and the gpu study's dry run covers its sweep code
 study("analytic_gpu", "bench_analytic_gpu.py", "the analytic GPU model against the attached GPU (convs)",
       ("--out", "{out}/analytic_gpu.json"), None, needs=("cuda",))

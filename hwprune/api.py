@@ -11,7 +11,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import warnings
 
 from torch import nn
 
@@ -22,6 +24,7 @@ from .graph.trace import is_exported_graph
 from .importance import Scores
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
+from .memory import choose_in_place
 from .plan import Plan, removed_from_kept
 from .plan.kinds import budget_of
 from .plan.land import LandingConfig
@@ -41,7 +44,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          flops: float | None = None, params: float | None = None, target: str | None = None,
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False, calibration=None, compensate: bool = False,
-         objective: str = "balanced", loss_fn=None, budget=None):
+         objective: str = "balanced", loss_fn=None, budget=None, in_place: bool | None = None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params, or
@@ -64,6 +67,11 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     loss_fn(model, batch) -> scalar tensor: the loss of importance="taylor" or "loss_change", called
     with a stand-in for the model and a calibration item, which may then carry labels after the
     inputs (default: a label-free loss, hwprune.importance.loss).
+    in_place: True cuts `model` itself, a tensor at a time (the peak is the model and one tensor more,
+    not two models), verified against reference outputs taken before the cut, and without the repair
+    that freezes a failing group and cuts again; None (default) does so only where a copy of the
+    weights would take more than half of the available memory, with a warning (hwprune.memory);
+    False always cuts a copy. report["memory"] says which was done and why.
     compensate: where a linear or an unpadded conv consumes a removed channel, fold the
     channel's calibration mean into that layer's bias instead of dropping it (hwprune.compensate);
     verified as mask equivalence with those channels read as their means.
@@ -74,17 +82,44 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     not listed keep all their channels. Neither the input model nor the analysis is modified.
     The slim model is verified mask-equivalent before it is returned (VerificationError otherwise).
     config: a SlimConfig instead of the keywords it holds (ratio, importance, strict, seed,
-    prune_hidden, compensate, objective); given with any of them, InputError."""
+    prune_hidden, compensate, objective, in_place); given with any of them, InputError."""
     budget = budget_of({"ratio": ratio, "speedup": speedup, "latency_ms": latency_ms, "flops": flops,
                         "params": params, "budget": budget, "widths": widths}, allow_block_removal)
     config = _config_of(config, ratio=ratio, importance=importance, strict=strict, seed=seed,
-                        prune_hidden=prune_hidden, compensate=compensate, objective=objective)
+                        prune_hidden=prune_hidden, compensate=compensate, objective=objective,
+                        in_place=in_place)
     how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
                         allow_block_removal=allow_block_removal)
     analysis = _analysis_for(model, example_inputs, config, progress)  # load -> trace -> group
+    memory = _memory_choice(config, analysis.model, _needs_original(budget, allow_block_removal))
+    config = dataclasses.replace(config, in_place=memory.in_place)
     *_, verified, report = run_stages(analysis, config, budget=budget, widths=widths, how=how,
                                       calibration=calibration, loss_fn=loss_fn, progress=progress)
-    return verified.cut.model, report.to_json()
+    return verified.cut.model, report.with_section("memory", memory.to_json()).to_json()
+
+
+def _needs_original(budget, allow_block_removal: bool) -> str | None:
+    """Why the run must keep the original whole after its first cut, or None: a latency budget's
+    landing cuts it again on a miss and measures it; block removal cuts copies of it."""
+    if budget is not None and budget.latency:
+        return f"the {budget.kind} budget's landing measures the original and may cut it again"
+    if allow_block_removal:
+        return "allow_block_removal cuts copies of the original with blocks removed"
+    return None
+
+
+def _memory_choice(config: SlimConfig, model, needs_original: str | None):
+    """In place or a copy (hwprune.memory); said with a warning where chosen for the user."""
+    if needs_original is not None:
+        if config.in_place:
+            raise InputError(f"in_place=True cannot be kept: {needs_original}. Give a ratio, widths or a size "
+                             "budget (params, flops) to cut in place, or leave in_place out")
+        return choose_in_place(False, model)
+    choice = choose_in_place(config.in_place, model)
+    if config.in_place is None and choice.in_place:
+        warnings.warn(f"slim cuts the model it was given in place: {choice.why}. Pass in_place=False "
+                      "(--in-place off) to keep it, where memory allows", ResourceWarning, stacklevel=3)
+    return choice
 
 
 def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: dict | None = None,

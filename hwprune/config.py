@@ -22,6 +22,9 @@ class SlimConfig:
     objective: what a budgeted plan maximizes over magnitude criteria (hwprune.plan.budget.OBJECTIVES):
     "balanced", the sum over groups of log(importance kept), or "params", importance-weighted
     parameters kept (the objective before balanced, which guts cheap early layers).
+    in_place: cut the model given instead of a copy, a tensor at a time, verified against reference
+    outputs taken before the cut (no repair by freezing and cutting again); None: in place only
+    where a copy of the weights would not fit in memory (hwprune.memory).
     """
 
     ratio: float = 0.5
@@ -34,12 +37,16 @@ class SlimConfig:
     prune_hidden: bool = False
     compensate: bool = False
     objective: str = "balanced"
+    in_place: bool | None = None
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) < 1.0:
             raise InputError(
                 f"ratio {self.ratio!r} is outside [0, 1): give the fraction of channels to remove, "
                 "for example --ratio 0.5")
+        if self.in_place not in (None, True, False):
+            raise InputError(f"in_place {self.in_place!r}: give True (cut the model given), False (cut a copy) "
+                             "or None (in place only where a copy would not fit in memory)")
         from .plan.budget import OBJECTIVES
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective {self.objective!r} is unknown: choose one of {', '.join(OBJECTIVES)}")

@@ -63,7 +63,8 @@ class SlimPass:
         slim_model, report = slim(model, inputs, **self._budget(), importance=self.importance, target=self.target,
                                   lut=self.lut, threads=self.threads, min_width=self.min_width,
                                   prune_hidden=self.prune_hidden, allow_block_removal=self.allow_block_removal,
-                                  compensate=self.compensate, objective=self.objective, progress=self.progress)
+                                  compensate=self.compensate, objective=self.objective, progress=self.progress,
+                                  in_place=False)  # the original is measured against the slim model below
         latency = latency_compare(model, slim_model, inputs, get_target(self.target), lut=self.lut,
                                   settings=OrtSettings(threads=self.threads), measure=self.measure,
                                   progress=self.progress)

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where a linear or unpadded conv reads a removed channel, fold the channel's mean "
                            "(on --calibration, default the example inputs) into its bias instead of dropping it: "
                            "closer output, same speed")
+    slim.add_argument("--in-place", choices=tuple(IN_PLACE), default="auto",
+                      help="cut the loaded model itself, a tensor at a time, instead of a copy: the peak memory is "
+                           "the model and one tensor more, not two models; verified against reference outputs taken "
+                           "before the cut, without the repair that freezes a failing group and cuts again (auto, the "
+                           "default: only where a copy of the weights would take more than half of the available "
+                           "memory, and never with --target, --html or --recover, which need the original)")
     slim.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_target_arguments(slim)
     add_slim_recover_arguments(slim)
@@ -190,6 +196,7 @@ def _cmd_slim(args) -> int:
         check_calibration(args.importance, args.compensate)
     check_target(args)
     check_slim_recover(args)
+    in_place = _in_place(args)
     _slim_outputs(args, hf=False).stage(force=args.force, inputs=_inputs_of(args))
     raw = read_calibration(args.calibration) if args.calibration is not None else None
     loaded = _load(args)
@@ -204,7 +211,8 @@ def _cmd_slim(args) -> int:
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
                                      compensate=args.compensate, calibration=calibration,
-                                     objective=args.objective)
+                                     objective=args.objective,
+                                     **({} if args.recover else {"in_place": in_place}))
         if not hwprune.recover.is_main_process():  # under torchrun, rank 0 writes
             return 0
         source = _source_record(loaded)
@@ -237,6 +245,19 @@ def _cmd_slim(args) -> int:
                       markup=False)
         console.print(trt["trtexec"]["command"], markup=False, soft_wrap=True)
     return 0
+
+
+IN_PLACE = {"auto": None, "on": True, "off": False}
+
+
+def _in_place(args) -> bool | None:
+    """slim's in_place for --in-place: off where a later step reads the original model."""
+    needs = [flag for flag, given in (("--target", args.target), ("--html", args.html), ("--recover", args.recover))
+             if given is not None]
+    if needs and args.in_place == "on":
+        raise InputError(f"--in-place on with {' and '.join(needs)}: they read the original model after the cut, "
+                         "which an in-place cut leaves no copy of. Drop them, or --in-place off")
+    return False if needs else IN_PLACE[args.in_place]
 
 
 def _resolve_precision(args) -> None:

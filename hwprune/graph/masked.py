@@ -9,6 +9,7 @@ place (Swin builds its attention mask with fill_ on slice views).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -64,18 +65,23 @@ def zero_removed(x, masks):
     return x
 
 
-def run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=None) -> list:
+def run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=None, upcast: bool = False) -> list:
     """Run the traced graph with `model`'s tensors; every activation argument named in `masks`
     goes through apply(x, masks[name], reader node) (default: zero_removed(x, masks[name]))
-    before an op reads it. Returns the graph's outputs."""
+    before an op reads it. Returns the graph's outputs. upcast: compute in float32 where the
+    model is in half precision (half_to_float): each weight is read as a float32 copy for the
+    op that reads it (never all at once), and dtypes the trace wrote in (a cast back to bf16
+    after a norm) read float32."""
     apply = apply or (lambda v, m, _: zero_removed(v, m))
     tg = graph.traced
     named = tensors_of(model)
     flat_in = torch.utils._pytree.tree_leaves(inputs)
-    env = {}
+    env, weights = {}, set()
 
     def read(n, reader):
         v = env[n.name]
+        if n.name in weights:
+            return half_to_float(v)
         return apply(v, masks[n.name], reader) if n.name in masks else v
 
     for node in tg.graph.nodes:
@@ -83,15 +89,108 @@ def run_masked(graph: ChannelGraph, model, inputs: tuple, masks: dict, apply=Non
             kind, what = tg.placeholders[node.name]
             env[node.name] = flat_in[what] if kind == "input" else (
                 tg.constants[what] if kind == "constant" else named[what])
+            if upcast:
+                if kind == "input":
+                    env[node.name] = half_to_float(env[node.name])
+                else:
+                    weights.add(node.name)
         elif node.op == "call_function":
-            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: read(a, node))
-            env[node.name] = node.target(*args, **kwargs)
+            half_op = upcast and node.target in SLAB_OPS and isinstance(node.args[SLAB_OPS[node.target]], torch.fx.Node) \
+                and node.args[SLAB_OPS[node.target]].name in weights
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: (
+                env[a.name] if half_op and a is node.args[SLAB_OPS[node.target]] else read(a, node)))
+            if upcast:
+                args, kwargs = torch.utils._pytree.tree_map(_float_dtype, (args, kwargs))
+            env[node.name] = (SLAB_FNS[node.target] if half_op else node.target)(*args, **kwargs)
             if isinstance(env[node.name], (list, tuple)):
                 for k, v in enumerate(env[node.name]):
                     env[f"{node.name}#{k}"] = v
         elif node.op == "get_attr":
             env[node.name] = getattr(tg.gm, node.target)
     return [env[n] for n in tg.outputs]
+
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def half_to_float(x):
+    """x in float32 where it is a half-precision tensor; anything else as it is."""
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in HALF else x
+
+
+SLAB_ELEMENTS = 1 << 24  # a half weight is read as float32 at most this many elements at a time
+
+
+def slab_linear(x, weight, bias=None):
+    """F.linear in float32 of a half-precision weight, upcast SLAB_ELEMENTS at a time along its
+    outputs: a bf16 lm_head of 1 GB never becomes a 2 GB float32 copy."""
+    rows = max(1, SLAB_ELEMENTS // max(1, weight.shape[1]))
+    x = half_to_float(x)
+    return torch.cat([torch.nn.functional.linear(x, weight[i:i + rows].float(),
+                                                 None if bias is None else bias[i:i + rows].float())
+                      for i in range(0, weight.shape[0], rows)], dim=-1)
+
+
+def float_embedding(weight, indices, *args):
+    """aten.embedding in float32: the rows looked up, then upcast (exact: bf16 to float32 is)."""
+    return torch.ops.aten.embedding.default(weight, indices, *args).float()
+
+
+# ops whose half weight (argument index) is read in slabs instead of upcast whole, and how
+SLAB_OPS = {torch.ops.aten.linear.default: 1, torch.ops.aten.embedding.default: 0}
+SLAB_FNS = {torch.ops.aten.linear.default: slab_linear, torch.ops.aten.embedding.default: float_embedding}
+
+
+def _float_dtype(v):
+    return torch.float32 if isinstance(v, torch.dtype) and v in HALF else v
+
+
+@contextlib.contextmanager
+def float32_compute(model):
+    """Run `model` in float32 where it is in half precision: a Linear's weight is read in float32
+    slabs (slab_linear), an Embedding looks up its half rows and upcasts them, and any other
+    module's own half tensors are float32 copies while its forward runs (one module at a time,
+    never the model), given back their half data after it."""
+    saved, patched = {}, []
+
+    def own(mod):
+        return [t for t in [*mod._parameters.values(), *mod._buffers.values()] if t is not None and t.dtype in HALF]
+
+    def before(mod, args):
+        for t in own(mod):
+            saved[id(t)] = (t, t.data)
+            t.data = t.data.float()
+
+    def after(mod, args, out):
+        for t in [*mod._parameters.values(), *mod._buffers.values()]:
+            if t is not None and id(t) in saved:
+                t.data = saved.pop(id(t))[1]
+
+    handles = []
+    for mod in model.modules():
+        if not own(mod):
+            continue
+        if type(mod) is torch.nn.Linear:
+            mod.forward = lambda x, m=mod: slab_linear(x, m.weight, m.bias)
+            patched.append(mod)
+        elif type(mod) is torch.nn.Embedding:
+            handles.append(mod.register_forward_hook(lambda m, a, out: out.float()))
+        else:
+            handles += [mod.register_forward_pre_hook(before), mod.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for mod in patched:
+            del mod.forward
+        for t, data in saved.values():  # a forward that raised half way
+            t.data = data
+
+
+def is_half(model) -> bool:
+    """Whether any floating tensor of the model is in half precision (bf16, fp16)."""
+    return any(t.dtype in HALF for t in tensors_of(model).values())
 
 
 def random_like(example: tuple, seed: int) -> tuple:

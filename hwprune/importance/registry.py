@@ -79,15 +79,25 @@ def data_criteria() -> tuple:
     return criterion_names(Needs.INPUTS, Needs.LOSS)
 
 
-def _powered(t: torch.Tensor, power: int | None) -> torch.Tensor:
-    t = t.detach().float()
-    return t if power is None else t.abs() if power == 1 else t.pow(2)
+CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 at a time: a bf16 embedding of 1 GB never becomes 4 GB
 
 
-def _per_index(t: torch.Tensor, dim: int) -> np.ndarray:
-    """Sum of an already powered tensor over every dim but `dim`."""
-    dims = [d for d in range(t.dim()) if d != dim]
-    return (t.sum(dims) if dims else t).cpu().numpy().astype(np.float64)
+def per_index(t: torch.Tensor, power: int | None, dims: tuple) -> dict:
+    """{dim: the sum of |t|^power (of t itself with power None) over every other dim} for each
+    dim of `dims`, in float32, powering a slab of at most CHUNK_ELEMENTS along the first dim at a
+    time: a float copy of the whole weight would otherwise be made at once (float() of a
+    float32 tensor is the tensor itself, so only pow makes one)."""
+    t = t.detach()
+    rows = max(1, CHUNK_ELEMENTS // max(1, t[0].numel()))
+    parts = {d: [] for d in dims}
+    for start in range(0, t.shape[0], rows):
+        x = t[start:start + rows].float()
+        x = x if power is None else x.abs() if power == 1 else x.pow(2)
+        for d in dims:
+            other = [k for k in range(x.dim()) if k != d]
+            parts[d].append(x.sum(other) if other else x)
+    return {d: (torch.cat(p) if d == 0 else torch.stack(p).sum(0)).cpu().numpy().astype(np.float64)
+            for d, p in parts.items()}
 
 
 def accumulate(graph, tensors: dict, slots, power: int | None) -> list:
@@ -99,18 +109,19 @@ def accumulate(graph, tensors: dict, slots, power: int | None) -> list:
         pos[g.labels] = np.arange(g.width)
         grp[g.labels] = g.id
     scores = [np.zeros(g.width) for g in graph.groups]
-    powered = (None, None)  # (fqn, |w|^power): once per tensor, not per dim (a tensor's slots are adjacent)
+    wanted: dict = {}  # fqn: [(tid, dim)], each tensor read once for all its dims
     for tid, d, fqn in slots:
-        lab = graph.dim_labels(tid, d)
-        ok = grp[lab] >= 0
-        if not ok.any() or fqn not in tensors:
-            continue
-        if powered[0] != fqn:
-            powered = (fqn, _powered(tensors[fqn], power))
-        v = _per_index(powered[1], d)
-        for gid in np.unique(grp[lab][ok]):
-            sel = ok & (grp[lab] == gid)
-            np.add.at(scores[gid], pos[lab][sel], v[sel])
+        if fqn in tensors and (grp[graph.dim_labels(tid, d)] >= 0).any():
+            wanted.setdefault(fqn, []).append((tid, d))
+    for fqn, dims in wanted.items():
+        sums = per_index(tensors[fqn], power, tuple(dict.fromkeys(d for _, d in dims)))
+        for tid, d in dims:
+            lab = graph.dim_labels(tid, d)
+            ok = grp[lab] >= 0
+            v = sums[d]
+            for gid in np.unique(grp[lab][ok]):
+                sel = ok & (grp[lab] == gid)
+                np.add.at(scores[gid], pos[lab][sel], v[sel])
     return scores
 
 

@@ -110,6 +110,21 @@ def module_path(node_name: str, modules: set) -> str | None:
     return found
 
 
+def scoped_path(node, modules: set) -> str | None:
+    """The deepest module scope the dynamo exporter recorded on the node
+    (metadata "pkg.torch.onnx.name_scopes", e.g. ['', 'layers.0', 'layers.0.self_attn.q_proj',
+    'linear']): its node names ('node_linear_2') carry no scope, so module_path finds nothing."""
+    import ast
+    raw = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+    if raw is None:
+        return None
+    try:
+        scopes = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return None
+    return next((s for s in reversed(scopes) if isinstance(s, str) and s in modules), None)
+
+
 def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=None) -> CostModel:
     """Tie `blocks` (the model's kernels at full width) to the analysis' groups."""
     graph = analysis.graph
@@ -135,7 +150,7 @@ def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=N
     for b in blocks:
         cost = full_cost(b) if full_cost else kernel_cost(b, *full_channels(b))
         ch = channels(b)
-        path = module_path(b.nodes[0].name, modules) if ch else None
+        path = (module_path(b.nodes[0].name, modules) or scoped_path(b.nodes[0], modules)) if ch else None
         if ch is not None and path is not None:
             c_out, c_in = dim_size(f"{path}.weight", 0), dim_size(f"{path}.weight", 1)
             if ch.coupled:

@@ -59,7 +59,9 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
         for k in range(1, rounds + 1):
             step = _round_budget(kind, value, k, rounds, model, current_model, example_inputs, rest,
                                  original_figure, rows)
-            cut, report = from_main(slim(current_model, example_inputs, **_keyword(step), **rest, progress=progress)
+            # in_place=False: the original is the teacher of every round's recovery
+            cut, report = from_main(slim(current_model, example_inputs, **_keyword(step), **rest, progress=progress,
+                                         in_place=False)
                                     if world.main else None, world)
             if row is not None and row.latency and row.relative and k == 1:  # the original, as slim measured it
                 original_figure = _measured_or_predicted(report)

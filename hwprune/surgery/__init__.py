@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from .registry import CUTTERS, ModuleCut, register_cutter
-from .widths import record_widths
+from .widths import record_widths, widths_before
 
 __all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "has_cutter", "keeps_sizes", "register_cutter",
-           "sliced_tensors", "tensor_at"]
+           "slice_in_place", "sliced", "sliced_tensors", "tensor_at"]
 
 
 def cutter_for(module: nn.Module):
@@ -58,18 +58,21 @@ def tensor_at(model: nn.Module, fqn: str) -> torch.Tensor:
     return t if t is not None else mod._buffers[name]
 
 
+def sliced(old: torch.Tensor, dims: dict) -> torch.Tensor:
+    """A fresh tensor of `old` kept at `dims` ({dim: indices}); a Parameter where old is one.
+    index_select copies, so only a tensor with nothing to cut is cloned."""
+    new = old.detach()
+    for d, idx in sorted(dims.items()):
+        new = new.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
+    if not dims:
+        new = new.clone()
+    return nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+
+
 def sliced_tensors(model: nn.Module, kept: dict) -> dict:
     """{id(tensor): its slice} for each tensor in `kept` ({fqn: {dim: indices}}): a fresh
     tensor, a Parameter where the original is one."""
-    out = {}
-    for fqn, dims in kept.items():
-        old = tensor_at(model, fqn)
-        new = old.detach()
-        for d, idx in sorted(dims.items()):
-            new = new.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
-        out[id(old)] = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if isinstance(
-            old, nn.Parameter) else new.clone()
-    return out
+    return {id(old): sliced(old, dims) for old, dims in ((tensor_at(model, fqn), dims) for fqn, dims in kept.items())}
 
 
 def _holders(model: nn.Module, tensors: set) -> set:
@@ -78,19 +81,54 @@ def _holders(model: nn.Module, tensors: set) -> set:
             if any(id(t) in tensors for t in [*mod._parameters.values(), *mod._buffers.values()])}
 
 
+def slice_in_place(model: nn.Module, kept: dict) -> set:
+    """Replace each tensor in `kept` by its slice where the model holds it, one tensor at a time,
+    so that the old one is freed before the next slice is made: the cut then needs the model's
+    memory and one tensor more, not a second model. A tensor held in several places (tied
+    weights) becomes one slice held in all of them. Returns the ids of the modules changed."""
+    places: dict = {}
+    for mod in model.modules(remove_duplicate=False):
+        for table in (mod._parameters, mod._buffers):
+            for k, t in table.items():
+                if t is not None:
+                    places.setdefault(id(t), []).append((mod, table, k))
+    changed = set()
+    for fqn, dims in kept.items():
+        old = tensor_at(model, fqn)
+        if all(len(idx) == old.shape[int(d)] for d, idx in dims.items()):
+            continue  # nothing of it is cut: kept as it is, not copied
+        held = places.pop(id(old), None)
+        if held is None:  # cut already under another name of the same tensor
+            continue
+        new = sliced(old, dims)
+        del old
+        for mod, table, k in held:
+            table[k] = new
+            changed.add(id(mod))
+        del held
+    return changed
+
+
 def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dict | None = None,
-        sizes: dict | None = None) -> nn.Module:
-    """A deep copy of `model` with `kept` applied and every affected module's attributes fixed.
+        sizes: dict | None = None, *, in_place: bool = False) -> nn.Module:
+    """A deep copy of `model` with `kept` applied and every affected module's attributes fixed
+    (in_place: `model` itself, its tensors replaced one at a time: slice_in_place).
     calls: {module path: (old input shape, new input shape)} of its first call in the graph.
     graph_shapes: (old, new) shape functions when the model is its own exported graph (a .pt2),
     whose size arguments are rewritten instead. heads: {module path: HeadCut} (graph.heads).
     sizes: {module path: {old size: {new sizes}}} (owned_sizes.owned_sizes): the int attributes of
     modules without a cutter follow them (owned_sizes.follow_owned_sizes)."""
-    sliced = sliced_tensors(model, kept)
-    # the copy takes each cut tensor's slice in place of copying the whole tensor; a tensor held
-    # in several places (tied weights, shared modules) is one memo entry, so it stays one tensor
-    slim = copy.deepcopy(model, memo=dict(sliced))
-    changed = _holders(slim, {id(t) for t in sliced.values()})
+    if in_place:
+        before = widths_before(model)
+        changed = slice_in_place(model, kept)
+        slim = model
+    else:
+        before = model
+        cuts = sliced_tensors(model, kept)
+        # the copy takes each cut tensor's slice in place of copying the whole tensor; a tensor held
+        # in several places (tied weights, shared modules) is one memo entry, so it stays one tensor
+        slim = copy.deepcopy(model, memo=dict(cuts))
+        changed = _holders(slim, {id(t) for t in cuts.values()})
     if graph_shapes is not None:
         from .graph_args import fix_graph_args
         fix_graph_args(slim, *graph_shapes)
@@ -113,5 +151,5 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dic
         for path, mod in slim.named_modules():
             if path in sizes and cutter_for(mod) is None and path not in heads:
                 follow_owned_sizes(mod, sizes[path])
-    record_widths(model, slim)  # a Hugging Face model's config learns its per-layer widths
+    record_widths(before, slim)  # a Hugging Face model's config learns its per-layer widths
     return slim

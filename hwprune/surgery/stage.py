@@ -33,12 +33,14 @@ class Cut:
     fills: dict
     compensated: dict
     frozen: tuple
+    params_before: int | None = None  # counted before an in-place cut, which leaves no original to count
 
 
 def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
     """Cut `removed` from the analysis `a` as config (a SlimConfig) says: the surgery, then,
     where config.compensate, each removed channel's mean folded into the bias of the layer
-    that reads it (hwprune.compensate)."""
+    that reads it (hwprune.compensate). Under config.in_place the surgery replaces a.model's
+    own tensors (surgery.slice_in_place) and the Cut's model is a.model."""
     graph = a.graph
     tick(progress, "cut", 0, 1)
     kept = graph.param_kept(removed)
@@ -47,17 +49,22 @@ def cut_model(a, removed: np.ndarray, config, progress=None) -> Cut:
     # sizes kept as module attributes follow the cut only where mask equivalence will check them:
     # output fidelity (prune_hidden) passes any model that runs
     sizes = owned_sizes(graph, removed) if shapes is None and not config.prune_hidden else None
-    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads, sizes)
-    if shapes is None:
-        slim_model.eval()
-    fills, folded = {}, 0
-    if config.compensate:
-        from ..compensate import bias_deltas, compensation_of, fills_for, fold_biases
+    fills, deltas = {}, {}
+    if config.compensate:  # measured on the original's tensors, so before an in-place cut replaces them
+        from ..compensate import bias_deltas, compensation_of, fills_for
         folds, means = compensation_of(a)
         fills = fills_for(graph, folds, means, removed)
-        folded = fold_biases(slim_model, bias_deltas(folds, fills, tensors_of(a.model)), kept)
+        deltas = bias_deltas(folds, fills, tensors_of(a.model))
+    before = sum(p.numel() for p in a.model.parameters()) if config.in_place else None
+    slim_model = cut(a.model, kept, module_calls(graph, removed), shapes, heads, sizes, in_place=config.in_place)
+    if shapes is None:
+        slim_model.eval()
+    folded = 0
+    if config.compensate:
+        from ..compensate import fold_biases
+        folded = fold_biases(slim_model, deltas, kept)
     compensated = {"layers": folded, "reads": int(sum(int((f != 0).sum()) for _, f in fills.values()))}
-    return Cut(a, removed, slim_model, kept, fills, compensated, tuple(g.frozen for g in graph.groups))
+    return Cut(a, removed, slim_model, kept, fills, compensated, tuple(g.frozen for g in graph.groups), before)
 
 
 def module_calls(graph: ChannelGraph, removed: np.ndarray) -> dict:

@@ -4,6 +4,8 @@ name (`record_widths`); `hwprune.hf.load_pretrained` gives a model built from th
 those sizes again before its weights load (`resize`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -18,21 +20,38 @@ def _size_attributes(m: nn.Module) -> dict:
             and (not isinstance(v, tuple) or all(isinstance(e, int) for e in v))}
 
 
-def record_widths(original: nn.Module, slim: nn.Module) -> None:
+@dataclass(frozen=True)
+class WidthsBefore:
+    """What record_widths compares a cut model with: the original's tensor shapes and size
+    attributes and its config's earlier record, taken before an in-place cut changes them."""
+    shapes: dict
+    attributes: dict
+    prior: dict
+
+
+def widths_before(model: nn.Module) -> WidthsBefore:
+    config = getattr(model, "config", None)
+    return WidthsBefore({k: tuple(t.shape) for k, t in tensors_of(model).items()},
+                        {path: _size_attributes(m) for path, m in model.named_modules(remove_duplicate=False)},
+                        dict(getattr(config, "hwprune", None) or {}))
+
+
+def record_widths(original, slim: nn.Module) -> None:
     """Write into slim.config.hwprune what differs from the architecture its config builds:
-    the shape of every cut tensor and every changed size attribute, by name."""
+    the shape of every cut tensor and every changed size attribute, by name. original: the
+    module before the cut, or its WidthsBefore (taken before an in-place cut)."""
     if not hasattr(getattr(slim, "config", None), "to_dict"):
         return
-    old, new = tensors_of(original), tensors_of(slim)
-    shapes = {k: list(t.shape) for k, t in new.items() if k in old and old[k].shape != t.shape}
-    before = dict(original.named_modules(remove_duplicate=False))
+    before = original if isinstance(original, WidthsBefore) else widths_before(original)
+    new = tensors_of(slim)
+    shapes = {k: list(t.shape) for k, t in new.items() if k in before.shapes and before.shapes[k] != tuple(t.shape)}
     attributes = {}
     for path, m in slim.named_modules(remove_duplicate=False):
-        a, b = _size_attributes(before[path]), _size_attributes(m)
+        a, b = before.attributes.get(path, {}), _size_attributes(m)
         diff = {k: (list(v) if isinstance(v, tuple) else v) for k, v in b.items() if a.get(k) != v}
         if diff:
             attributes[path] = diff
-    prior = getattr(original.config, "hwprune", None) or {}
+    prior = before.prior
     slim.config.hwprune = {"shapes": (prior.get("shapes") or {}) | shapes,
                            "attributes": _merge(prior.get("attributes") or {}, attributes)}
 

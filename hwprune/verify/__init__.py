@@ -21,6 +21,9 @@ from ..errors import VerificationError
 from ..graph.groups import ChannelGraph
 from ..graph.masked import (
     along,
+    float32_compute,
+    half_to_float,
+    is_half,
     random_like,
     removal_masks,
     run_masked,
@@ -29,7 +32,7 @@ from ..graph.masked import (
 )
 from ..progress import tick
 
-__all__ = ["Verified", "verify_cut", "verify", "verify_fidelity", "run_graph", "tensors_of", "along"]
+__all__ = ["Verified", "verify_cut", "verify", "expected_outputs", "compare", "verify_fidelity", "run_graph", "tensors_of", "along"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,18 +43,51 @@ class Verified:
     result: dict
 
 
-def verify_cut(cut, config, progress=None) -> Verified:
+def verify_cut(cut, config, progress=None, expected: list | None = None) -> Verified:
     """The oracle on a Cut, or VerificationError: mask equivalence (removed channels read as
     their means where the cut folded them); output fidelity under config.prune_hidden, since
-    norms over cut channels normalize over fewer."""
+    norms over cut channels normalize over fewer. expected: the reference outputs taken before
+    the cut (expected_outputs), where the cut replaced the original's tensors (in_place)."""
     a = cut.analysis
     tick(progress, "verify", 0, 1)
-    if config.prune_hidden:  # norms over cut channels: not mask-equivalent by design
-        result = verify_fidelity(a.model, cut.model, a.example_inputs, config.verify_batches)
-    else:
-        result = verify(a.graph, a.model, cut.model, a.example_inputs, cut.removed, config.rtol,
-                        config.verify_batches, cut.fills)
-    return Verified(cut, result)
+    if expected is None:
+        expected = expected_outputs(a, cut.removed, config, cut.fills)
+    return Verified(cut, compare(cut.model, expected, config, bool(cut.fills)))
+
+
+def expected_outputs(a, removed: np.ndarray, config, fills: dict | None = None) -> list:
+    """[(inputs, reference outputs)] of each verify batch, computed from the original's own
+    tensors: the masked graph (mask equivalence), or under config.prune_hidden the original
+    model's outputs. Only these outputs outlive the call, so an in-place cut can follow it."""
+    batches = []
+    masks = removal_masks(a.graph, removed) if not config.prune_hidden else None  # the same for every batch
+    apply = _filled(fills) if fills else None
+    half = is_half(a.model)  # compared in float32: see _outputs
+    with torch.inference_mode():
+        for b in range(config.verify_batches):
+            x = a.example_inputs if b == 0 else random_like(a.example_inputs, seed=b)
+            ref = (run_masked(a.graph, a.model, x, masks, apply, upcast=half) if masks is not None else
+                   _outputs(a.model, x))
+            batches.append((x, ref))
+    return batches
+
+
+def _outputs(model, x: tuple) -> list:
+    """The model's tensor outputs; computed in float32 where it is in half precision, since
+    two equivalent computations in bf16 differ by its rounding (~1e-2 over a decoder) and
+    the oracle's tolerance (1e-4) would then say nothing."""
+    if not is_half(model):
+        return [t for t in torch.utils._pytree.tree_leaves(model(*x)) if isinstance(t, torch.Tensor)]
+    with float32_compute(model):
+        out = model(*torch.utils._pytree.tree_map(half_to_float, x))
+    return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def compare(slim, expected: list, config, fills: bool = False) -> dict:
+    """The oracle's figures for slim's outputs against `expected` (expected_outputs)."""
+    if config.prune_hidden:
+        return fidelity(slim, expected)
+    return equivalence(slim, expected, config.rtol, fills)
 
 
 def run_graph(graph: ChannelGraph, model, inputs: tuple, removed: np.ndarray | None = None) -> list:
@@ -75,21 +111,30 @@ def verify(graph: ChannelGraph, original, slim, example: tuple, removed: np.ndar
            rtol: float = 1e-4, batches: int = 2, fills: dict | None = None) -> dict:
     """Compare slim(x) with the masked original on the example and on random inputs like it.
     fills: {reader: (dim, values)} where removed channels are read as their means (compensate)."""
-    from ..numerics import max_errors
-    worst_abs, worst_rel = 0.0, 0.0
     masks = removal_masks(graph, removed)  # the same for every batch
     apply = _filled(fills) if fills else None
+    expected = []
     with torch.inference_mode():
         for b in range(batches):
             x = example if b == 0 else random_like(example, seed=b)
-            ref = run_masked(graph, original, x, masks, apply)
+            expected.append((x, run_masked(graph, original, x, masks, apply, upcast=is_half(original))))
+    return equivalence(slim, expected, rtol, bool(fills))
+
+
+def equivalence(slim, expected: list, rtol: float, fills: bool = False) -> dict:
+    """Mask equivalence of slim's outputs with the masked original's, `expected`
+    ([(inputs, outputs)]), or VerificationError."""
+    from ..numerics import max_errors
+    worst_abs, worst_rel = 0.0, 0.0
+    with torch.inference_mode():
+        for x, ref in expected:
             got = _run_slim(slim, x, ref)
             for a, r in zip(got, ref):
                 ea, er = max_errors(a, r)
                 worst_abs, worst_rel = max(worst_abs, ea), max(worst_rel, er)
     mode = "mask equivalence" + (" (removed channels read as their means where folded)" if fills else "")
     result = {"mode": mode, "max_abs_err": worst_abs, "max_rel_err": worst_rel, "rtol": rtol,
-              "batches": batches, "passed": worst_rel <= rtol}
+              "batches": len(expected), "passed": worst_rel <= rtol}
     if not result["passed"]:
         raise VerificationError(
             f"the slim model is not mask-equivalent to the original: max relative error {worst_rel:.3g} "
@@ -101,12 +146,20 @@ def verify_fidelity(original, slim, example: tuple, batches: int = 2) -> dict:
     """--prune-hidden: how close slim(x) stays to original(x). Mask equivalence does not hold by
     design (a norm over cut channels normalizes over fewer), so this passes when the slim model
     runs and its outputs keep the original's shapes; the figures say how close it came."""
-    from ..numerics import max_errors
-    worst_abs, worst_rel, cos = 0.0, 0.0, 1.0
+    expected = []
     with torch.inference_mode():
         for b in range(batches):
             x = example if b == 0 else random_like(example, seed=b)
-            want = [t for t in torch.utils._pytree.tree_leaves(original(*x)) if isinstance(t, torch.Tensor)]
+            expected.append((x, _outputs(original, x)))
+    return fidelity(slim, expected)
+
+
+def fidelity(slim, expected: list) -> dict:
+    """Output fidelity of slim against the original's outputs, `expected` ([(inputs, outputs)])."""
+    from ..numerics import max_errors
+    worst_abs, worst_rel, cos = 0.0, 0.0, 1.0
+    with torch.inference_mode():
+        for x, want in expected:
             got = _run_slim(slim, x, want)
             for a, r in zip(got, want):
                 ea, er = max_errors(a, r)
@@ -115,12 +168,12 @@ def verify_fidelity(original, slim, example: tuple, batches: int = 2) -> dict:
                     c = torch.nn.functional.cosine_similarity(a.flatten().double(), r.flatten().double(), dim=0)
                     cos = min(cos, float(c))
     return {"mode": "output fidelity (--prune-hidden: not mask-equivalent)", "max_abs_err": worst_abs,
-            "max_rel_err": worst_rel, "min_cosine": cos, "batches": batches, "passed": True}
+            "max_rel_err": worst_rel, "min_cosine": cos, "batches": len(expected), "passed": True}
 
 
 def _run_slim(slim, x: tuple, ref: list) -> list:
     try:
-        got = [t for t in torch.utils._pytree.tree_leaves(slim(*x)) if isinstance(t, torch.Tensor)]
+        got = _outputs(slim, x)
     except Exception as e:
         raise VerificationError(
             f"the slim model fails to run: {type(e).__name__}: {str(e).splitlines()[0][:300]}. "

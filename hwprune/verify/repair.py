@@ -17,7 +17,8 @@ from ..errors import VerificationError
 from ..graph.groups import ChannelGraph
 from ..graph.trace import short_path, stack_frames
 from ..surgery.stage import cut_model
-from . import Verified, verify_cut
+from ..progress import tick
+from . import Verified, expected_outputs, verify_cut
 
 
 def cut_verified(a, removed: np.ndarray, config, progress=None, attempts: int = 8) -> Verified:
@@ -26,7 +27,10 @@ def cut_verified(a, removed: np.ndarray, config, progress=None, attempts: int = 
     freeze the groups involved (in `a`; the Cut's `removed` leaves them whole) and cut again:
     by the line that raised, or, when the output is silently wrong, by bisecting the cut
     groups for one whose cut alone breaks equivalence. Under config.strict the first failure
-    is raised. `removed` itself is left as it was."""
+    is raised. `removed` itself is left as it was. Under config.in_place the cut replaces the
+    original's tensors, so there is one cut and no repair (cut_verified_in_place)."""
+    if config.in_place:
+        return cut_verified_in_place(a, removed, config, progress)
     removed = removed.copy()
     for _ in range(attempts):
         try:
@@ -41,6 +45,28 @@ def cut_verified(a, removed: np.ndarray, config, progress=None, attempts: int = 
                 g.frozen = f"a size in forward at {where} does not follow a cut of this group ({first_line(e)})"
                 removed[g.labels] = False
     raise VerificationError(f"the slim model still fails after freezing groups {attempts} times")
+
+
+def cut_verified_in_place(a, removed: np.ndarray, config, progress=None) -> Verified:
+    """Cut a.model's own tensors and verify: the reference outputs are computed from the
+    original tensors first (all the oracle keeps of the original), then each tensor is replaced
+    by its slice, then the slim model is compared with them. The original is gone once cut,
+    so a failure cannot be repaired by cutting again: it is raised, saying so."""
+    fills = {}
+    if config.compensate:
+        from ..compensate import compensation_of, fills_for
+        folds, means = compensation_of(a)
+        fills = fills_for(a.graph, folds, means, removed)
+    tick(progress, "verify: reference", 0, 1)
+    expected = expected_outputs(a, removed, config, fills)
+    cut = cut_model(a, removed, config, progress)
+    try:
+        return verify_cut(cut, config, progress, expected)
+    except VerificationError as e:
+        raise VerificationError(
+            f"{e}. The model was cut in place (in_place), so the groups at fault cannot be frozen and the cut "
+            "redone: run with in_place=False (--in-place off), which needs memory for a copy of the kept "
+            "weights, to have them found and frozen") from e
 
 
 def first_line(e: BaseException) -> str:

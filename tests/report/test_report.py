@@ -29,10 +29,11 @@ kept.features.4.bias kept.features.4.bias.0 kept.fc.weight kept.fc.weight.1 kept
 kept.features.1.running_mean.0 kept.features.1.running_var kept.features.1.running_var.0
 kept.features.4.running_mean kept.features.4.running_mean.0 kept.features.4.running_var
 kept.features.4.running_var.0 declared_rules """
+_MEMORY = "memory memory.in_place memory.why memory.weights_bytes memory.available_bytes "
 _SOURCE = "source source.spec source.family source.input_shape source.inputs_from "
 
 RATIO_TREE = (_CORE.format(budget="") + """lattice lattice.multiple lattice.from lattice.snapped lattice.off_lattice
-""" + _SOURCE + """layers layers[].name layers[].kernel layers[].c_in layers[].c_out layers[].ms layers[].source
+""" + _MEMORY + _SOURCE + """layers layers[].name layers[].kernel layers[].c_in layers[].c_out layers[].ms layers[].source
 outputs outputs.model outputs.report outputs.html""")
 
 BUDGET_TREE = (_CORE.format(budget="config.budget config.budget.flops config.target config.min_width "
@@ -43,7 +44,7 @@ plan.planner.retained_importance plan.planner.moves plan.groups plan.groups[].id
 plan.groups[].width_after plan.groups[].lattice plan.groups[].share_of_saving plan.target plan.lattice
 plan.lattice.multiple plan.lattice.from plan.predicted_before plan.predicted_after plan.attempts plan.landing
 depth depth.candidates depth.tries depth.tries[].removed depth.tries[].retained_importance depth.removed
-depth.verify """ + _SOURCE + "outputs outputs.model outputs.report")
+depth.verify """ + _MEMORY + _SOURCE + "outputs outputs.model outputs.report")
 
 KEY_TREES = [
     pytest.param([TINY, "--ratio", "0.5", "--html", "r.html"], RATIO_TREE, id="ratio-with-html"),

@@ -1,0 +1,304 @@
+"""Scale: hwprune's pass on Llama-shaped decoders up to Llama-3-8B in bf16, with peak memory
+measured from outside the process.
+
+Each configuration runs in a process of its own: it builds a transformers LlamaForCausalLM from a
+LlamaConfig with random weights (nothing downloads), then runs the pass on token ids (1, --tokens):
+hwprune.slim(model, ids, ratio=R) or slim(model, ids, params=P), which traces, scores, plans, cuts
+and verifies mask equivalence before it returns; or Torch-Pruning's MetaPruner build + step at the
+same ratio (heads and MLP neurons, as hwprune cuts them without --prune-hidden). The parent reads the
+child's peak resident set size from the kernel when it reaps it (os.wait4's ru_maxrss), and samples
+/proc/PID/status VmRSS every 0.1 s for the time line; the child reports its wall times (the pass
+alone, and the build), when each stage began with its own RSS then, and what it kept. slim's
+in_place is left to choose (None) unless a configuration's name says in_place.
+
+    nice -n 15 python benchmarks/bench_scale.py                       # the default configurations
+    nice -n 15 python benchmarks/bench_scale.py --configs 1.5b_fp32_ratio --out /tmp/s.json
+    python benchmarks/bench_scale.py --configs tiny_fp32_ratio --out /tmp/s.json    # a smoke run
+
+An 8B run needs about 18 GB: it is refused (recorded as skipped) when /proc/meminfo's MemAvailable
+says less than --min-free-8b (20.5 GB, read as meminfo's kB / 1e6, with this process's own 0.5 GB
+already taken), so that it cannot push a shared machine into its OOM killer. --params on the 8B is
+not run (PARAMS_BLOCKED says why) unless --run-blocked.
+Writes benchmarks/results/scale.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+RESULT = ROOT / "benchmarks" / "results" / "scale.json"
+GOAL_MEMORY = 1.25  # peak RSS over the weights' bytes (issue 17)
+GOAL_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int = 128256
+
+
+# Llama-3-8B's and Llama-3.2-1B's shapes (the 1B untied: 1.50B parameters); tiny: a smoke run
+SHAPES = {"8b": Shape(4096, 32, 32, 8, 14336), "1.5b": Shape(2048, 16, 32, 8, 8192),
+          "3b": Shape(3072, 28, 24, 8, 8192), "tiny": Shape(256, 2, 8, 2, 704, 4096)}
+
+
+@dataclass(frozen=True)
+class Config:
+    shape: str
+    dtype: str
+    tool: str  # hwprune | torch_pruning
+    ratio: float | None = None
+    params: float | None = None
+    in_place: bool | None = None  # slim's in_place: None lets it choose by the memory available
+    blocked: str | None = None  # why it is not run (without --run-blocked): a known failure that would OOM
+
+
+PARAMS_BLOCKED = ("--params prices kernels on an in-memory ONNX export of the whole model, run once in onnxruntime "
+                  "to shape every kernel: past 2 GB of weights protobuf cannot serialize it (1.5b_bf16_params_in_place "
+                  "failed so, after peaking at 4.8x its weights), and an 8B bf16 model would exhaust the machine first")
+
+
+CONFIGS = {
+    "8b_bf16_ratio": Config("8b", "bfloat16", "hwprune", ratio=0.3),
+    "8b_bf16_params": Config("8b", "bfloat16", "hwprune", params=0.7, blocked=PARAMS_BLOCKED),
+    "1.5b_fp32_ratio": Config("1.5b", "float32", "hwprune", ratio=0.3),
+    "1.5b_fp32_torch_pruning": Config("1.5b", "float32", "torch_pruning", ratio=0.3),
+    "1.5b_fp32_params": Config("1.5b", "float32", "hwprune", params=0.7),
+    "1.5b_fp32_ratio_in_place": Config("1.5b", "float32", "hwprune", ratio=0.3, in_place=True),
+    "1.5b_bf16_ratio_in_place": Config("1.5b", "bfloat16", "hwprune", ratio=0.3, in_place=True),
+    "1.5b_bf16_params_in_place": Config("1.5b", "bfloat16", "hwprune", params=0.7, in_place=True),
+    "3b_bf16_ratio": Config("3b", "bfloat16", "hwprune", ratio=0.3),
+    "3b_bf16_params": Config("3b", "bfloat16", "hwprune", params=0.7),
+    "tiny_fp32_ratio": Config("tiny", "float32", "hwprune", ratio=0.3),
+    "tiny_fp32_params": Config("tiny", "float32", "hwprune", params=0.7),
+    "tiny_fp32_torch_pruning": Config("tiny", "float32", "torch_pruning", ratio=0.3),
+}
+DEFAULT = ("tiny_fp32_params", "1.5b_fp32_ratio", "1.5b_fp32_ratio_in_place", "1.5b_fp32_torch_pruning",
+           "1.5b_bf16_params_in_place", "3b_bf16_ratio", "8b_bf16_ratio", "8b_bf16_params")
+
+
+# ---------------------------------------------------------------- the child: one configuration
+
+def llama(shape: Shape, dtype):
+    """A LlamaForCausalLM of this shape with random weights, built on the meta device and then
+    filled tensor by tensor, so that no float32 copy of a bf16 model is ever made."""
+    import torch
+    import transformers
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    transformers.logging.set_verbosity_error()
+    config = transformers.LlamaConfig(
+        hidden_size=shape.hidden, num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, intermediate_size=shape.intermediate, vocab_size=shape.vocab,
+        max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False, use_cache=False,
+        torch_dtype=dtype)
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    model = model.to(dtype).to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            # uniform draws of the std of HF's init (0.02; 0.1 about one for the RMSNorm gains): normal_
+            # on bf16 is several times slower, and the pass reads only the magnitudes
+            spread = 0.1 if name.endswith("norm.weight") else 0.02
+            p.uniform_(-spread * 3**0.5, spread * 3**0.5, generator=g)
+            if name.endswith("norm.weight"):
+                p.add_(1.0)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config)  # its inv_freq buffer, computed (to_empty left it empty)
+    return model.eval()
+
+
+def weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+
+
+def run_hwprune(model, ids, config: Config) -> dict:
+    import hwprune
+    budget = {"ratio": config.ratio} if config.ratio is not None else {"params": config.params}
+    stages = {}
+    t0 = time.perf_counter()
+
+    def progress(stage, done, total):  # when each stage began, and the RSS then (the child's own view)
+        if stage not in stages:
+            stages[stage] = (round(time.perf_counter() - t0, 2), _own_rss())
+    slim, report = hwprune.slim(model, ids, **budget, in_place=config.in_place, progress=progress)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "verify": report["verify"], "params_after": sum(p.numel() for p in slim.parameters()),
+            "memory": report.get("memory"), "stages": stages, "model": slim}
+
+
+def _own_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_torch_pruning(model, ids, config: Config) -> dict:
+    """MetaPruner at the ratio, on heads and MLP neurons (the hidden size and lm_head kept, as
+    hwprune keeps them without --prune-hidden), GQA heads as Torch-Pruning's LLM example gives them."""
+    import torch_pruning as tp
+    num_heads, ignored = {}, [model.lm_head, model.model.embed_tokens]
+    for name, m in model.named_modules():
+        if name.endswith("self_attn"):
+            num_heads[m.q_proj] = model.config.num_attention_heads
+            num_heads[m.k_proj] = num_heads[m.v_proj] = model.config.num_key_value_heads
+            ignored.append(m.o_proj)  # its output is the hidden size
+        elif name.endswith("mlp"):
+            ignored.append(m.down_proj)
+    t0 = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(model, ids, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=config.ratio, ignored_layers=ignored, num_heads=num_heads,
+                                  prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=config.ratio,
+                                  output_transform=lambda out: out.logits)
+    pruner.step()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "verify": None, "params_after": sum(p.numel() for p in model.parameters()),
+            "model": model}
+
+
+def child(name: str, tokens: int) -> None:
+    import torch
+    config = CONFIGS[name]
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model = llama(SHAPES[config.shape], getattr(torch, config.dtype))
+    build = time.perf_counter() - t0
+    ids = torch.randint(1, SHAPES[config.shape].vocab, (1, tokens), generator=torch.Generator().manual_seed(1))
+    wbytes, before = weight_bytes(model), sum(p.numel() for p in model.parameters())
+    print(json.dumps({"phase": "built", "t": time.time()}), flush=True)
+    run = run_hwprune if config.tool == "hwprune" else run_torch_pruning
+    out = run(model, ids, config)
+    out.pop("model")
+    print(json.dumps({"phase": "done", "build_s": round(build, 2), "weights_bytes": wbytes, "params_before": before,
+                      **out}, default=str), flush=True)
+
+
+# ---------------------------------------------------------------- the parent: measure from outside
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _sample(pid: int, samples: list, stop: threading.Event) -> None:
+    """VmRSS of the child every 0.1 s: (seconds since start, bytes)."""
+    t0 = time.time()
+    while not stop.is_set():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    samples.append((round(time.time() - t0, 1), int(line.split()[1]) * 1024))
+        except OSError:
+            return
+        stop.wait(0.1)
+
+
+def measure(name: str, tokens: int, timeout: float) -> dict:
+    """Run one configuration in a child; its peak RSS from the kernel (wait4) and sampled."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--tokens", str(tokens)]
+    load_before = [round(v, 2) for v in os.getloadavg()]  # the machine is shared: a busy one slows the run
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
+        samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=_sample, args=(proc.pid, samples, stop), daemon=True)
+        sampler.start()
+        timer = threading.Timer(timeout, proc.kill)
+        timer.daemon = True
+        timer.start()
+        # reaped here, not by Popen: wait4 gives the kernel's account of the child's peak RSS
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        timer.cancel()
+        stop.set()
+        sampler.join()
+        out.seek(0)
+        err.seek(0)
+        out, err = out.read(), err.read()
+    lines = [json.loads(s) for s in out.splitlines() if s.startswith("{")]
+    done = next((d for d in lines if d.get("phase") == "done"), None)
+    row = {"config": asdict(CONFIGS[name]) | {"shape": asdict(SHAPES[CONFIGS[name].shape]),
+                                               "shape_name": CONFIGS[name].shape},
+           "peak_rss_bytes": usage.ru_maxrss * 1024, "sampled_peak_rss_bytes": max((b for _, b in samples), default=0),
+           "exit_status": proc.returncode, "load_average_before": load_before,
+           "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    if done is None:
+        row |= {"status": "failed", "error": err.strip().splitlines()[-1][:400] if err.strip() else "no output"}
+        return row
+    row |= {k: done.get(k) for k in ("build_s", "weights_bytes", "params_before", "params_after", "verify", "memory",
+                                           "stages")}
+    row |= {"status": "ok", "seconds": round(done["seconds"], 2),
+            "peak_over_weights": round(row["peak_rss_bytes"] / done["weights_bytes"], 3),
+            "params_kept": round(done["params_after"] / done["params_before"], 4),
+            "verified": bool(done["verify"] and done["verify"].get("passed")),
+            "timeline": _thin(samples)}
+    return row
+
+
+def _thin(samples: list, n: int = 60) -> list:
+    step = max(1, len(samples) // n)
+    return samples[::step]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default=",".join(DEFAULT), help=f"of {', '.join(CONFIGS)}")
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=1200)
+    p.add_argument("--min-free-8b", type=float, default=20.5,
+                   help="GB MemAvailable (meminfo kB / 1e6) an 8B run needs when it starts; this process holds 0.5 more")
+    p.add_argument("--out", type=Path, default=RESULT)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of --out that this run does not redo (each row names its commit and time)")
+    p.add_argument("--run-blocked", action="store_true", help="also run the configurations known to fail")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child, args.tokens)
+        return 0
+    import record
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    how = record.capture(threads=None, batch=f"token ids (1, {args.tokens})", packages=("transformers",),
+                         statistic="one run per configuration, each in its own process; peak RSS from os.wait4's "
+                                   "ru_maxrss (the kernel's high-water mark of the child), VmRSS sampled every 0.1 s",
+                         settings={"goal_peak_over_weights": GOAL_MEMORY, "goal_seconds": GOAL_SECONDS,
+                                   "torch_threads": "torch's default (the machine's cores)"})
+    rows = dict(record.load(args.out).results["rows"]) if args.merge and args.out.is_file() else {}
+    for name in names:
+        free = mem_available()
+        if CONFIGS[name].blocked and not args.run_blocked:
+            rows[name] = {"config": asdict(CONFIGS[name]), "status": "not run", "why": CONFIGS[name].blocked}
+        elif CONFIGS[name].shape == "8b" and free < args.min_free_8b * 1e6 * 1024:  # as /proc/meminfo's kB read
+            rows[name] = {"config": asdict(CONFIGS[name]), "status": "skipped",
+                          "why": f"MemAvailable {free / 1024e6:.1f} GB (meminfo's kB / 1e6) < {args.min_free_8b} GB"}
+        else:
+            rows[name] = measure(name, args.tokens, args.timeout) | {"mem_available_before_bytes": free}
+        rows[name] |= {"commit": how.commit, "dirty": how.dirty, "started": how.started}
+        r = rows[name]
+        print(name, r["status"], {k: r.get(k) for k in ("seconds", "peak_over_weights", "params_kept", "verified")},
+              flush=True)
+        record.write(args.out, how, {"rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
