@@ -73,7 +73,8 @@ study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency
       ("--out", "{out}/accuracy.json"),
       ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--seeds", "0",
        "--out", "{out}/accuracy.json"),
-      needs=BENCH_EXTRA, quick_minutes=6, quick_measured=False, in_quick_set=False)  # six contenders landed; estimated since every contender is bisected
+      # six contenders, each bisected to equal latency: estimated
+      needs=BENCH_EXTRA, quick_minutes=6, quick_measured=False, in_quick_set=False)
 study("latency_prediction", "bench_latency_prediction.py", "predicted against measured latency (onnxruntime CPU)",
       ("--out", "{out}/latency_prediction.json"),
       ("--models", "resnet18", "--configs", "1", "--out", "{out}/latency_prediction.json"),
