@@ -86,3 +86,12 @@ def branches():
 def wide_mlp():
     torch.manual_seed(0)
     return WideMLP().eval(), (torch.randn(1024, 512),)
+
+
+def flops_model(bsr_efficiency: float, two_four_speedup: float = 1.0):
+    """Latency proportional to the multiply-adds done; BSR runs at `bsr_efficiency` of dense speed."""
+    def latency(kind, tokens, in_f, out_f, keep):
+        work = tokens * in_f * out_f * 1e-6
+        return {"dense": work, "width": work * keep, "bsr": work * keep / bsr_efficiency,
+                "2:4": work / two_four_speedup}[kind]
+    return latency

@@ -19,10 +19,10 @@ from .measure import Timing
 def available() -> bool:
     try:
         import tensorrt  # noqa: F401
-        import torch
     except ImportError:
         return False
-    return torch.cuda.is_available()
+    from . import torch_cuda
+    return torch_cuda.available()
 
 
 def attached(target) -> bool:

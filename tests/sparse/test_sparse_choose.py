@@ -7,16 +7,7 @@ import torch
 
 from hwprune.errors import InputError
 from hwprune.sparse.choose import _energy_kept, measured_cpu_latency, plan_layers
-from sparse_util import mlp
-
-
-def flops_model(bsr_efficiency: float, two_four_speedup: float = 1.0):
-    """Latency proportional to the multiply-adds done; BSR runs at `bsr_efficiency` of dense speed."""
-    def latency(kind, tokens, in_f, out_f, keep):
-        work = tokens * in_f * out_f * 1e-6
-        return {"dense": work, "width": work * keep, "bsr": work * keep / bsr_efficiency,
-                "2:4": work / two_four_speedup}[kind]
-    return latency
+from sparse_util import flops_model, mlp
 
 
 # (speedup, BSR efficiency, 2:4 speedup, expected kind for fc1, why fragment)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from sparse_util import branches, mlp, pointwise_net, wide_mlp
+from sparse_util import branches, flops_model, mlp, pointwise_net, wide_mlp
 
 import hwprune
 from hwprune.errors import InputError
@@ -18,15 +18,6 @@ from hwprune.sparse.latency import analytic_latency, latency_for, measured_gpu_l
 from hwprune.sparse.semi_structured import is_two_four
 
 FACTORIES = {"mlp": mlp, "pointwise": pointwise_net, "branches": branches, "wide": wide_mlp}
-
-
-def flops_model(bsr_efficiency: float, two_four_speedup: float = 1.0):
-    """Latency proportional to the multiply-adds done; BSR at `bsr_efficiency` of dense speed."""
-    def latency(kind, tokens, in_f, out_f, keep):
-        work = tokens * in_f * out_f * 1e-6
-        return {"dense": work, "width": work * keep, "bsr": work * keep / bsr_efficiency,
-                "2:4": work / two_four_speedup}[kind]
-    return latency
 
 
 # (model, latency model or target, block, {layer: chosen kind}, {consumer: producer narrowing its input})
