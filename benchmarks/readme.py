@@ -164,6 +164,38 @@ def vs_torch_pruning_l2(results) -> list[str]:
     return vs_torch_pruning_rows(results, with_importance=False)
 
 
+ACCURACY_CONTENDERS = (("hwprune_data", "hwprune data"), ("hwprune_balanced", "hwprune balanced"),
+                      ("hwprune_params", "hwprune params"), ("uniform", "uniform"), ("tp_uniform", "TP uniform"),
+                      ("tp_global", "TP global"))
+ACCURACY_FIGURES = {"digits": ("test_accuracy", "test accuracy (noisy held-out)"),
+                    "lite0": ("logit_cosine", "logit cosine"), "minilm": ("embedding_cosine", "embedding cosine")}
+
+
+def _after(e: dict, figure: str) -> str:
+    """Mean after recovery (± sd over seeds where there were several) and the measured speedup;
+    a dagger where the contender did not come within 2% of hwprune balanced's latency."""
+    a = e["after_recovery"]
+    sd = f" ± {a[figure + '_sd']:.3f}" if f"{figure}_sd" in a else ""
+    return f"{a[figure]:.3f}{sd} ({x(e['measured_speedup'])}{'' if e['equal_latency'] else ' †'})"
+
+
+@table("accuracy", "accuracy.json")
+def accuracy(results) -> list[str]:
+    out = header("row, figure after recovery", "asked", *(label for _, label in ACCURACY_CONTENDERS),
+                 "original", "original, same recovery", "seeds")
+    for r in results["rows"]:
+        figure, label = ACCURACY_FIGURES[r["model"]]
+        means = [r[k]["after_recovery"][figure] for k, _ in ACCURACY_CONTENDERS]
+        cells = [f"**{_after(r[k], figure)}**" if r[k]["after_recovery"][figure] == max(means) else _after(r[k], figure)
+                 for k, _ in ACCURACY_CONTENDERS]
+        again = r.get("original_recovered")
+        seeds = len(again["seeds"]) if again else 1
+        method = "" if "recovery_lr" in r else " (earlier method)"
+        out.append(row(f"{r['model']}, {label}{method}", asked(r["requested"]), *cells,
+                       f"{r['original'][figure]:.3f}", f"{again[figure]:.3f}" if again else "—", seeds))
+    return out
+
+
 @table("pass_speed", "pass_speed.json")
 def pass_speed(results) -> list[str]:
     out = header("model", "hwprune", "Torch-Pruning", "hwprune / TP", "params after: hwprune / TP")
