@@ -114,7 +114,7 @@ def _memory_choice(config: SlimConfig, model, needs_original: str | None):
         if config.in_place:
             raise InputError(f"in_place=True cannot be kept: {needs_original}. Give a ratio, widths or a size "
                              "budget (params, flops) to cut in place, or leave in_place out")
-        return choose_in_place(False, model)
+        return dataclasses.replace(choose_in_place(False, model), why=f"a copy: {needs_original}")
     choice = choose_in_place(config.in_place, model)
     if config.in_place is None and choice.in_place:
         warnings.warn(f"slim cuts the model it was given in place: {choice.why}. Pass in_place=False "
