@@ -64,8 +64,19 @@ class NetSpec:
     @property
     def writes_sizes(self) -> bool:
         """Some step writes a channel count into forward (a `literal` variant): only then may
-        verification find a size that does not follow a cut."""
-        return any(s.args.get("literal") or s.args.get("style") == "literal" for s in self.steps)
+        verification find a size that does not follow a cut. The token grid that to_image and
+        tok_to_nhwc write, (h, w) in every variant, counts where a token_mix makes the token axis
+        a group that can be cut: a view that splits a cut axis by written sizes is the case the
+        trace cannot tell from a head split, and verification's refreeze is what catches it."""
+        if any(s.args.get("literal") or s.args.get("style") == "literal" for s in self.steps):
+            return True
+        mixed = set()  # values downstream of a token_mix (value 0 is the input, step i makes i + 1)
+        for i, s in enumerate(self.steps, 1):
+            if s.op == "token_mix" or mixed.intersection(s.srcs):
+                mixed.add(i)
+            if s.op in ("to_image", "tok_to_nhwc") and mixed.intersection(s.srcs):
+                return True
+        return False
 
 
 # ---- modules the steps build ---------------------------------------------------------------------
