@@ -126,7 +126,7 @@ def legacy_facts(h: dict) -> str:
     versions |= {k: machine[k] for k in ("torch", "onnxruntime") if k in machine}
     facts = [f"{cpu}" + (f", {machine['cores']} cores" if machine.get("cores") else "")] if cpu else []
     facts += [", ".join(f"{k} {v}" for k, v in versions.items())] if versions else []
-    facts += [inner["runtime"]] if inner.get("runtime") else []
+    facts += [inner["runtime"]] if inner.get("runtime") and not {"runtime", "onnxruntime"} & versions.keys() else []
     rev = h.get("commit") or (h.get("versions") or {}).get("hwprune_git_rev")
     facts += [f"commit {rev[:7]}" + (" with uncommitted changes" if "dirty" in rev else "")] if rev else []
     facts += [f"`{h['command']}`"] if h.get("command") else []

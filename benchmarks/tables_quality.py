@@ -68,8 +68,9 @@ def accuracy_best(results) -> list[str]:
         sd = max(a.get(figure + "_sd", 0.0), b.get(figure + "_sd", 0.0))
         word = "behind" if lead < 0 else "level within the seeds' spread" if lead < sd else "ahead"
         met &= lead >= 0
-        cells.append(f"{_label(r)}: {ours.replace('_', ' ')} {a[figure]:.3f} against {theirs.replace('_', ' ')} "
-                     f"{b[figure]:.3f}, {word}")
+        unequal = " (†: not at equal latency)" if not r[ours].get("equal_latency", True) else ""
+        cells.append(f"{_label(r)}: {ours.replace('_', ' ')} {a[figure]:.3f}{unequal} against "
+                     f"{theirs.replace('_', ' ')} {b[figure]:.3f}, {word}")
     return [f"- hwprune's best at or above every contender on every row: {verdict(met)}. " + "; ".join(cells) + "."]
 
 
