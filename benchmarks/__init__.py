@@ -1,5 +1,5 @@
 """hwprune's latency benchmark suite: `python -m benchmarks run` (the comparison studies),
-`python -m benchmarks readme` (benchmarks/README.md's tables from results/), and
+`python -m benchmarks readme` (the READMEs' results from results/), and
 `pytest benchmarks/ --benchmark-only` (the micro-benchmarks). See benchmarks/README.md.
 
 The studies are scripts (`python benchmarks/bench_x.py`) that import each other by module name

@@ -2,7 +2,7 @@
 python -m benchmarks readme [--check]
 
 run: the comparison studies (benchmarks/studies.py), one process each, one after another.
-readme: the results tables of benchmarks/README.md, from the JSON in benchmarks/results.
+readme: the results of benchmarks/README.md and README.md, generated from the JSON in benchmarks/results.
 The micro-benchmarks are pytest's: pytest benchmarks/ --benchmark-only.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--list", action="store_true", help="list the studies and what each runs, then stop")
     run.add_argument("--out", type=Path, help="output folder (default: benchmarks/results; with --quick a "
                                               "fresh temporary folder)")
-    readme = sub.add_parser("readme", help="write benchmarks/README.md's results tables from benchmarks/results")
-    readme.add_argument("--check", action="store_true", help="write nothing; exit 1 if the README differs")
+    readme = sub.add_parser("readme", help="write the results blocks of benchmarks/README.md and README.md from benchmarks/results")
+    readme.add_argument("--check", action="store_true", help="write nothing; exit 1 if either README differs")
     args = ap.parse_args(argv)
     from hwprune.errors import HwpruneError
     try:

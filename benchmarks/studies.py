@@ -44,8 +44,6 @@ def study(*args, **kwargs) -> Study:
     return s
 
 
-# the Torch-Pruning variants below have no smoke run of their own: vs_torch_pruning's covers the script
-TP_FISHER = ("--models", "efficientnet_lite0,minilm", "--importance", "fisher")
 study("speedup_accuracy", "bench_speedup_accuracy.py", "does --speedup S land where asked (onnxruntime CPU)",
       ("--out", "{out}/speedup_accuracy.json"),
       ("--models", "resnet18", "--speedups", "2", "--out", "{out}/speedup_accuracy.json"),
@@ -55,20 +53,9 @@ study("vs_torch_pruning", "bench_vs_torch_pruning.py",
       ("--importance", "auto", "--compensate", "--figures", "last", "--out", "{out}/vs_torch_pruning_auto.json"),
       ("--models", "resnet18", "--speedups", "2", "--out", "{out}/vs_torch_pruning.json"),
       needs=BENCH_EXTRA, full_minutes=27, quick_minutes=2.4, quick_measured=True)  # after speedup_accuracy's: its table
+# no smoke run of its own: vs_torch_pruning's covers the script
 study("vs_torch_pruning_l2", "bench_vs_torch_pruning.py", "against Torch-Pruning, L2 on every model (data-free)",
       ("--out", "{out}/vs_torch_pruning.json"), None, needs=BENCH_EXTRA, full_minutes=26)
-study("vs_torch_pruning_fisher", "bench_vs_torch_pruning.py", "Fisher, first-round figures (MiniLM, Lite0)",
-      (*TP_FISHER, "--out", "{out}/vs_torch_pruning_fisher.json"), None, needs=BENCH_EXTRA)
-study("vs_torch_pruning_fisher_compensated", "bench_vs_torch_pruning.py", "Fisher with mean compensation",
-      (*TP_FISHER, "--compensate", "--out", "{out}/vs_torch_pruning_fisher_compensated.json"), None,
-      needs=BENCH_EXTRA)
-study("vs_torch_pruning_fisher_last", "bench_vs_torch_pruning.py", "Fisher, last-round figures",
-      (*TP_FISHER, "--figures", "last", "--out", "{out}/vs_torch_pruning_fisher_last.json"), None,
-      needs=BENCH_EXTRA)
-study("vs_torch_pruning_fisher_last_compensated", "bench_vs_torch_pruning.py",
-      "Fisher, last-round figures, compensated",
-      (*TP_FISHER, "--figures", "last", "--compensate", "--out", "{out}/vs_torch_pruning_fisher_last_compensated.json"),
-      None, needs=BENCH_EXTRA)
 study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency (digits, Lite0, MiniLM)",
       ("--out", "{out}/accuracy.json"),
       ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--seeds", "0",

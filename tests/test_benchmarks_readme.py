@@ -1,9 +1,12 @@
-"""benchmarks/README.md's results tables are generated from benchmarks/results: they must not drift.
+"""The READMEs' results are generated from benchmarks/results: they must not drift, and the prose
+around them must not type a result.
 
-No measuring here: the tables are rendered from the committed JSON and compared with the
-committed README. When this fails, run `python -m benchmarks readme` and commit the README
-(or the result that changed)."""
+No measuring here: the blocks are rendered from the committed JSON and compared with the
+committed benchmarks/README.md and README.md. When this fails, run `python -m benchmarks readme`
+and commit the READMEs (or the result that changed)."""
+import copy
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,41 +18,154 @@ from benchmarks import readme, record
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_committed_readme_is_what_its_results_generate():
-    text = readme.README.read_text()
-    assert readme.generate(text) == text, "benchmarks/README.md differs from its results: python -m benchmarks readme"
+@pytest.mark.parametrize("path", readme.READMES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_committed_readme_is_what_its_results_generate(path):
+    text = path.read_text()
+    assert readme.generate(text) == text, f"{path} differs from its results: python -m benchmarks readme"
 
 
-def test_every_table_has_its_block_in_the_readme():
-    assert sorted(readme.blocks(readme.README.read_text())) == sorted(readme.TABLES)
+def test_every_table_has_one_block_in_the_readmes():
+    names = [n for path in readme.READMES for n in readme.blocks(path.read_text())]
+    assert sorted(names) == sorted(readme.TABLES)
 
 
 @pytest.mark.parametrize("name", sorted(readme.TABLES))
-def test_each_table_reads_its_result_file(name):
+def test_each_table_reads_its_result_files(name):
     """The oracle of a table is its file: change one figure in it and the table changes with it."""
     table = readme.TABLES[name]
     text = readme.render(name)
-    assert text.startswith("| ") and text.count("\n|") >= 2  # a header, its rule and at least one row
-    assert table.result is None or (readme.RESULTS / table.result).is_file()
+    assert text.startswith(("| ", "- ")) and text.count("\n|") >= 2  # a header, its rule and at least one row
+    files = () if table.result is None else (table.result,) if isinstance(table.result, str) else table.result
+    assert all((readme.RESULTS / f).is_file() for f in files)
+    if isinstance(table.result, str):  # one file: the block ends with how it was made
+        assert text.splitlines()[-1].startswith(f"*How it was made:* [{table.result}]")
+
+
+def results_of(data: dict) -> dict:
+    return data["results"] if "schema" in data else data
+
+
+def changed(tmp_path, result: str, path: tuple, value) -> Path:
+    """A copy of the committed result file with one figure changed, in tmp_path. In `path`, a dict
+    picks the list item whose fields equal it and "*" every item (rows move when a study is re-run);
+    a list of paths changes each."""
+    data = json.loads((readme.RESULTS / result).read_text())
+    for one in path if isinstance(path, list) else [path]:
+        nodes = [results_of(data)]
+        for key in one[:-1]:
+            nodes = [m for n in nodes for m in (n if key == "*" else [
+                next(i for i in n if key.items() <= i.items()) if isinstance(key, dict) else n[key]])]
+        for n in nodes:
+            n[one[-1]] = value
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / result).write_text(json.dumps(data))
+    return tmp_path
 
 
 @pytest.mark.parametrize("name, path, value, shown", [
     ("speedup_accuracy", ("rows", 0, "measured_speedup"), 9.876, "9.88x"),
     ("vs_torch_pruning_auto", ("rows", 0, "hwprune", "efficiency"), 0.123, "0.12 / "),
     ("sparse", ("summary", "native_over_dense_worst", "0.90"), 4.321, "(4.32x)"),
-    ("pass_speed", ("models", "resnet50", "ratio_hwprune_over_tp"), 9.9, "9.9x"),
+    ("pass_speed", ("models", "resnet50", "ratio_hwprune_over_tp"), 9.9, "9.90x, **not met**"),
+    ("minilm", ("cosine", "mean"), 0.1234, "0.123 ("),
+    ("soak_random_nets", ("wall_s",), 98765.4, "| 98765 |"),
 ])
 def test_a_changed_figure_changes_the_table(tmp_path, name, path, value, shown):
-    result = readme.TABLES[name].result
-    data = json.loads((readme.RESULTS / result).read_text())
-    results = data["results"] if "schema" in data else data
-    node = results
-    for key in path[:-1]:
-        node = node[key]
     assert shown not in readme.render(name)
-    node[path[-1]] = value
-    (tmp_path / result).write_text(json.dumps(data))
-    assert shown in readme.render(name, tmp_path)
+    assert shown in readme.render(name, changed(tmp_path, readme.TABLES[name].result, path, value))
+
+
+MINILM_15 = {"model": "minilm", "requested": 1.5}
+
+
+@pytest.mark.parametrize("name, path, met, met_says, missed, missed_says", [
+    ("speedup_accuracy", ("rows", "*", "deviation"), 0.0, "rows, **met**", -0.5, "rows, **not met**"),
+    ("latency_prediction", [("summary", "median_abs_error"), ("summary", "p90_abs_error")], 0.05,
+     "p90 ≤ 20%: **met**", 0.15, "p90 ≤ 20%: **not met**"),
+    ("sparse", ("summary", "median_over_dense", "hwprune_native_bsr", "0.90"), 6.0, "the rows **met**", 4.0,
+     "the rows **not met**"),
+    ("soak_random_nets", ("failures",), 0, "| 0: **met** |", 3, "| 3: **not met** |"),
+    ("timm_sweep", ("summary", "cut_40_pct"), 90.0, "goal 85%: **met**", 50.0, "goal 85%: **not met**"),
+    ("accuracy", ("rows", MINILM_15, "hwprune_data", "after_recovery", "embedding_cosine"), 0.96,
+     "embedding cosine at least 0.950: **met**", 0.5, "embedding cosine at least 0.950: **not met**"),
+])
+def test_a_changed_figure_changes_the_verdict(tmp_path, name, path, met, met_says, missed, missed_says):
+    result = readme.TABLES[name].result
+    good = readme.render(name, changed(tmp_path / "met", result, path, met))
+    bad = readme.render(name, changed(tmp_path / "missed", result, path, missed))
+    assert met_says in good and missed_says not in good
+    assert missed_says in bad and met_says not in bad
+
+
+# ---------------------------------------------------------------- pass_speed, both layouts
+
+STAGE_S = {"check_s": 1.0, "trace_s": 2.0, "group_s": 0.5, "slim_setup_s": 0.1, "score_and_plan_s": 0.4,
+           "cut_s": 1.0, "verify_s": 5.0}  # sum 10.0: each share is the seconds times 10%
+
+
+def new_layout(data: dict, unverified_ratio: float, verified_ratio: float) -> dict:
+    """bench_pass_speed.py's layout since it splits the pass: the unverified pass and the stages."""
+    data = copy.deepcopy(data)
+    for m in results_of(data)["models"].values():
+        tp = m["torch_pruning"]["median_s"]
+        m["hwprune"]["unverified"] = {k: tp * unverified_ratio for k in ("median_s", "min_s", "max_s")}
+        m["hwprune"]["stages_median_s"] = dict(STAGE_S)
+        m["ratio_unverified_over_tp"] = unverified_ratio
+        m["ratio_hwprune_over_tp"] = verified_ratio
+    return data
+
+
+@pytest.mark.parametrize("unverified, verified, first, second", [
+    (0.8, 1.9, "met", "met"), (1.2, 1.9, "not met", "met"), (0.9, 2.5, "met", "not met"),
+])
+def test_pass_speed_judges_both_figures_against_their_goals(tmp_path, unverified, verified, first, second):
+    data = json.loads((readme.RESULTS / "pass_speed.json").read_text())
+    (tmp_path / "pass_speed.json").write_text(json.dumps(new_layout(data, unverified, verified)))
+    text = readme.render("pass_speed", tmp_path)
+    assert f"| {unverified:.2f}x, **{first}** |" in text and f"| {verified:.2f}x, **{second}** |" in text
+    assert (f"no slower than Torch-Pruning, **{first}**; the whole verified slim at most 2x it, **{second}**"
+            in text)
+    stages = readme.render("pass_speed_stages", tmp_path)
+    assert "| 5.00 (50%) | 10.00 |" in stages and "| 1.00 (10%) | 2.00 (20%) | 0.50 (5%) |" in stages
+
+
+def test_pass_speed_without_the_split_says_not_measured(tmp_path):
+    data = json.loads((readme.RESULTS / "pass_speed.json").read_text())
+    for m in results_of(data)["models"].values():
+        m["hwprune"].pop("unverified", None), m["hwprune"].pop("stages_median_s", None)
+        m.pop("ratio_unverified_over_tp", None)
+    (tmp_path / "pass_speed.json").write_text(json.dumps(data))
+    assert "the pass without verification no slower than Torch-Pruning, not measured" in \
+        readme.render("pass_speed", tmp_path)
+    assert readme.render("pass_speed_stages", tmp_path).count("not measured") == 8 * len(results_of(data)["models"])
+
+
+# ---------------------------------------------------------------- provenance
+
+HOW = {"command": "python benchmarks/bench_pass_speed.py --out x.json", "commit": "3b04e00c3cf4910ecdb03a5c89e87c2c26de4190",
+       "dirty": True, "versions": {"python": "3.11.7", "torch": "2.14.1", "onnxruntime": "1.32.0",
+                                   "torch-pruning": "1.6.1", "hwprune": "0.1.0", "torchvision": "0.29.1"},
+       "processor": {"name": "Intel(R) Xeon(R) Processor", "isa": ["avx2", "avx512f", "fma"], "cores": 2},
+       "gpu": None, "threads": 2, "started": "2026-12-01T22:28:40+00:00"}
+
+
+@pytest.mark.parametrize("change, shown", [
+    ({}, "commit 3b04e00, uncommitted changes, 2026-12-01T22:28:40+00:00; Intel(R) Xeon(R) Processor (AVX-512), "
+         "2 cores; python 3.11.7, torch 2.14.1, onnxruntime 1.32.0, torch-pruning 1.6.1, torchvision 0.29.1; "
+         "2 threads; `python benchmarks/bench_pass_speed.py --out x.json`."),
+    ({"dirty": False}, "commit 3b04e00, 2026-12-01"),
+    ({"processor": {"name": "AMD EPYC", "isa": ["avx", "avx2"], "cores": 16}}, "AMD EPYC (AVX2), 16 cores;"),
+    ({"threads": 1}, "; 1 thread;"),
+])
+def test_provenance_names_commit_date_processor_versions_threads_and_command(change, shown):
+    line = readme.provenance(record.Loaded(1, HOW | change, {}), "pass_speed.json")
+    assert shown in line
+
+
+def test_a_file_from_before_provenance_says_so_and_names_its_study():
+    line = readme.provenance(record.Loaded(0, {"machine": {"cpu": "AMD EPYC", "cores": 2}}, {}), "pass_speed.json")
+    assert "predates recorded provenance" in line and "`python -m benchmarks run pass_speed` refreshes it" in line
+    assert "AMD EPYC, 2 cores" in line
 
 
 def test_a_block_no_table_renders_is_named():
@@ -66,6 +182,46 @@ def test_text_outside_the_markers_is_kept(tmp_path):
             "<!-- END GENERATED sparse_minilm -->\nafter 4.56x\n")
     out = readme.generate(text, tmp_path)
     assert out.startswith("hand-written 1.23x\n") and out.endswith("after 4.56x\n") and "stale" not in out
+
+
+# ---------------------------------------------------------------- no result typed by hand
+
+# what a result looks like: a decimal speedup (1.76x), a decimal percentage (7.3%), a bare
+# fraction of 3+ decimals (0.887), decimal milliseconds or gigabytes; the look-arounds keep
+# versions (1.6.1, 8.4.190) and shapes (224x224, 1x3x64x64) out
+RESULT_FIGURES = re.compile(r"(?<![\w.])(?:\d+\.\d+x(?![\w])|\d+\.\d+ ?%|\d+\.\d{3,}(?![\d.])|\d+\.\d+ ?(?:ms|GB|GiB)\b)")
+# method figures that look like results, with why they may stay
+ALLOWED = {
+    "1.5x": "the requested speedup of the studies (--speedup 1.5), a setting",
+    "1.15x": "the GPU run's goal (hwprune's speedup at least 1.15x Torch-Pruning's), a goal",
+}
+UNCHECKED = re.compile(r"<!-- BEGIN GENERATED (?P<name>[\w-]+).*?<!-- END GENERATED (?P=name) -->|```.*?```|`[^`\n]*`",
+                       re.DOTALL)
+
+
+def result_figures(text: str) -> list[str]:
+    """Result-looking figures outside generated blocks, code fences and code spans."""
+    return [f for f in RESULT_FIGURES.findall(UNCHECKED.sub(" ", text)) if f not in ALLOWED]
+
+
+@pytest.mark.parametrize("path", readme.READMES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_result_is_typed_by_hand(path):
+    assert result_figures(path.read_text()) == [], f"{path}: move these into a generated block or docs/benchmark-notes.md"
+
+
+@pytest.mark.parametrize("text, found", [
+    ("resnet50 slim 1.76x, MiniLM 2.06x", ["1.76x", "2.06x"]),
+    ("median absolute error 7.3%", ["7.3%"]),
+    ("MiniLM cosine 0.883 against 0.852", ["0.883", "0.852"]),
+    ("median 75.1 ms, peak 18.2 GB", ["75.1 ms", "18.2 GB"]),
+    ("Torch-Pruning 1.6.1, ultralytics 8.4.190, hypothesis 6.170.17", []),
+    ("--speedup 1.5 at 224x224 and 1x3x64x64, at most 2x, ratio 0.25, within 2%, rtol 1e-4", []),
+    ("a 1.5x cut; goal at least 1.15x", []),
+    ("`resnet50 1.76x` in a code span", []),
+    ("<!-- BEGIN GENERATED t: python -m benchmarks readme -->\n| 0.887 |\n<!-- END GENERATED t -->", []),
+])
+def test_the_guard_finds_results_and_passes_method_text(text, found):
+    assert result_figures(text) == found
 
 
 # ---------------------------------------------------------------- record.py
