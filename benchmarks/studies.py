@@ -95,6 +95,18 @@ study("scale", "bench_scale.py", "Llama-shaped decoders to 8B bf16: wall time an
       ("--out", "{out}/scale.json"),
       ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=26,
       quick_minutes=0.7, quick_measured=True, in_quick_set=True)  # full: the sum of this branch's rows, builds included
+# no smoke run: on a fresh machine it measures every width of the layer (minutes); the profile
+# CLI it calls has its own tests
+study("staircase", "bench_staircase.py", "one layer's latency at every width: the staircase (onnxruntime CPU)",
+      ("--out", "{out}/resnet18.staircase.png"), None, full_minutes=3)
+study("soak", "soak_random_nets.py", "10,000 random networks slimmed and verified (hypothesis)",
+      ("--out", "{out}/soak_random_nets.json"), ("--examples", "20", "--out", "{out}/soak_random_nets.json"),
+      full_minutes=25, quick_minutes=0.2, quick_measured=False)  # 0.16 CPU s an example in the full run
+# no smoke runs: each family or model is a process of its own, minutes each; their tests run one
+study("timm_sweep", "bench_timm_sweep.py", "one timm model per family at --ratio 0.5, and Torch-Pruning on it",
+      ("--jobs", "1", "--out", "{out}/timm_sweep.json"), None, needs=("timm",), full_minutes=260)
+study("ultralytics", "bench_ultralytics.py", "YOLOv8 and YOLO11 from their yaml: slim, verify, train a step",
+      ("--out", "{out}/ultralytics.json"), None, needs=("ultralytics",))
 # no smoke run: it needs CUDA, and the gpu study's dry run covers its sweep code
 study("analytic_gpu", "bench_analytic_gpu.py", "the analytic GPU model against the attached GPU (convs)",
       ("--out", "{out}/analytic_gpu.json"), None, needs=("cuda",))
