@@ -36,6 +36,9 @@ EXPORTERS = ("torchscript", "dynamo")
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
 # the dynamo exporter has no opset below 18 and its down-conversion fails on Reduce* ops
 _DYNAMO_MIN_OPSET = 18
+# onnxruntime's CPU provider, which checks every export, runs next to no op in bfloat16 ("Could
+# not find an implementation for Mul(14)"): such an export cannot be checked
+UNCHECKABLE_DTYPES = (torch.bfloat16,)
 
 
 def named_outputs(out, prefix: str = "") -> list:
@@ -69,6 +72,9 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
     max|a-b| / max(max|b|, 1e-6) exceeds `rtol`; nothing is written then."""
     if exporter not in ("auto", *EXPORTERS):
         raise HwpruneError(f"exporter {exporter!r} is unknown: choose auto, {', '.join(EXPORTERS)}")
+    why = uncheckable(model)
+    if why is not None:
+        raise HwpruneError(f"{why}: export a float32 or float16 copy (model.float()); nothing was written")
     inputs = _as_tuple(example_inputs)
     dest = _destination(path)
     model.eval()
@@ -84,6 +90,16 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
                 "fallback_from": {"exporter": EXPORTERS[0], "error": str(first)}}
         except HwpruneError as second:
             raise HwpruneError(f"both ONNX exporters failed. {first} / {second}") from second
+
+
+def uncheckable(model: nn.Module) -> str | None:
+    """Why onnxruntime cannot check the model's ONNX export here (its weights' dtype), or None."""
+    dtypes = {t.dtype for t in [*model.parameters(), *model.buffers()]}
+    found = next((d for d in UNCHECKABLE_DTYPES if d in dtypes), None)
+    if found is None:
+        return None
+    return (f"{type(model).__name__} holds {str(found).removeprefix('torch.')} weights, which onnxruntime's CPU "
+            "provider (the check of every ONNX export) cannot run")
 
 
 def onnx_graph(model: nn.Module, example_inputs, *, opset: int = 17) -> onnx.ModelProto:

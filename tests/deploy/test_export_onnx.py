@@ -203,6 +203,17 @@ def test_large_weights_go_to_one_data_file_next_to_the_model(tmp_path, monkeypat
     assert out[0].shape == (1, 64, 12, 12)
 
 
+def test_a_bf16_model_is_refused_before_export(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported a model onnxruntime cannot check")
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    model = ConvNet().eval().to(torch.bfloat16)
+    with pytest.raises(HwpruneError, match=r"ConvNet holds bfloat16 weights, which onnxruntime's CPU provider .* "
+                                           r"cannot run: export a float32 or float16 copy .*nothing was written"):
+        export_onnx(model, torch.randn(1, 3, 16, 16, dtype=torch.bfloat16), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(HwpruneError, match="exporter 'tensorrt' is unknown"):
         export_onnx(nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "m.onnx", exporter="tensorrt")
