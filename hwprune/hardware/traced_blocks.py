@@ -9,7 +9,8 @@ the cost model read it as they read an exported kernel:
   or where the exporter folds the BatchNorm after it into it (eval mode: the conv's only user
   is a BatchNorm whose scale, shift and statistics are all parameters or buffers);
 - a linear with a bias, of a 2-D input, is a Gemm (transB=1) with it; any other a MatMul of
-  the transposed weight, whose bias, if any, the exporter adds in a node of its own;
+  the transposed weight, whose bias, if any, the exporter adds in a node of its own (so the
+  parameter count leaves it out, as it did of the export: kept, so that plans stay the same);
 - a matmul by a 2-D parameter is a MatMul of that weight.
 The weights carry no values (a zero-stride view of their shape), and the node is named by the
 scope of the module it runs in, as the exporter names it ("/layer1.0.conv1/conv2d_3").
@@ -32,7 +33,8 @@ _DTYPES = {torch.float32: onnx.TensorProto.FLOAT, torch.float16: onnx.TensorProt
            torch.bfloat16: onnx.TensorProto.BFLOAT16, torch.float64: onnx.TensorProto.DOUBLE}
 _BATCH_NORMS = {aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default}
 
-# aten op -> fn(node, graph) -> (ONNX op type, [(input name, Tensor or None)], attributes), or None
+# aten op -> fn(node, TracedGraph) -> (ONNX op type, [input Tensor], attributes), or None where the
+# node is no kernel the exporter would give a channel sweep (its weight is not a parameter)
 KERNELS: dict[object, Callable] = {}
 
 
@@ -60,9 +62,9 @@ def traced_blocks(traced) -> list[Block]:
 
 def _block(node, traced, op: str, inputs: list, attributes: dict) -> Block:
     out = _tensor(node.name, node)
-    onnx_node = helper.make_node(op, [name for name, _ in inputs], [out.name],
+    onnx_node = helper.make_node(op, [t.name for t in inputs], [out.name],
                                  name=f"/{_scope(node, traced)}/{node.name}", **attributes)
-    return Block((onnx_node,), tuple(t for _, t in inputs if t is not None), (out,), _OPSET)
+    return Block((onnx_node,), tuple(inputs), (out,), _OPSET)
 
 
 def _scope(node, traced) -> str:
@@ -87,12 +89,12 @@ def _parameter(traced, arg) -> bool:
     return isinstance(arg, torch.fx.Node) and traced.placeholders.get(arg.name, ("",))[0] in ("param", "buffer")
 
 
-def _input(arg) -> tuple:
-    return arg.name, _tensor(arg.name, arg)
+def _input(arg) -> Tensor:
+    return _tensor(arg.name, arg)
 
 
-def _weight(arg, shape: tuple | None = None) -> tuple:
-    return arg.name, _tensor(arg.name, arg, shape, constant=True)
+def _weight(arg, shape: tuple | None = None) -> Tensor:
+    return _tensor(arg.name, arg, shape, constant=True)
 
 
 def _folds_batch_norm(node, traced) -> bool:
@@ -111,8 +113,7 @@ def _conv(node, traced, bias, groups: int):
     if bias is not None:
         inputs.append(_weight(bias))
     elif _folds_batch_norm(node, traced):
-        name = f"{node.name}.folded_bias"
-        inputs.append((name, _tensor(name, w, (int(w.meta["val"].shape[0]),), constant=True)))
+        inputs.append(_tensor(f"{node.name}.folded_bias", w, (int(w.meta["val"].shape[0]),), constant=True))
     return "Conv", inputs, {"group": int(groups)}
 
 
