@@ -257,7 +257,8 @@ def _check_onnx_output(outputs: Bundle, module, args) -> None:
     why = uncheckable(module) if outputs.onnx is not None else None
     if why is not None:
         given = "--onnx" if args.onnx is not None else "--target's deployment bundle"
-        raise InputError(f"{given} asks for {outputs.onnx}, but {why}: give the model in float32 or float16, or "
+        raise InputError(f"{given} asks for {outputs.onnx}, but {why}, so it cannot be checked: give the model in "
+                         "float32 or float16, or "
                          f"ask for no ONNX ({'drop --onnx' if args.onnx is not None else 'drop --target'}; the "
                          ".pt and the report need none)")
 

@@ -74,7 +74,8 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
         raise HwpruneError(f"exporter {exporter!r} is unknown: choose auto, {', '.join(EXPORTERS)}")
     why = uncheckable(model)
     if why is not None:
-        raise HwpruneError(f"{why}: export a float32 or float16 copy (model.float()); nothing was written")
+        raise HwpruneError(f"{why}, so its export cannot be checked: export a float32 or float16 copy "
+                           "(model.float()); nothing was written")
     inputs = _as_tuple(example_inputs)
     dest = _destination(path)
     model.eval()
@@ -98,14 +99,21 @@ def uncheckable(model: nn.Module) -> str | None:
     found = next((d for d in UNCHECKABLE_DTYPES if d in dtypes), None)
     if found is None:
         return None
-    return (f"{type(model).__name__} holds {str(found).removeprefix('torch.')} weights, which onnxruntime's CPU "
-            "provider (the check of every ONNX export) cannot run")
+    return f"{type(model).__name__} holds {str(found).removeprefix('torch.')} weights, which onnxruntime's CPU provider cannot run"
 
 
 def onnx_graph(model: nn.Module, example_inputs, *, opset: int = 17) -> onnx.ModelProto:
     """The model as an in-memory ONNX graph with static shapes, for latency tables and
     analytic models (unchecked: what is timed need not be written). TorchScript first,
-    dynamo where it fails, as export_onnx does."""
+    dynamo where it fails, as export_onnx does. HwpruneError, before any work, where the graph
+    cannot be made past protobuf's 2 GiB or onnxruntime cannot run it (bf16)."""
+    size, why = _weight_bytes(model), uncheckable(model)
+    if size >= EXTERNAL_DATA_BYTES:
+        why = (f"{type(model).__name__} has {size / 2**30:.2f} GiB of weights, past the 2 GiB an in-memory ONNX "
+               "graph holds")
+    if why is not None:
+        raise HwpruneError(f"{why}; latency budgets and tables time that graph: plan with --params, --flops or "
+                           "--ratio (counted on the traced graph), or give a smaller or float32 model")
     inputs = _as_tuple(example_inputs)
     model.eval()
     with tempfile.TemporaryDirectory(prefix="hwprune-onnx-") as tmp:
