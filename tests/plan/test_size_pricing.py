@@ -158,3 +158,16 @@ def test_every_registered_kernel_is_met_by_a_model_of_the_table():
     met = {KERNELS[n.target] for name in MODELS for n in _priced(name)[0].graph.traced.graph.nodes
            if n.op == "call_function" and n.target in KERNELS}
     assert met == set(KERNELS.values()), "give a model of MODELS a kernel of each registered form"
+
+
+@pytest.mark.parametrize("kind", sorted(COUNTS))
+@pytest.mark.parametrize("name", ["mixed", "llama"])
+def test_a_bf16_model_counts_as_its_float32_export(name, kind):
+    """bf16, which onnxruntime cannot run (so no ONNX pricing of it ever worked), counts the
+    figure of its float32 copy's export."""
+    torch.manual_seed(0)
+    model, x = MODELS[name]()
+    want = _priced(name)[2][kind][0].full_figure
+    half = BUDGET_KINDS[kind].pricing(PricedModel(model.to(torch.bfloat16), x if name == "llama" else
+                                                  tuple(t.to(torch.bfloat16) for t in x)))
+    assert half.full_figure == want
