@@ -26,6 +26,8 @@ from hwprune.hardware.lattice import lattice_for
 from hwprune.hardware.traced_blocks import KERNELS
 from hwprune.hf import small_model
 from hwprune.importance.scorer import Scorer
+from hwprune.plan import budget as budget_module
+from hwprune.plan.allocate import solve
 from hwprune.plan.budget import plan_budget
 from hwprune.plan.kinds import BUDGET_KINDS, Budget
 from hwprune.plan.pricing import PricedModel, counted_pricing, mac_count, param_count
@@ -129,7 +131,10 @@ def _plan(a, scores, kind, fraction, pricing):
 
 @pytest.mark.parametrize("kind, fraction", [(k, f) for k in sorted(COUNTS) for f in FRACTIONS[k]])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_the_plan_is_the_onnx_priced_plan(name, kind, fraction):
+def test_the_plan_is_the_onnx_priced_plan(name, kind, fraction, monkeypatch):
+    # the allocator's local search stops at a deadline (10 s): where it runs that long (mobilenet_v2),
+    # two plans of the same costs could stop at different moves; without it both are exact
+    monkeypatch.setattr(budget_module, "solve", functools.partial(solve, kick_seconds=0.0))
     a, scores, pricings = _priced(name)
     onnx_priced, traced = pricings[kind]
     want, got = _plan(a, scores, kind, fraction, onnx_priced), _plan(a, scores, kind, fraction, traced)
