@@ -17,8 +17,10 @@ in_place is left to choose (None) unless a configuration's name says in_place.
 
 An 8B run needs about 18 GB: it is refused (recorded as skipped) when /proc/meminfo's MemAvailable
 says less than --min-free-8b (20.5 GB, read as meminfo's kB / 1e6, with this process's own 0.5 GB
-already taken), so that it cannot push a shared machine into its OOM killer. --params on the 8B is
-not run (PARAMS_BLOCKED says why) unless --run-blocked.
+already taken), so that it cannot push a shared machine into its OOM killer. A configuration known
+to fail (its `blocked` says why) is not run unless --run-blocked. --params is priced from the traced
+graph, as --ratio needs it anyway: before, it priced an in-memory ONNX export, which protobuf cannot
+hold past 2 GB of weights (1.5b_bf16_params_in_place failed so, after peaking at 4.8x its weights).
 Writes benchmarks/results/scale.json.
 """
 from __future__ import annotations
@@ -67,14 +69,9 @@ class Config:
     blocked: str | None = None  # why it is not run (without --run-blocked): a known failure that would OOM
 
 
-PARAMS_BLOCKED = ("--params prices kernels on an in-memory ONNX export of the whole model, run once in onnxruntime "
-                  "to shape every kernel: past 2 GB of weights protobuf cannot serialize it (1.5b_bf16_params_in_place "
-                  "failed so, after peaking at 4.8x its weights), and an 8B bf16 model would exhaust the machine first")
-
-
 CONFIGS = {
     "8b_bf16_ratio": Config("8b", "bfloat16", "hwprune", ratio=0.3),
-    "8b_bf16_params": Config("8b", "bfloat16", "hwprune", params=0.7, blocked=PARAMS_BLOCKED),
+    "8b_bf16_params": Config("8b", "bfloat16", "hwprune", params=0.7),
     "1.5b_fp32_ratio": Config("1.5b", "float32", "hwprune", ratio=0.3),
     "1.5b_fp32_torch_pruning": Config("1.5b", "float32", "torch_pruning", ratio=0.3),
     "1.5b_fp32_params": Config("1.5b", "float32", "hwprune", params=0.7),
@@ -120,6 +117,14 @@ def llama(shape: Shape, dtype):
                 p.add_(1.0)
     model.model.rotary_emb = LlamaRotaryEmbedding(config)  # its inv_freq buffer, computed (to_empty left it empty)
     return model.eval()
+
+
+def llama_1_5b_bf16():
+    """The 1.5b shape in bf16 with its token ids, as a factory spec for the CLI:
+    PYTHONPATH=benchmarks hwprune slim bench_scale:llama_1_5b_bf16 --params 0.7 --in-place on -o OUT.pt"""
+    import torch
+    ids = torch.randint(1, SHAPES["1.5b"].vocab, (1, 16), generator=torch.Generator().manual_seed(1))
+    return llama(SHAPES["1.5b"], torch.bfloat16), (ids,)
 
 
 def weight_bytes(model) -> int:

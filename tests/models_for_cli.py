@@ -44,6 +44,12 @@ def tiny_convnet_other_seed():
     return TinyConvNet(), _inputs(1, 3, 16, 16)
 
 
+def tiny_convnet_bf16():
+    """TinyConvNet in bfloat16, which onnxruntime's CPU provider cannot run: no checked ONNX."""
+    model, x = tiny_convnet()
+    return model.to(torch.bfloat16), (x[0].to(torch.bfloat16),)
+
+
 def linear_only():
     """Its only channels are the model's input and output, which stay frozen: nothing to cut."""
     return nn.Sequential(nn.Linear(4, 4)), _inputs(1, 4)

@@ -131,6 +131,9 @@ BAD_INPUTS = [
                  ["notes.pt", "not valid JSON", "hwprune slim"], id="apply-report-not-json"),
     pytest.param(["prune", TINY], ["invalid choice: 'prune'", "hwprune --help"],
                  id="unknown-command"),
+    pytest.param(_slim("models_for_cli:tiny_convnet_bf16", "--params", "0.7", "--onnx", "t.onnx"),
+                 ["--onnx asks for t.onnx", "TinyConvNet holds bfloat16 weights", "cannot run",
+                  "give the model in float32 or float16", "drop --onnx"], id="onnx-of-bf16"),
 ]
 
 

@@ -202,6 +202,7 @@ def _cmd_slim(args) -> int:
     loaded = _load(args)
     calibration = _calibration(args, raw, loaded)
     outputs = _slim_outputs(args, hf=is_hf_model(loaded.module))
+    _check_onnx_output(outputs, loaded.module, args)
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
     with recover_progress() if args.recover else _progress() as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", LatticeWarning)  # said once, below the summary, from the report
@@ -248,6 +249,18 @@ def _cmd_slim(args) -> int:
 
 
 IN_PLACE = {"auto": None, "on": True, "off": False}
+
+
+def _check_onnx_output(outputs: Bundle, module, args) -> None:
+    """Before the cut, not after it: an ONNX output onnxruntime cannot check (bfloat16 weights)."""
+    from ..export.onnx import uncheckable
+    why = uncheckable(module) if outputs.onnx is not None else None
+    if why is not None:
+        given = "--onnx" if args.onnx is not None else "--target's deployment bundle"
+        raise InputError(f"{given} asks for {outputs.onnx}, but {why}, so it cannot be checked: give the model in "
+                         "float32 or float16, or "
+                         f"ask for no ONNX ({'drop --onnx' if args.onnx is not None else 'drop --target'}; the "
+                         ".pt and the report need none)")
 
 
 def _in_place(args) -> bool | None:

@@ -36,6 +36,9 @@ EXPORTERS = ("torchscript", "dynamo")
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
 # the dynamo exporter has no opset below 18 and its down-conversion fails on Reduce* ops
 _DYNAMO_MIN_OPSET = 18
+# onnxruntime's CPU provider, which checks every export, runs next to no op in bfloat16 ("Could
+# not find an implementation for Mul(14)"): such an export cannot be checked
+UNCHECKABLE_DTYPES = (torch.bfloat16,)
 
 
 def named_outputs(out, prefix: str = "") -> list:
@@ -69,6 +72,10 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
     max|a-b| / max(max|b|, 1e-6) exceeds `rtol`; nothing is written then."""
     if exporter not in ("auto", *EXPORTERS):
         raise HwpruneError(f"exporter {exporter!r} is unknown: choose auto, {', '.join(EXPORTERS)}")
+    why = uncheckable(model)
+    if why is not None:
+        raise HwpruneError(f"{why}, so its export cannot be checked: export a float32 or float16 copy "
+                           "(model.float()); nothing was written")
     inputs = _as_tuple(example_inputs)
     dest = _destination(path)
     model.eval()
@@ -86,10 +93,27 @@ def export_onnx(model: nn.Module, example_inputs, path, *, opset: int = 17, rtol
             raise HwpruneError(f"both ONNX exporters failed. {first} / {second}") from second
 
 
+def uncheckable(model: nn.Module) -> str | None:
+    """Why onnxruntime cannot check the model's ONNX export here (its weights' dtype), or None."""
+    dtypes = {t.dtype for t in [*model.parameters(), *model.buffers()]}
+    found = next((d for d in UNCHECKABLE_DTYPES if d in dtypes), None)
+    if found is None:
+        return None
+    return f"{type(model).__name__} holds {str(found).removeprefix('torch.')} weights, which onnxruntime's CPU provider cannot run"
+
+
 def onnx_graph(model: nn.Module, example_inputs, *, opset: int = 17) -> onnx.ModelProto:
     """The model as an in-memory ONNX graph with static shapes, for latency tables and
     analytic models (unchecked: what is timed need not be written). TorchScript first,
-    dynamo where it fails, as export_onnx does."""
+    dynamo where it fails, as export_onnx does. HwpruneError, before any work, where the graph
+    cannot be made past protobuf's 2 GiB or onnxruntime cannot run it (bf16)."""
+    size, why = _weight_bytes(model), uncheckable(model)
+    if size >= EXTERNAL_DATA_BYTES:
+        why = (f"{type(model).__name__} has {size / 2**30:.2f} GiB of weights, past the 2 GiB an in-memory ONNX "
+               "graph holds")
+    if why is not None:
+        raise HwpruneError(f"{why}; latency budgets and tables time that graph: plan with --params, --flops or "
+                           "--ratio (counted on the traced graph), or give a smaller or float32 model")
     inputs = _as_tuple(example_inputs)
     model.eval()
     with tempfile.TemporaryDirectory(prefix="hwprune-onnx-") as tmp:

@@ -8,7 +8,8 @@ its own; a block's `key` is everything that changes its kernel (ops, attributes,
 dtypes, and the values of small constants such as Clip bounds or Reshape targets).
 
 Nodes whose inputs are all constants are folded by the runtime before it runs anything;
-they belong to no block.
+they belong to no block. hwprune.hardware.traced_blocks makes the conv and linear blocks of a
+traced graph instead, without an export, for the budgets that count sizes (MACs, parameters).
 """
 from __future__ import annotations
 

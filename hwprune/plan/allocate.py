@@ -31,7 +31,7 @@ LOOKAHEAD = 8  # candidates a single descent step may skip
 class Problem:
     candidates: dict  # group id -> ascending widths; the last is the full width
     value: dict  # group id -> retained importance at each candidate
-    cost: object  # CostModel: total(widths), delta(widths, changes)
+    cost: object  # CostModel: total(widths), delta(widths, changes), neighbours {group: groups it moves}
     names: dict = field(default_factory=dict)  # group id -> what to call it in messages
 
 
@@ -56,7 +56,7 @@ def solve(problem: Problem, budget: float, max_moves: int = 100_000, kick_second
     widths = {g: cands[g][i] for g, i in idx.items()}
     full = cost.total(widths)
     eps = 1e-12 * max(abs(full), 1.0)
-    total, moves = _descend(problem, idx, widths, full, budget, eps, max_moves)
+    total, moves = descend(problem, idx, widths, full, budget, eps, max_moves)
     if total > budget + eps:
         total = cost.total(widths)  # exact, not accumulated
     if total > budget + eps:  # descent stalled: start from every minimum, which fits or nothing does
@@ -74,33 +74,49 @@ def _value(problem: Problem, idx: dict) -> float:
     return float(sum(problem.value[g][i] for g, i in idx.items()))
 
 
-def _descend(problem: Problem, idx: dict, widths: dict, total: float, budget: float, eps: float,
+def descend(problem: Problem, idx: dict, widths: dict, total: float, budget: float, eps: float,
              max_moves: int, fixed=()) -> tuple[float, int]:
     """Cut, the least importance lost per unit of cost saved first. A cut may go several
     candidates down at once (up to LOOKAHEAD, or straight to the minimum): measured costs
-    have plateaus and noise, where the next narrower width alone saves nothing."""
-    cands, value, cost = problem.candidates, problem.value, problem.cost
+    have plateaus and noise, where the next narrower width alone saves nothing. Each group's
+    best cut is kept and priced again only when a cut moves a group it shares a kernel with:
+    a Llama's MLP groups share none, so a move re-prices one group, not all of them."""
+    cands, cost = problem.candidates, problem.cost
+    best = {g: _best_cut(problem, idx, widths, g, eps) for g in idx if g not in fixed}
     moves = 0
     while total > budget + eps and moves < max_moves:
-        best = None
-        for g, i in idx.items():
-            if i == 0 or g in fixed:
-                continue
-            for j in {0, *range(max(0, i - LOOKAHEAD), i)}:
-                saved = -cost.delta(widths, {g: cands[g][j]})
-                if saved <= eps:
-                    continue
-                key = (value[g][i] - value[g][j]) / saved
-                if best is None or key < best[0]:
-                    best = (key, g, j, saved)
-        if best is None:
+        pick = None
+        for g, cut in best.items():  # the first group of the least key, as a scan of every cut finds it
+            if cut is not None and (pick is None or cut[0] < pick[0]):
+                pick = (cut[0], g, cut[1], cut[2])
+        if pick is None:
             break
-        _, g, j, saved = best
+        _, g, j, saved = pick
         idx[g] = j
         widths[g] = cands[g][j]
         total -= saved
         moves += 1
+        for h in cost.neighbours.get(g, ()):
+            if h in best:
+                best[h] = _best_cut(problem, idx, widths, h, eps)
     return total, moves
+
+
+def _best_cut(problem: Problem, idx: dict, widths: dict, g, eps: float):
+    """(importance lost per unit of cost saved, candidate index, cost saved) of group g's best
+    cut from where it is, or None where no cut of it saves anything."""
+    cands, value, cost = problem.candidates, problem.value, problem.cost
+    i, best = idx[g], None
+    if i == 0:
+        return None
+    for j in {0, *range(max(0, i - LOOKAHEAD), i)}:
+        saved = -cost.delta(widths, {g: cands[g][j]})
+        if saved <= eps:
+            continue
+        key = (value[g][i] - value[g][j]) / saved
+        if best is None or key < best[0]:
+            best = (key, j, saved)
+    return best
 
 
 def _kick(problem: Problem, idx: dict, widths: dict, budget: float, eps: float, seconds: float):
@@ -118,7 +134,7 @@ def _kick(problem: Problem, idx: dict, widths: dict, budget: float, eps: float, 
                     continue
                 t_idx, t_widths = dict(idx), dict(widths)
                 t_idx[g], t_widths[g] = j, cands[g][j]
-                total, _ = _descend(problem, t_idx, t_widths, cost.total(t_widths), budget, eps, 10_000, fixed={g})
+                total, _ = descend(problem, t_idx, t_widths, cost.total(t_widths), budget, eps, 10_000, fixed={g})
                 if total > budget + eps:
                     continue
                 _exchange(problem, t_idx, t_widths, total, budget, eps, 10_000)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..hardware.blocks import Block, channels
+from ..hardware.blocks import Block, Channels, channels
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Term:
     full_cost: float
     follows: int | None = None  # for a kernel without channels: the term it scales with
     memo: dict = field(default_factory=dict)
+    channels: Channels | None = None  # the block's at full width, read once: term() runs millions of times
 
     @property
     def groups(self) -> tuple:
@@ -63,6 +64,12 @@ class CostModel:
             if t.follows is not None:
                 for g in terms[t.follows].groups:
                     self.by_group.setdefault(g, []).append(i)
+        # the groups whose deltas a change of g can move: those that size a kernel g sizes
+        sizing: dict[int, set] = {}
+        for g, touched in self.by_group.items():
+            for i in touched:
+                sizing.setdefault(i, set()).add(g)
+        self.neighbours = {g: set().union(*(sizing[i] for i in touched)) for g, touched in self.by_group.items()}
 
     def term(self, i: int, widths: dict) -> float:
         t = self.terms[i]
@@ -73,7 +80,7 @@ class CostModel:
             return t.full_cost * lead.c_out.size(widths, self.full) / max(lead.c_out.size(self.full, self.full), 1)
         if t.c_in is None and t.c_out is None:
             return t.full_cost
-        ch = channels(t.block)
+        ch = t.channels
         a = t.c_in.size(widths, self.full) if t.c_in else ch.c_in
         b = t.c_out.size(widths, self.full) if t.c_out else ch.c_out
         if ch.coupled:
@@ -157,7 +164,7 @@ def build_cost_model(analysis, blocks: list, kernel_cost, unit: str, full_cost=N
                 c_in = c_out
             elif c_in is not None and _groups_of(analysis, path) > 1:
                 c_in = None  # grouped conv: dim 1 is per group; its C_out group carries the cut
-            terms.append(Term(b.describe(), b, c_in, c_out, cost))
+            terms.append(Term(b.describe(), b, c_in, c_out, cost, channels=ch))
             last_kernel = len(terms) - 1
         else:
             terms.append(Term(b.describe(), b, None, None, cost, follows=last_kernel))

@@ -207,9 +207,9 @@ def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_wi
     blocks). scorer(analysis) scores each model without blocks; lm is the latency model of a
     latency budget (None for a size budget). BudgetError where neither width nor blocks meet it."""
     from ..analysis import analyze
-    from ..export.onnx import onnx_graph
     from .budget import plan_budget
     from .costs import build_cost_model
+    from .pricing import PricedModel
 
     a = analysis
     tick(progress, "blocks", 0, 1)
@@ -233,8 +233,7 @@ def choose_blocks(analysis, scores, config, budget, pricing, lm, lattice, min_wi
         model_k = remove_blocks(a.model, chosen)
         a_k = scorer.bind(analyze(model_k, a.example_inputs, config=config))  # measures on the run's inputs
         scores_k = scorer(a_k)
-        graph_k = onnx_graph(model_k, a.example_inputs)
-        pricing_k = budget.pricing(graph_k, lm, progress)
+        pricing_k = budget.pricing(PricedModel.of(a_k), lm, progress)
         budget_k = budget.restated(figure, pricing_k.full_figure)
         try:
             _, rec = plan_budget(a_k, scores_k, budget_k, pricing_k, lattice, min_width=min_width,

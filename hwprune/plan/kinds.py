@@ -38,8 +38,9 @@ class BudgetKind:
     valid(value) -> bool, and `need`, what to give instead ("a positive number of ms").
     figure(value, full) -> the figure the cut model must reach, in the pricing's unit, where
     `full` is the original's figure in that unit (a speedup S: full / S).
-    pricing(graph, latency model, progress) -> hwprune.plan.pricing.Pricing of a runtime graph;
-    the latency model is None unless `latency`.
+    pricing(priced, latency model, progress) -> hwprune.plan.pricing.Pricing of the model,
+    where `priced` is a hwprune.plan.pricing.PricedModel (its .traced graph, and .onnx, exported
+    on first use: a model past 2 GB has none); the latency model is None unless `latency`.
     latency: priced by the target's latency model (a target is needed, "cpu" by default, and
     the landing measures where the target runs here); else counted, and planned once.
     relative: the value is stated against the original's own figure (a speedup, a fraction of
@@ -105,8 +106,9 @@ class Budget:
         """The figure the cut model must reach, where the original's is `full`."""
         return self.row.figure(self.value, full)
 
-    def pricing(self, graph, lm=None, progress=None):
-        return self.row.pricing(graph, lm, progress)
+    def pricing(self, priced, lm=None, progress=None):
+        """The kind's Pricing of `priced` (a hwprune.plan.pricing.PricedModel)."""
+        return self.row.pricing(priced, lm, progress)
 
     def partial(self, full: float | None, t: float) -> Budget:
         """The budget a fraction t of the way from the original (figure `full`), geometrically."""
@@ -184,19 +186,19 @@ def _of_original(value, full):  # a fraction of the original's count
 
 # pricing imports onnx: loaded when a budget is priced, not with `import hwprune`
 
-def _latency(graph, lm, progress=None):
+def _latency(priced, lm, progress=None):
     from .pricing import latency_pricing
-    return latency_pricing(lm, graph, progress)
+    return latency_pricing(lm, priced.onnx, progress)
 
 
-def _macs(graph, lm=None, progress=None):
+def _macs(priced, lm=None, progress=None):
     from .pricing import mac_count, size_pricing
-    return size_pricing(graph, mac_count, "MACs")
+    return size_pricing(priced, mac_count, "MACs")
 
 
-def _params(graph, lm=None, progress=None):
+def _params(priced, lm=None, progress=None):
     from .pricing import param_count, size_pricing
-    return size_pricing(graph, param_count, "parameters")
+    return size_pricing(priced, param_count, "parameters")
 
 
 BUILT_IN_KINDS = (

@@ -64,7 +64,7 @@ class _Site:
     target: object  # hwprune.hardware.Target, or None
     lattice: object
     lattice_from: str
-    graph: object  # the original's runtime graph
+    priced: object  # hwprune.plan.pricing.PricedModel of the original (its .onnx: the graph a landing times)
     lm: object  # the latency model of a latency budget, else None
     pricing: object  # hwprune.plan.pricing.Pricing of the original
 
@@ -116,10 +116,10 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
 
 
 def _site(a, budget, how: LandingConfig, progress) -> _Site:
-    from ..export.onnx import onnx_graph
     from ..hardware import get_target
     from ..hardware.latency import latency_model, local_runtime
     from ..hardware.measure import OrtSettings
+    from .pricing import PricedModel
 
     target = how.target
     if target is None and budget.latency:
@@ -128,10 +128,10 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
     lattice, lattice_from = lattice_for(tgt)
     if how.threads < 1:
         raise InputError(f"threads {how.threads}: give 1 or more")
-    graph = onnx_graph(a.model, a.example_inputs)
+    priced = PricedModel.of(a)  # a size budget counts the trace: no ONNX export, whatever the model's size
     lm = latency_model(tgt, lut=how.lut, runtime=local_runtime(tgt, OrtSettings(threads=how.threads)),
                        progress=progress) if budget.latency else None
-    return _Site(tgt, lattice, lattice_from, graph, lm, budget.pricing(graph, lm, progress))
+    return _Site(tgt, lattice, lattice_from, priced, lm, budget.pricing(priced, lm, progress))
 
 
 def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig,
@@ -180,7 +180,7 @@ def _landing(a, original, slim_model, record, budget, pricing, site: _Site, firs
     if site.measures:
         tick(progress, "measure landing", *step)
         anchor = [] if a is original or not first else [onnx_graph(a.model, a.example_inputs)]  # blocks removed
-        before, after, *rest = lm.runtime.models([site.graph, slim_graph, *anchor])
+        before, after, *rest = lm.runtime.models([site.priced.onnx, slim_graph, *anchor])
         tried |= {"measured_before_ms": round(before.median_ms, 4), "measured_after_ms": round(after.median_ms, 4)}
         landed, goal = after.median_ms, budget.figure(before.median_ms)
         # the model the planner prices, at full width, measured with the first try: the secant's anchor

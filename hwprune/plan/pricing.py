@@ -1,14 +1,42 @@
 """How a plan's kernels are priced: a Pricing says what each conv and linear costs at any
 widths (ms from the target's latency model, or MACs or parameters counted), what the
 original costs in the budget's unit, and how a figure in that unit becomes a limit on the
-sum of kernel costs that the allocator works with."""
+sum of kernel costs that the allocator works with.
+
+A budget kind prices a PricedModel: latency budgets time the kernels of its ONNX graph, size
+budgets count those of its traced graph (no export: protobuf cannot hold a model past 2 GB)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
-from ..hardware.blocks import channels, onnx_blocks, with_channels
+from ..hardware.blocks import channels, with_channels
 from .costs import full_channels
+
+
+@dataclass
+class PricedModel:
+    """The model a budget is priced on, with example inputs. `traced` (hwprune.graph.trace) is
+    the analysis' trace where one is given, else traced when first asked for; `onnx` its
+    in-memory ONNX graph, exported when first asked for and kept (the landing times it again)."""
+    model: object
+    example_inputs: tuple
+    given_trace: object = None
+
+    @classmethod
+    def of(cls, analysis) -> PricedModel:
+        return cls(analysis.model, analysis.example_inputs, analysis.graph.traced)
+
+    @cached_property
+    def traced(self):
+        from ..graph.trace import trace
+        return self.given_trace if self.given_trace is not None else trace(self.model, self.example_inputs)
+
+    @cached_property
+    def onnx(self):
+        from ..export.onnx import onnx_graph
+        return onnx_graph(self.model, self.example_inputs)
 
 
 @dataclass
@@ -105,10 +133,16 @@ def mac_count(block, c_in: int, c_out: int) -> float:
     return n * spatial
 
 
-def size_pricing(graph, count, unit: str) -> Pricing:
-    """Kernels priced by count(block, c_in, c_out) (mac_count, param_count), stated in `unit`
-    ("MACs", "parameters"). The budget is an absolute figure in that unit: the kind's row
-    (hwprune.plan.kinds) turns a fraction into it."""
-    blocks = onnx_blocks(graph)
+def size_pricing(priced: PricedModel, count, unit: str) -> Pricing:
+    """The convs and linears of the model's trace (hwprune.hardware.traced_blocks: the kernels
+    its ONNX export would give, without exporting it) priced by count(block, c_in, c_out)
+    (mac_count, param_count), stated in `unit` ("MACs", "parameters"). The budget is an
+    absolute figure in that unit: the kind's row (hwprune.plan.kinds) turns a fraction into it."""
+    from ..hardware.traced_blocks import traced_blocks
+    return counted_pricing(traced_blocks(priced.traced), count, unit)
+
+
+def counted_pricing(blocks: list, count, unit: str) -> Pricing:
+    """`blocks` (hwprune.hardware.blocks) priced by count(block, c_in, c_out), in `unit`."""
     total = sum(count(b, *full_channels(b)) for b in blocks)
     return Pricing(blocks, count, unit, lambda figure: figure, total, f"{unit} of convs and linears")

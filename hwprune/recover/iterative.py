@@ -117,9 +117,8 @@ def _round_budget(kind, value, k, rounds, original, current_model, example_input
 def _figure(model, example_inputs, kind: str, rest: dict) -> float:
     """The model's figure as slim's planner prices it: MACs or parameters of its convs and
     linears, or its predicted latency on the target (the kind's pricing)."""
-    from ..export.onnx import onnx_graph
+    from ..plan.pricing import PricedModel
     row = BUDGET_KINDS[kind]
-    graph = onnx_graph(model, example_inputs)
     lm = None
     if row.latency:
         from ..hardware import get_target
@@ -128,7 +127,7 @@ def _figure(model, example_inputs, kind: str, rest: dict) -> float:
         target = get_target(rest.get("target") or "cpu")  # as slim prices a latency budget
         lm = latency_model(target, lut=rest.get("lut"),
                            runtime=local_runtime(target, OrtSettings(threads=rest.get("threads", 1))))
-    return row.pricing(graph, lm).full_figure
+    return row.pricing(PricedModel(model, example_inputs), lm).full_figure
 
 
 def _measured_or_predicted(report: dict) -> float:

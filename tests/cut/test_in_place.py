@@ -53,6 +53,7 @@ CASES = [
     pytest.param(tiny_llama_bf16, {"ratio": 0.3}, id="llama-bf16"),
     pytest.param(conv_net, {"params": 0.6}, id="convnet-params-budget"),
     pytest.param(tiny_llama, {"params": 0.9}, id="llama-params-budget"),  # priced on dynamo's name scopes
+    pytest.param(tiny_llama_bf16, {"flops": 0.7}, id="llama-bf16-flops-budget"),  # priced from the trace
     pytest.param(conv_net, {"ratio": 0.5, "compensate": True}, id="convnet-compensated"),
 ]
 

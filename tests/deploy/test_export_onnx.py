@@ -203,6 +203,34 @@ def test_large_weights_go_to_one_data_file_next_to_the_model(tmp_path, monkeypat
     assert out[0].shape == (1, 64, 12, 12)
 
 
+def test_a_bf16_model_is_refused_before_export(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported a model onnxruntime cannot check")
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    model = ConvNet().eval().to(torch.bfloat16)
+    with pytest.raises(HwpruneError, match=r"ConvNet holds bfloat16 weights, which onnxruntime's CPU provider "
+                                           r"cannot run, so its export cannot be checked: export a float32 or float16 "
+                                           r"copy .*nothing was written"):
+        export_onnx(model, torch.randn(1, 3, 16, 16, dtype=torch.bfloat16), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype, limit, why", [
+    (torch.bfloat16, hw_onnx.EXTERNAL_DATA_BYTES, "ConvNet holds bfloat16 weights, which onnxruntime's CPU provider "
+                                                  "cannot run"),
+    (torch.float32, 1000, "ConvNet has 0.00 GiB of weights, past the 2 GiB an in-memory ONNX graph holds"),
+])
+def test_the_in_memory_graph_is_refused_where_it_cannot_be_made_or_run(monkeypatch, dtype, limit, why):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported a graph that cannot be held or run")
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    monkeypatch.setattr(hw_onnx, "EXTERNAL_DATA_BYTES", limit)  # 1000 bytes: as if the weights were past 2 GiB
+    with pytest.raises(HwpruneError) as e:
+        hw_onnx.onnx_graph(ConvNet().eval().to(dtype), torch.randn(1, 3, 16, 16, dtype=dtype))
+    assert str(e.value) == (f"{why}; latency budgets and tables time that graph: plan with --params, --flops or "
+                            "--ratio (counted on the traced graph), or give a smaller or float32 model")
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(HwpruneError, match="exporter 'tensorrt' is unknown"):
         export_onnx(nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "m.onnx", exporter="tensorrt")

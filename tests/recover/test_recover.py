@@ -351,15 +351,15 @@ def test_cli_bad_data_is_one_line_exit_2_and_writes_nothing(cli_models, capsys, 
 # ---------------------------------------------------------------- iterative slim
 
 def test_iterative_slim_meets_a_flops_budget_with_verified_rounds(tmp_path):
-    from hwprune.export.onnx import onnx_graph
     from hwprune.plan.kinds import BUDGET_KINDS
+    from hwprune.plan.pricing import PricedModel
     torch.manual_seed(0)
     model, x = ConvNet(32).eval(), (torch.randn(1, 3, 16, 16),)
     torch.save(torch.randn(32, 3, 16, 16), tmp_path / "x.pt")
     budget = 0.4
     slim, report = hwprune.iterative_slim(model, x, tmp_path / "x.pt", rounds=2, flops=budget,
                                           recover=RecoverConfig(steps=15, batch_size=8, lr=3e-3, features=True))
-    macs = lambda m: BUDGET_KINDS["flops"].pricing(onnx_graph(m, x), None).full_figure  # noqa: E731
+    macs = lambda m: BUDGET_KINDS["flops"].pricing(PricedModel(m, x), None).full_figure  # noqa: E731
     assert macs(slim) <= budget * macs(model) * 1.0001
     rounds = report["recover"]["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
