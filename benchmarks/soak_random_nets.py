@@ -12,53 +12,28 @@ examples run, wall and CPU time, failures, and the count of each outcome and fro
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 import traceback
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's hwprune, whatever is installed
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT / "tests" / "models")]  # this checkout's hwprune and tests
 RESULT = ROOT / "benchmarks" / "results" / "soak_random_nets.json"
 
-import torch  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
-
-import test_random_nets as prop  # noqa: E402
-from random_nets import net_specs  # noqa: E402
-
-from hwprune.hardware.processor import this_processor  # noqa: E402
-from hwprune.io import atomic_write  # noqa: E402
-
-
-def how(args) -> dict:
-    """What made the result: the schema-1 `how` of benchmarks/record.py, captured by hand here."""
-    def git(*a: str) -> str | None:
-        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "hypothesis", "hwprune"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": git("rev-parse", "HEAD"),
-            "dirty": None if status is None else bool(status), "versions": versions,
-            "processor": this_processor().to_json() | {"cores": os.cpu_count(), "os": platform.platform()},
-            "threads": torch.get_num_threads(), "batch": 2, "statistic": "counts over one run",
-            "settings": {"examples": args.examples, "seed": args.seed, "max_steps": args.max_steps,
-                         "phases": "generate only (no shrinking: failures are recorded, not minimized)"},
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+import record
+import test_random_nets as prop
+import torch
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from random_nets import net_specs
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 
 def soak(examples: int, hypothesis_seed: int, max_steps: int, progress=None) -> dict:
@@ -97,13 +72,14 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=12, help="the most steps a drawn network has")
     ap.add_argument("--out", type=Path, default=RESULT)
     args = ap.parse_args()
-    started = how(args)
+    started = record.capture(threads=torch.get_num_threads(), batch=2, statistic="counts over one run",
+                             packages=("hypothesis",),
+                             settings={"examples": args.examples, "seed": args.seed, "max_steps": args.max_steps,
+                                       "phases": "generate only (no shrinking: failures are recorded, not minimized)"})
     with Progress(TextColumn("soak"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("soak", total=args.examples)
         result = soak(args.examples, args.seed, args.max_steps, lambda n: bar.update(task, completed=n))
-    text = json.dumps({"schema": 1, "how": started, "results": result}, indent=1) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, lambda tmp: tmp.write_text(text), force=True)
+    record.write(args.out, started, result)
     print(f"{result['examples']} networks, {result['failures']} failures, {result['wall_s']} s "
           f"({result['cpu_s_per_example']} s of CPU each): {args.out}")
     sys.exit(1 if result["failures"] else 0)
