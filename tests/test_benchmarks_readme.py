@@ -64,7 +64,7 @@ def changed(tmp_path, result: str, path: tuple, value) -> Path:
 
 @pytest.mark.parametrize("name, path, value, shown", [
     ("speedup_accuracy", ("rows", 0, "measured_speedup"), 9.876, "9.88x"),
-    ("vs_torch_pruning_auto", ("rows", 0, "hwprune", "efficiency"), 0.123, "0.12 / "),
+    ("vs_torch_pruning_auto", ("rows", 0, "hwprune", "efficiency"), 7.777, "| 7.78 / "),
     ("sparse", ("summary", "native_over_dense_worst", "0.90"), 4.321, "(4.32x)"),
     ("pass_speed", ("models", "resnet50", "ratio_hwprune_over_tp"), 9.9, "9.90x, **not met**"),
     ("minilm", ("cosine", "mean"), 0.1234, "0.123 ("),
