@@ -145,6 +145,9 @@ def render(name: str, results_dir: Path = RESULTS) -> str:
         return "\n".join(t.render(None)) + "\n"
     if isinstance(t.result, tuple):
         return "\n".join(t.render({f: load(f, results_dir) for f in t.result})) + "\n"
+    if not (results_dir / t.result).is_file():  # a study whose result is not committed (yet, or any more)
+        return (f"*Not measured on the current code:* no `results/{t.result}` is committed; "
+                f"`python -m benchmarks run {study_for(t.result)}` makes it.\n")
     loaded = load(t.result, results_dir)
     return "\n".join([*t.render(loaded.results), "", provenance(loaded, t.result)]) + "\n"
 

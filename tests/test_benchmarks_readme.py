@@ -272,3 +272,9 @@ def test_dirty_counts_changes_to_tracked_files_only(tmp_path, change, dirty):
 
 def test_outside_a_checkout_the_commit_is_unknown(tmp_path):
     assert record.git_state(tmp_path) == (None, None)
+
+
+def test_a_table_whose_result_is_not_committed_says_which_study_makes_it(tmp_path):
+    text = readme.render("onnx_zoo_survey", tmp_path)  # an empty results folder
+    assert text == ("*Not measured on the current code:* no `results/onnx_zoo_survey.json` is committed; "
+                    "`python -m benchmarks run onnx_zoo_survey` makes it.\n")
