@@ -144,7 +144,7 @@ def render(name: str, results_dir: Path = RESULTS) -> str:
     if t.result is None:
         return "\n".join(t.render(None)) + "\n"
     if isinstance(t.result, tuple):
-        return "\n".join(t.render({f: load(f, results_dir) for f in t.result})) + "\n"
+        return "\n".join(t.render({f: load(f, results_dir) for f in t.result if (results_dir / f).is_file()})) + "\n"
     if not (results_dir / t.result).is_file():  # a study whose result is not committed (yet, or any more)
         return (f"*Not measured on the current code:* no `results/{t.result}` is committed; "
                 f"`python -m benchmarks run {study_for(t.result)}` makes it.\n")

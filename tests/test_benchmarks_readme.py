@@ -278,3 +278,12 @@ def test_a_table_whose_result_is_not_committed_says_which_study_makes_it(tmp_pat
     text = readme.render("onnx_zoo_survey", tmp_path)  # an empty results folder
     assert text == ("*Not measured on the current code:* no `results/onnx_zoo_survey.json` is committed; "
                     "`python -m benchmarks run onnx_zoo_survey` makes it.\n")
+
+
+def test_the_summary_says_not_measured_for_a_result_not_committed(tmp_path):
+    for f in readme.TABLES["summary"].result:
+        if f != "pipeline.json":
+            (tmp_path / f).write_bytes((readme.RESULTS / f).read_bytes())
+    text = readme.render("summary", tmp_path)
+    assert "| Prune, then quantize (`examples/pipeline.py`) | not measured on the current code | — |" in text
+    assert text.count("not measured on the current code") == 1  # the other rows still give their figures
