@@ -63,7 +63,9 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
     objective: what a budgeted plan maximizes over magnitude criteria: "balanced" (default), the sum
     over groups of log(importance kept), so that no group is gutted for being cheap in parameters;
-    "params", importance-weighted parameters kept (hwprune.plan.budget.OBJECTIVES).
+    "params", importance-weighted parameters kept; "share", each group's log(importance kept)
+    weighed by its share of the model's cost, a uniform cut where importance is flat
+    (hwprune.plan.budget.OBJECTIVES).
     loss_fn(model, batch) -> scalar tensor: the loss of importance="taylor" or "loss_change", called
     with a stand-in for the model and a calibration item, which may then carry labels after the
     inputs (default: a label-free loss, hwprune.importance.loss).

@@ -21,7 +21,8 @@ class SlimConfig:
     conv consumes it, folded into that layer's bias (hwprune.compensate).
     objective: what a budgeted plan maximizes over magnitude criteria (hwprune.plan.budget.OBJECTIVES):
     "balanced", the sum over groups of log(importance kept), or "params", importance-weighted
-    parameters kept (the objective before balanced, which guts cheap early layers).
+    parameters kept (the objective before balanced, which guts cheap early layers), or "share", the
+    logs weighed by each group's share of the model's cost.
     in_place: cut the model given instead of a copy, a tensor at a time, verified against reference
     outputs taken before the cut (no repair by freezing and cutting again); None: in place only
     where a copy of the weights would not fit in memory (hwprune.memory).

@@ -3,7 +3,7 @@
     hwprune analyze SPEC [--explain] [--json FILE]
     hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
                  [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance CRITERION]
-                 [--min-width N] [--objective balanced|params] [-o OUT.pt] [--report OUT.json]
+                 [--min-width N] [--objective balanced|params|share] [-o OUT.pt] [--report OUT.json]
                  [--onnx OUT.onnx] [--html OUT.html]
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--objective", choices=tuple(OBJECTIVES), default="balanced",
                       help="what a budgeted plan maximizes over magnitude importances (default balanced: the sum "
                            "over groups of log(importance kept), so no layer is gutted for owning few parameters; "
-                           "params: importance-weighted parameters kept, which cuts cheap early layers first)")
+                           "params: importance-weighted parameters kept, which cuts cheap early layers first; "
+                           "share: the logs weighed by each group's share of the model's cost, a uniform cut "
+                           "where importance is flat)")
     slim.add_argument("--allow-block-removal", action="store_true",
                       help="with a budget, remove whole residual blocks where that keeps more importance "
                            "than cutting width (verified: equal to the original with the block's branch zeroed)")

@@ -74,7 +74,7 @@ def group_values(graph, groups, scores) -> list:
     return [normalized(s, channel_params(graph, g)) for g, s in zip(groups, scores)]
 
 
-def _balanced(graph, group, scores, widths) -> np.ndarray:
+def _balanced(graph, group, scores, widths, share: float) -> np.ndarray:
     """m * log(fraction of the group's importance kept), at each width.
 
     A layer that keeps a fraction f of its signal passes f on, and the layers after it
@@ -84,12 +84,35 @@ def _balanced(graph, group, scores, widths) -> np.ndarray:
     cheap early layers are no longer the first to go. m counts the connections the group's
     channels carry (its weight members, a producer and a consumer to a connection): the
     residual stream of a stage passes through every block of it."""
+    return _connections(graph, group) * _log_kept(scores, widths)
+
+
+def _log_kept(scores, widths) -> np.ndarray:
     s = np.asarray(scores, dtype=float)
     total = float(s.sum())
     if total <= 0:  # nothing here carries signal: cutting it loses nothing
         return np.zeros(len(widths))
-    kept = np.maximum(retained(s, widths) / total, 1e-12)
-    return _connections(graph, group) * np.log(kept)
+    return np.log(np.maximum(retained(s, widths) / total, 1e-12))
+
+
+def _share(graph, group, scores, widths, share: float) -> np.ndarray:
+    """share * log(fraction of the group's importance kept), share being the group's part of
+    the model's cost at full width (the kernels it sizes).
+
+    `balanced` weighs every group's log alike (times its connections m). Its optimum gives each
+    group a cost proportional to m whatever the group cost before (with flat importance the
+    Lagrange condition m_g / f_g = lambda * C_g makes f_g * C_g = m_g / lambda): the groups that
+    carried most of the latency, a MiniLM's feed-forward or a MobileNet's expanded depthwise
+    channels, are cut far below the rest (a Lite0 group 96 -> 16). Weighing the log by C_g instead
+    puts the optimum under flat importance at one kept fraction for every group, a uniform cut;
+    importance moves widths away from it group by group, and the lattice and the measured costs
+    (plateaus, steps) decide the rest. That holds where a group's kernels have one side fixed
+    (a transformer's heads and neurons, between an uncut hidden size): their cost is linear in
+    the group's width. Where a kernel's cost is the product of two cut groups' widths (a conv
+    between two cut convs), the sum of their logs is flat along the product, and any split of it
+    scores alike: there the optimum is not pinned at uniform (a chain of 64, 128 and 96 channels
+    at half the flops keeps 32, 128 and 48)."""
+    return share * _log_kept(scores, widths)
 
 
 def _connections(graph, group) -> float:
@@ -97,7 +120,7 @@ def _connections(graph, group) -> float:
     return max(weights / 2, 1.0)
 
 
-def _params_weighted(graph, group, scores, widths) -> np.ndarray:
+def _params_weighted(graph, group, scores, widths, share: float) -> np.ndarray:
     """Importance-weighted parameters kept (`normalized`): the objective before `balanced`.
     It cuts layers that own few parameters per channel first, which are the early, wide-
     activation ones that carry much of the latency: a ResNet-18 stem kept 8 of 64."""
@@ -106,16 +129,27 @@ def _params_weighted(graph, group, scores, widths) -> np.ndarray:
 
 # What the planner maximizes over magnitude (within-group) criteria; figures in one unit
 # across groups (Fisher) are summed as they are, whatever the objective.
-OBJECTIVES = {"balanced": _balanced, "params": _params_weighted}
+# Each takes (graph, group, scores, candidate widths, the group's share of the full cost).
+OBJECTIVES = {"balanced": _balanced, "params": _params_weighted, "share": _share}
 
 
-def candidate_values(graph, groups, scores, cands: dict, objective: str = "balanced") -> dict:
-    """{group id: the objective at each of its candidate widths} for the groups in `cands`."""
+def candidate_values(graph, groups, scores, cands: dict, objective: str = "balanced", cost=None) -> dict:
+    """{group id: the objective at each of its candidate widths} for the groups in `cands`;
+    `cost` (a CostModel) gives each group's share of the full cost (1 without it)."""
     if objective not in OBJECTIVES:
         raise InputError(f"objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVES)}")
     across = getattr(scores, "across_groups", False)
-    return {g.id: retained(s, cands[g.id]) if across else OBJECTIVES[objective](graph, g, s, cands[g.id])
+    shares = cost_shares(cost) if cost is not None else {}
+    return {g.id: retained(s, cands[g.id]) if across else
+            OBJECTIVES[objective](graph, g, s, cands[g.id], shares.get(g.id, 1.0))
             for g, s in zip(groups, scores) if g.id in cands}
+
+
+def cost_shares(cost) -> dict:
+    """{group id: the full cost of the kernels the group sizes, over the model's}: a kernel
+    sized by two groups (C_in by one, C_out by another) counts in both."""
+    whole = sum(t.full_cost for t in cost.terms) or 1.0
+    return {g: sum(cost.terms[i].full_cost for i in set(touched)) / whole for g, touched in cost.by_group.items()}
 
 
 def _member_slots(graph, group):
@@ -156,7 +190,7 @@ def plan_budget(analysis, scores: list, budget: Budget, pricing: Pricing, lattic
     groups = [g for g in analysis.groups if g.frozen is None and g.id in cost.full]
     size = {g.id: channel_size(analysis.graph, g) for g in groups}
     cands = {g.id: candidates(g.width, lattice, min_width, size[g.id]) for g in groups}
-    value = candidate_values(analysis.graph, analysis.groups, scores, cands, objective)
+    value = candidate_values(analysis.graph, analysis.groups, scores, cands, objective, cost)
     weighted = {g.id: retained(v, cands[g.id]) for g, v in zip(analysis.groups, group_values(
         analysis.graph, analysis.groups, scores)) if g.id in cands}
     figure = budget.figure(pricing.full_figure)

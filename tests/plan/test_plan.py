@@ -17,7 +17,10 @@ import hwprune
 from hwprune.cli import main
 from hwprune.hardware import get_target
 from hwprune.plan.allocate import LOOKAHEAD, BudgetError, Problem, descend, retained, solve
-from hwprune.plan.budget import OBJECTIVES, Budget, candidates
+from hwprune.hardware.lattice import lattice_for
+from hwprune.plan.budget import OBJECTIVES, Budget, candidates, plan_budget
+from hwprune.plan.kinds import BUDGET_KINDS
+from hwprune.plan.pricing import PricedModel
 
 
 class ChainCost:
@@ -354,6 +357,7 @@ def test_every_objective_has_a_row():
 OBJECTIVE_CASES = {
     "balanced": (0.5, 1.0),  # halving any group costs the same log 2: none goes below half
     "params": (0.0, 0.25),  # the last conv owns 576 weights a channel against 27..432 of the first: gutted
+    "share": (0.5, 1.0),  # flat importance puts its optimum at one kept fraction for all: near uniform
 }
 
 
@@ -378,8 +382,36 @@ def test_objective_values_grow_with_width_and_peak_at_full(objective, scores, se
     g = a.prunable[seed % len(a.prunable)]
     s = np.resize(np.asarray(scores), g.width)
     cands = list(range(1, g.width + 1))
-    v = OBJECTIVES[objective](a.graph, g, s, cands)
+    v = OBJECTIVES[objective](a.graph, g, s, cands, 0.3)
     assert np.all(np.diff(v) >= -1e-9) and v[-1] == max(v)
+
+
+class TwoBranches(nn.Module):
+    """Two hidden groups, 64 and 256 wide, each between fixed sizes: each one's cost is linear in
+    its width, and the wide one owns 4/5 of the model's."""
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
+        self.b = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 32))
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+# kept fraction of each branch at half the flops, with every channel's importance alike
+@pytest.mark.parametrize("objective, narrow, wide", [
+    ("share", (0.45, 0.55), (0.45, 0.55)),  # one fraction for all: a uniform cut
+    ("balanced", (0.9, 1.0), (0.3, 0.4)),  # a cost in proportion to connections: the wide branch pays
+])
+def test_flat_importance_cuts_linear_cost_groups_uniformly_under_share(objective, narrow, wide):
+    torch.manual_seed(0)
+    a = hwprune.analyze(TwoBranches().eval(), (torch.randn(2, 32),))
+    flat = [np.ones(g.width) for g in a.groups]
+    pricing = BUDGET_KINDS["flops"].pricing(PricedModel.of(a))
+    widths, record = plan_budget(a, flat, Budget("flops", 0.5), pricing, lattice_for(None)[0], objective=objective)
+    kept = {g.width: widths[g.id] / g.width for g in a.groups if g.id in widths}
+    assert sorted(kept) == [64, 256] and record["planner"]["cost_after"] <= 0.5 * record["full"] * (1 + 1e-9)
+    assert narrow[0] <= kept[64] <= narrow[1] and wide[0] <= kept[256] <= wide[1], kept
 
 
 @functools.cache
@@ -390,7 +422,7 @@ def _analysis():
 
 def test_an_unknown_objective_names_the_choices():
     model, x = _net()
-    with pytest.raises(hwprune.InputError, match="objective 'flops' is unknown: choose one of balanced, params"):
+    with pytest.raises(hwprune.InputError, match="objective 'flops' is unknown: choose one of balanced, params, share"):
         hwprune.slim(model, x, flops=0.5, objective="flops")
 
 
