@@ -54,14 +54,14 @@ def zero_removed(x, masks):
     Where x has a same-width integer view and needs no gradient, one AND with a broadcast
     mask of all-ones (kept) or all-zeros (removed) bits does it in one pass (bit_masked); else
     the removed elements are filled on a clone (fill_removed)."""
-    bits = _SAME_WIDTH_INT.get(x.dtype) if isinstance(x, torch.Tensor) else None
+    bits = SAME_WIDTH_INT.get(x.dtype) if isinstance(x, torch.Tensor) else None
     if bits is None or (x.requires_grad and torch.is_grad_enabled()):
         return fill_removed(x, masks)
     return bit_masked(x, masks, bits)
 
 
 # the integer dtype whose view of a tensor has the same bits per element (integers view themselves)
-_SAME_WIDTH_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+SAME_WIDTH_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
                    torch.bfloat16: torch.int16, torch.int64: torch.int64, torch.int32: torch.int32,
                    torch.int16: torch.int16, torch.int8: torch.int8, torch.uint8: torch.uint8}
 

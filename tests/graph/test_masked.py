@@ -47,7 +47,7 @@ def _specials(x: torch.Tensor) -> torch.Tensor:
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.view(masked._SAME_WIDTH_INT[t.dtype]) if t.dtype in masked._SAME_WIDTH_INT else t
+    return t.view(masked.SAME_WIDTH_INT[t.dtype]) if t.dtype in masked.SAME_WIDTH_INT else t
 
 
 @dataclass(frozen=True)
