@@ -103,7 +103,7 @@ def _share(graph, group, scores, widths, share: float) -> np.ndarray:
     group a cost proportional to m whatever the group cost before (with flat importance the
     Lagrange condition m_g / f_g = lambda * C_g makes f_g * C_g = m_g / lambda): the groups that
     carried most of the latency, a MiniLM's feed-forward or a MobileNet's expanded depthwise
-    channels, are cut far below the rest (a Lite0 group 96 -> 16). Weighing the log by C_g instead
+    channels, are cut far below the rest. Weighing the log by C_g instead
     puts the optimum under flat importance at one kept fraction for every group, a uniform cut;
     importance moves widths away from it group by group, and the lattice and the measured costs
     (plateaus, steps) decide the rest. That holds where a group's kernels have one side fixed
