@@ -1,4 +1,8 @@
-"""Small models that tests of more than one stage use (tests/ is on the test path)."""
+"""Small models that tests of more than one stage use (tests/ is on the test path), and `sliced`,
+the hand cut both the oracle's tests and the masking tests feed to verify."""
+import copy
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,3 +33,21 @@ class SilentLiteral(nn.Module):
         b, c, h, w = y.shape
         z = y.view(b, -1, 4, h, w).transpose(1, 2).reshape(b, c, h, w)
         return self.b(z)
+
+
+def sliced(model: nn.Module, kept: dict) -> nn.Module:
+    """A copy of the model with each tensor cut to {fqn: {dim: indices}}, in that order. Module
+    attributes are left alone: these modules' forwards read only their tensors' sizes."""
+    slim = copy.deepcopy(model)
+    with torch.no_grad():
+        for fqn, dims in kept.items():
+            owner, _, leaf = fqn.rpartition(".")
+            mod = slim.get_submodule(owner)
+            t = getattr(mod, leaf)
+            for d, idx in sorted(dims.items()):
+                t = t.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
+            if leaf in mod._parameters:
+                mod._parameters[leaf] = nn.Parameter(t.clone())
+            else:
+                mod._buffers[leaf] = t.clone()
+    return slim

@@ -9,14 +9,14 @@ fail on the wrong one, with the message a user would see.
 """
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from shared_models import sliced
 from torch import nn
 
 import hwprune
@@ -140,24 +140,6 @@ CUTS = [
     Cut("a model output cut", ConvPair, (2, 3, 6, 6), "a.weight:0", (1, 5),
         lambda k: _with(_with(k, "b.weight", 0, [0, 1, 2]), "b.bias", 0, [0, 1, 2]), SHAPES_DIFFER),
 ]
-
-
-def sliced(model: nn.Module, kept: dict) -> nn.Module:
-    """A copy of the model with each tensor cut to {fqn: {dim: indices}}, in that order. Module
-    attributes are left alone: these modules' forwards read only their tensors' sizes."""
-    slim = copy.deepcopy(model)
-    with torch.no_grad():
-        for fqn, dims in kept.items():
-            owner, _, leaf = fqn.rpartition(".")
-            mod = slim.get_submodule(owner)
-            t = getattr(mod, leaf)
-            for d, idx in sorted(dims.items()):
-                t = t.index_select(int(d), torch.as_tensor(np.asarray(idx), dtype=torch.long))
-            if leaf in mod._parameters:
-                mod._parameters[leaf] = nn.Parameter(t.clone())
-            else:
-                mod._buffers[leaf] = t.clone()
-    return slim
 
 
 @pytest.mark.parametrize("case", CUTS, ids=[c.name for c in CUTS])
