@@ -378,6 +378,8 @@ def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, step
             if abs(pairs[0][0] - 1) > tol:
                 break  # clearly off: no need to confirm
         rel, ms = pairs[np.argsort([p[0] for p in pairs])[len(pairs) // 2]]  # the median pair
+        print(f"  at_latency: knob {knob:.4f} -> {rel:.4f} of the target's latency "
+              f"({', '.join(f'{p[0]:.4f}' for p in pairs)})", flush=True)
         if best is None or abs(rel - 1) < abs(best["latency_vs_hwprune"] - 1):
             best = {"knob": round(knob, 4), "model": m, "latency_vs_hwprune": rel, "ms": ms,
                     "latency_ratios": [round(p[0], 4) for p in pairs]} | extra

@@ -44,7 +44,8 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          flops: float | None = None, params: float | None = None, target: str | None = None,
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False, calibration=None, compensate: bool = False,
-         objective: str = "balanced", loss_fn=None, budget=None, in_place: bool | None = None):
+         objective: str = "balanced", loss_fn=None, budget=None, in_place: bool | None = None,
+         landing_slack: float = 0.10):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params, or
@@ -54,6 +55,9 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     target is priced on "cpu"; a MAC or parameter budget without one plans on the portable
     lattice (hwprune.hardware.lattice.PORTABLE), the same on every host. `lut` is a latency table,
     `threads` onnxruntime's threads on cpu, `min_width` the narrowest a group may become.
+    landing_slack: a latency budget is cut, measured (or predicted) and planned again until it lands
+    between 1% slower than asked and this fraction faster (default 0.10), in at most 4 tries; a
+    smaller slack lands nearer the request, at the cost of more tries.
     prune_hidden: also cut the hidden size; norms over it change, so the result is checked by output
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
@@ -91,7 +95,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
                         prune_hidden=prune_hidden, compensate=compensate, objective=objective,
                         in_place=in_place)
     how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
-                        allow_block_removal=allow_block_removal)
+                        allow_block_removal=allow_block_removal, slack=landing_slack)
     analysis = _analysis_for(model, example_inputs, config, progress)  # load -> trace -> group
     memory = _memory_choice(config, analysis.model, _needs_original(budget, allow_block_removal))
     config = dataclasses.replace(config, in_place=memory.in_place)

@@ -3,7 +3,8 @@
     hwprune analyze SPEC [--explain] [--json FILE]
     hwprune slim SPEC [--ratio R | --speedup S | --latency-ms L | --flops F | --params P]
                  [--target T [--precision fp16|int8] [--lut LUT.json]] [--importance CRITERION]
-                 [--min-width N] [--objective balanced|params|share] [-o OUT.pt] [--report OUT.json]
+                 [--min-width N] [--landing-slack F] [--objective balanced|params|share]
+                 [-o OUT.pt] [--report OUT.json]
                  [--onnx OUT.onnx] [--html OUT.html]
                  [--pt2 OUT.pt2] [--example-inputs FILE.pt | --input-shape 1,3,224,224]
                  [--compensate] [--calibration FILE.pt] [--trust-pickle] [--strict] [--force]
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_budget_arguments(slim)
     slim.add_argument("--min-width", type=int, metavar="N",
                       help="narrowest width a planned group may get (default: one lattice step)")
+    slim.add_argument("--landing-slack", type=float, default=0.10, metavar="F",
+                      help="a latency budget is measured and planned again until it lands between 1%% slower "
+                           "than asked and this fraction faster (default 0.10, in at most 4 tries); smaller lands "
+                           "nearer the request at the cost of more tries")
     from ..plan.budget import OBJECTIVES
     slim.add_argument("--objective", choices=tuple(OBJECTIVES), default="balanced",
                       help="what a budgeted plan maximizes over magnitude importances (default balanced: the sum "
@@ -183,6 +188,7 @@ def _cmd_slim(args) -> int:
     import hwprune
 
     from ..deploy.bundle import write_bundle
+    from ..plan.land import check_slack
     from ..report import Report
 
     # the options and the outputs are checked before loading, which can take a while: the options
@@ -194,6 +200,7 @@ def _cmd_slim(args) -> int:
         args.target = "cpu"  # as slim prices a latency budget; the CLI also measures there
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
+    check_slack(args.landing_slack, "--landing-slack")
     if args.calibration is not None:
         check_calibration(args.importance, args.compensate)
     check_target(args)
@@ -214,7 +221,7 @@ def _cmd_slim(args) -> int:
                                      lut=args.lut, threads=args.threads, min_width=args.min_width,
                                      allow_block_removal=args.allow_block_removal, prune_hidden=args.prune_hidden,
                                      compensate=args.compensate, calibration=calibration,
-                                     objective=args.objective,
+                                     objective=args.objective, landing_slack=args.landing_slack,
                                      **({} if args.recover else {"in_place": in_place}))
         if not hwprune.recover.is_main_process():  # under torchrun, rank 0 writes
             return 0

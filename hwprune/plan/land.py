@@ -36,13 +36,26 @@ class LandingConfig:
     a MAC or parameter budget without one plans on the portable lattice). lut: a latency
     table file. threads: onnxruntime's threads on cpu. min_width: the narrowest a group may
     become. allow_block_removal: weigh removing residual blocks whole against width.
-    attempts: the most plans tried for a latency budget."""
+    attempts: the most plans tried for a latency budget. slack: how far below its goal (a
+    fraction of it) a measured landing may come and still end the tries; a landing faster than
+    that re-plans for less cut, as one more than 1% slower re-plans for more."""
     target: str | None = None
     lut: str | None = None
     threads: int = 1
     min_width: int | None = None
     allow_block_removal: bool = False
     attempts: int = 4
+    slack: float = 0.10
+
+    def __post_init__(self):
+        check_slack(self.slack, "landing_slack")
+
+
+def check_slack(slack: float, name: str) -> None:
+    """InputError unless `slack` (given as `name`) is a fraction of the goal in [0, 1)."""
+    if not 0 <= slack < 1:
+        raise InputError(f"{name} {slack}: give a fraction of the goal from 0 to below 1 "
+                         "(0.10 keeps a landing up to 10% faster than asked)")
 
 
 class RescoreRound(NamedTuple):
@@ -91,7 +104,7 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
     if getattr(scores, "across_groups", False) and scorer is not None:
         scores, rounds = rescored(a, scores, plan_for, pricing, site.lattice, how.min_width, progress, scorer,
                                   config.objective, on_round)
-    tries, results = _tries(a, original, scores, config, budget, plan_for, pricing, site, how, progress)
+    tries, results, stop = _tries(a, original, scores, config, budget, plan_for, pricing, site, how, progress)
     pick = pick_try(tries) if tries else 0
     verified, record = results[pick]
     if site.measures and site.lm.table.dirty:
@@ -101,7 +114,7 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
         "target": site.target.name if site.target else None,
         "lattice": {"multiple": site.lattice.multiple, "from": site.lattice_from},
         "predicted_before": site.pricing.full_figure if site.lm else None,
-        "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries,
+        "predicted_after": kept["predicted_ms"] if kept else None, "attempts": tries, "tries_ended": stop,
         "landing": None if site.lm is None else "measured here, end to end" if site.measures else "predicted"}
     if rounds:
         record["importance_rounds"] = [r.to_json() for r in rounds]
@@ -136,10 +149,11 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
 
 def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig,
            progress) -> tuple:
-    """([each try's landing record], [(Verified cut, plan record) of each try]): plan,
-    cut and verify; for a latency budget, check the landing and re-plan on a miss."""
+    """([each try's landing record], [(Verified cut, plan record) of each try], why the tries
+    ended): plan, cut and verify; for a latency budget, check the landing and re-plan on a miss."""
     from .budget import plan_budget
-    internal, tries, results, full_ms = None, [], [], None
+    internal, tries, results, full_ms, planned = None, [], [], None, set()
+    stop = f"{how.attempts} tries made"
     for _ in range(how.attempts):
         tick(progress, "plan", len(tries), how.attempts)
         try:
@@ -149,20 +163,28 @@ def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, 
         except BudgetError:
             if not tries:
                 raise
-            break  # a re-plan asked for more than width can give: keep the tries made
+            stop = "a re-plan asked for more than width can give"
+            break  # keep the tries made
+        key = tuple(sorted(widths.items()))
+        if key in planned:
+            stop = "a re-plan gave an earlier try's widths: the lattice has no step nearer the goal"
+            break
+        planned.add(key)
         cuts = plan_widths(a.groups, scores, widths)
         verified = cut_verified(a, a.graph.removed_of(cuts), config, progress)
         results.append((verified, record))
         if site.lm is None:
+            stop = "a size budget is exact"
             break
         tried, landed, goal, anchor_ms = _landing(a, original, verified.cut.model, record, budget, pricing, site,
                                                   not tries, progress, (len(tries), how.attempts))
         full_ms = anchor_ms if anchor_ms is not None else full_ms
         tries.append(tried)
-        if goal * 0.9 <= landed <= goal * 1.01:  # within 1% above and 10% below: done
+        if goal * (1 - how.slack) <= landed <= goal * 1.01:
+            stop = f"landed within 1% above and {how.slack:.0%} below the goal"
             break
         internal = secant(record["planner"]["cost_before"], full_ms, tried["cost"], landed, goal * 0.99)
-    return tries, results
+    return tries, results, stop
 
 
 def _landing(a, original, slim_model, record, budget, pricing, site: _Site, first: bool, progress,

@@ -199,6 +199,26 @@ def test_speedup_on_the_analytic_model_lands_where_asked():
     assert plan["requested"] == pytest.approx(plan["predicted_before"] / 1.5)
 
 
+@pytest.mark.parametrize("slack, ended", [
+    (0.10, "landed within 1% above and 10% below the goal"),
+    # 8% faster than asked is outside a 2% slack: the re-plan finds no lattice step nearer
+    (0.02, "a re-plan gave an earlier try's widths: the lattice has no step nearer the goal"),
+])
+def test_the_landing_slack_says_how_far_below_the_goal_the_tries_may_stop(slack, ended):
+    model, x = _net(224)
+    _, report = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", landing_slack=slack)
+    plan = report["plan"]
+    assert plan["tries_ended"] == ended
+    assert plan["predicted_after"] == pytest.approx(0.92 * plan["requested"], abs=0.01 * plan["requested"])
+
+
+@pytest.mark.parametrize("slack", [-0.1, 1.0, 1.5])
+def test_a_landing_slack_outside_zero_to_one_is_refused(slack):
+    model, x = _net()
+    with pytest.raises(hwprune.InputError, match=rf"landing_slack {slack}: give a fraction of the goal from 0"):
+        hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", landing_slack=slack)
+
+
 def test_an_unreachable_speedup_says_the_best_reachable_and_the_costly_kernels():
     model, x = _net()
     with pytest.raises(BudgetError, match=r"best reachable is .* ms .*groups that limit it: group \d+ \(.*weight:\d.*\) at its minimum \d+ of \d+ channels.*most expensive kernels then are: Conv"):
@@ -255,10 +275,14 @@ def test_a_budget_that_only_the_lattice_blocks_says_so(monkeypatch):
     assert "lattice" not in str(e.value)
 
 
-def test_cli_refuses_a_speedup_below_one(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("flags, said", [
+    (["--speedup", "0.5"], "--speedup 0.5 is out of range"),
+    (["--speedup", "1.5", "--landing-slack", "1"], "--landing-slack 1.0: give a fraction of the goal from 0 to below 1"),
+])
+def test_cli_refuses_a_speedup_below_one_and_a_slack_outside_zero_to_one(tmp_path, monkeypatch, capsys, flags, said):
     monkeypatch.chdir(tmp_path)
-    assert main(["slim", "models_for_cli:tiny_convnet", "--speedup", "0.5"]) == 2
-    assert "--speedup 0.5 is out of range" in capsys.readouterr().err
+    assert main(["slim", "models_for_cli:tiny_convnet", *flags]) == 2
+    assert said in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
