@@ -457,6 +457,10 @@ RULE_CASES = [
     Case("sum_", aten.sum.dim_IntList, lambda: Lambda(lambda y: y.sum(1, keepdim=True) * y)),
     Case("expand", aten.expand.default, lambda: Lambda(lambda y: y.sum(1, keepdim=True).expand(-1, 8, -1, -1) * y),
          expect="frozen:broadcasts to a size"),
+    Case("repeat", aten.repeat.default, lambda: Lambda(lambda y: y.repeat(1, 2, 1, 1), c_out=16,
+                                                      after=nn.Conv2d(16, 4, 1))),  # tiles the channels
+    Case("repeat", aten.repeat.default, lambda: Lambda(lambda y: y + y[:1].repeat(2, 1, 1, 1))),  # tiles the batch
+    Case("repeat", aten.repeat.default, lambda: Lambda(lambda y: y.unsqueeze(0).repeat(3, 1, 1, 1, 1).sum(0))),
     Case("vector_norm", aten.linalg_vector_norm.default, lambda: Lambda(lambda y: y / (1 + torch.linalg.vector_norm(y, dim=1, keepdim=True)))),
     Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y - y.mean(1, keepdim=True)), expect="frozen:mean"),
     Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y * y.mean((2, 3), keepdim=True))),

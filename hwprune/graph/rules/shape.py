@@ -165,6 +165,27 @@ def expand(op):
     return Coupling(tuple(links), tuple(freezes))
 
 
+@rule(aten.repeat.default)
+def repeat(op):
+    """x.repeat(r0, .., rk): out dim d tiles x's aligned dim r_d times, so channel j of out is
+    channel j % n of x (a removed channel goes from every tile, and the tiles keep their order).
+    A tiled size-1 dim is a broadcast and a new leading dim a size fixed in forward: positions."""
+    x, out = op.t(0), op.out
+    rx, ro, reps = op.rank(x), op.rank(out), list(op.arg(1, "repeats"))
+    lead = ro - rx
+    why = f"repeat at {op.where} tiles to a size fixed in forward"
+    links, freezes = [], [Freeze((out, d), why, "position") for d in range(lead)]
+    for d in range(rx):
+        n, r = op.shape(x)[d], reps[lead + d]
+        if r == 1:
+            links.append(same(x, d, out, lead + d))
+        elif n == 1:
+            freezes.append(Freeze((out, lead + d), why, "position"))
+        else:
+            links.append(Link((out, lead + d), (x, d), np.arange(n * r), np.arange(n * r) % n))
+    return Coupling(tuple(links), tuple(freezes))
+
+
 def _others(x, y, rank: int, skip: int) -> list:
     return [same(x, d, y, d) for d in range(rank) if d != skip]
 
