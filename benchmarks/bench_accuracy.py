@@ -254,7 +254,7 @@ def hwprune_at_latency(row: Row, runtime, target_graph, speedup: float, **option
         model, report = hwprune.slim(row.model, row.x, speedup=s, target="cpu", landing_slack=LANDING_SLACK,
                                      **options)
         return model, {"asked": round(s, 4), "report": report}
-    return at_latency(cut, row.x, runtime, target_graph, 1.0, 3 * speedup, first=speedup)
+    return at_latency(cut, row.x, runtime, target_graph, 1.0, 3 * speedup, first=speedup, proportional=True)
 
 
 def recover(row: Row, model: nn.Module, config) -> tuple:

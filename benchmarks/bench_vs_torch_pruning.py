@@ -354,7 +354,8 @@ class EmptyLayer(Exception):
     """Torch-Pruning's global ranking removed a whole layer: that ratio has no model."""
 
 
-def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, steps=9, confirm=2):
+def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, steps=9, confirm=2,
+               proportional=False):
     """Bisect a knob that makes a model faster as it grows (a ratio, a requested speedup) to the
     measured latency of target_graph: cut(knob) gives (model, extra record fields), or raises
     EmptyLayer where the knob went too far. The first probe is at `first` (default the middle).
@@ -362,7 +363,10 @@ def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, step
     median of those ratios (all of them in `latency_ratios`): stopping at the first single pair
     within `tol` picks whichever measurement the noise put nearest 1 (one such pair read 0.99
     and then 0.94 and 0.93 twice more). The closest model is kept; `equal_latency` says whether
-    it came within `tol`."""
+    it came within `tol`. proportional: the knob is a requested speedup, which the latency
+    follows as 1/knob, so the next probe is the knob times the latency ratio where that falls
+    inside the bracket (the midpoint otherwise): one step from a near miss, not a halving of
+    a bracket as wide as the knob's range."""
     best, knob = None, first if first is not None else (lo + hi) / 2
     for _ in range(steps):
         try:
@@ -386,7 +390,8 @@ def at_latency(cut, x, runtime, target_graph, lo, hi, first=None, tol=0.02, step
         if abs(rel - 1) <= tol:
             break
         lo, hi = (knob, hi) if rel > 1 else (lo, knob)
-        knob = (lo + hi) / 2
+        scaled = knob * rel
+        knob = scaled if proportional and lo < scaled < hi else (lo + hi) / 2
     if best is None:
         raise EmptyLayer(f"every knob tried down to {hi:.4f} removed a whole layer: no model to compare at this "
                          "latency")
