@@ -85,10 +85,10 @@ study("sparse_minilm", "bench_sparse_minilm.py", "MiniLM with a block-sparse fee
 study("minilm", "bench_minilm.py", "all-MiniLM-L6-v2 with heads and neurons cut: fidelity and latency",
       ("--out", "{out}/minilm.json"), ("--out", "{out}/minilm.json"), full_minutes=1, quick_minutes=0.7,
       quick_measured=True)
-# full: the exporters' total seconds in onnx_zoo_survey.json, about 30 minutes
+# full: 2804 s wall for 86 models, one core (suite.json of the 2026-12-02 run at 5e6372d)
 study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the torchvision zoo",
       ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
-      ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=30,
+      ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=47,
       quick_minutes=0.3, quick_measured=True)
 # full: the 8B runs need ~21 GB free (refused and recorded as skipped otherwise); quick: a 2-layer model
 study("scale", "bench_scale.py", "Llama-shaped decoders to 8B bf16: wall time and peak RSS measured from outside",
