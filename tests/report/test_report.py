@@ -42,7 +42,7 @@ plan.budget.value plan.unit plan.model plan.full plan.requested plan.planner pla
 plan.planner.cost_before plan.planner.cost_after plan.planner.objective plan.planner.objective_value
 plan.planner.retained_importance plan.planner.moves plan.groups plan.groups[].id plan.groups[].width_before
 plan.groups[].width_after plan.groups[].lattice plan.groups[].share_of_saving plan.target plan.lattice
-plan.lattice.multiple plan.lattice.from plan.predicted_before plan.predicted_after plan.attempts plan.landing
+plan.lattice.multiple plan.lattice.from plan.predicted_before plan.predicted_after plan.attempts plan.tries_ended plan.landing
 depth depth.candidates depth.tries depth.tries[].removed depth.tries[].retained_importance depth.removed
 depth.verify """ + _MEMORY + _SOURCE + "outputs outputs.model outputs.report")
 
