@@ -23,7 +23,9 @@ class Line:
 def _accuracy(r) -> str:
     floors = quality.accuracy_floors(r)
     met = sum("**met**" in f for f in floors)
-    return f"{met} of {len(floors)} floors met; " + quality.accuracy_best(r)[0].split(". ", 1)[0].removeprefix("- ")
+    verdicts = [line[0].split(". ", 1)[0].removeprefix("- ") for line in (quality.accuracy_best(r),
+                                                                          quality.accuracy_default(r))]
+    return f"{met} of {len(floors)} floors met; " + "; ".join(verdicts)
 
 
 def _landing(r) -> str:

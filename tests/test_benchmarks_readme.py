@@ -118,6 +118,19 @@ def test_a_changed_figure_changes_the_verdict(tmp_path, name, path, met, met_say
     assert missed_says in bad and met_says not in bad
 
 
+@pytest.mark.parametrize("balanced, says", [(1.0, "**met**"), (-1.0, "**not met**")])
+def test_the_default_objective_is_judged_against_params_and_uniform_on_every_row(balanced, says):
+    from benchmarks import tables_quality
+    data = results_of(json.loads(source("accuracy.json").read_text()))
+    for r in data["rows"]:
+        figure = tables_quality.ACCURACY_FIGURES[r["model"]][0]
+        r["hwprune_balanced"]["after_recovery"][figure] = balanced
+        r["hwprune_balanced"]["after_recovery"].pop(f"{figure}_sd", None)
+    line, = tables_quality.accuracy_default(data)
+    assert line.startswith("- hwprune balanced, the data-free default, at or above hwprune params and uniform on "
+                           f"every row: {says}. ")
+
+
 # ---------------------------------------------------------------- pass_speed, both layouts
 
 STAGE_S = {"check_s": 1.0, "trace_s": 2.0, "group_s": 0.5, "slim_setup_s": 0.1, "score_and_plan_s": 0.4,
