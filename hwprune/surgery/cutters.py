@@ -43,7 +43,8 @@ def batch_norm(m: _NormBase, c: ModuleCut) -> None:
 def group_norm(m: nn.GroupNorm, c: ModuleCut) -> None:
     per = m.num_channels // m.num_groups  # whole groups are cut, so the group size stays
     m.num_channels = m.weight.shape[0] if m.weight is not None else c.new_in_shape[1]
-    m.num_groups = m.num_channels // per
+    # one group stays one (its channels are cut one by one, under prune_hidden)
+    m.num_groups = 1 if m.num_groups == 1 else m.num_channels // per
 
 
 @register_cutter(nn.LayerNorm, nn.RMSNorm)

@@ -394,6 +394,7 @@ RULE_CASES = [
     Case("batch_norm", aten.instance_norm.default, lambda: Lambda(nn.InstanceNorm2d(8, affine=True))),
     Case("batch_norm_no_training", aten._native_batch_norm_legit_no_training.default, NativeBN, (1, 3, 4, 4)),
     Case("group_norm", aten.group_norm.default, lambda: Lambda(nn.GroupNorm(4, 8))),
+    Case("group_norm", aten.group_norm.default, lambda: Lambda(nn.GroupNorm(1, 8)), expect="frozen:one group"),
     Case("layer_norm", aten.layer_norm.default, lambda: MLP(nn.LayerNorm(16)), (2, 3, 8), "frozen:normalizes"),
     Case("layer_norm", aten.rms_norm.default, lambda: MLP(nn.RMSNorm(16)), (2, 3, 8), "frozen:normalizes"),
     Case("layer_norm", aten.layer_norm.default, ConvLayerNorm, (2, 3, 10)),
@@ -681,6 +682,7 @@ CUTTER_CASES = [
     ("linear", lambda: MLP(nn.GELU()), (2, 8)),
     ("batch_norm", lambda: Lambda(nn.BatchNorm2d(8)), (2, 4, 6, 6)),
     ("group_norm", lambda: Lambda(nn.GroupNorm(4, 8)), (2, 4, 6, 6)),
+    ("group_norm", lambda: Lambda(nn.GroupNorm(1, 8)), (2, 4, 6, 6)),  # one group: under prune_hidden
     ("layer_norm", ConvLayerNorm, (2, 3, 10)),
     ("prelu", lambda: Lambda(nn.PReLU(8)), (2, 4, 6, 6)),
     ("embedding", Embed, (2, 7)),
@@ -699,9 +701,13 @@ def test_cutter(name, build, shape):
     model = build().eval()
     inputs = (torch.randint(0, 20, shape),) if name == "embedding" else (torch.randn(shape),)
     # a norm over the hidden size is cut only under prune_hidden
-    slim, report = hwprune.slim(model, inputs, ratio=0.5, prune_hidden=name == "weight_only_norm" or isinstance(model, TimmNormMLP))
+    one_group = any(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in model.modules())
+    slim, report = hwprune.slim(model, inputs, ratio=0.5,
+                                prune_hidden=name == "weight_only_norm" or isinstance(model, TimmNormMLP) or one_group)
     cut_modules = [m for m in slim.modules() if cutter_for(m) is not None and cutter_for(m).__name__ == name]
     assert cut_modules
+    if one_group:  # the norm's channels were cut, not left whole
+        assert all(m.num_channels < 8 for m in cut_modules)
     for m in cut_modules:  # the module's size attributes agree with its tensors
         assert _attrs_match(m), f"{type(m).__name__} attributes disagree with its weights: {m}"
 

@@ -48,12 +48,26 @@ def batch_norm_no_training(op):
 
 @rule(aten.group_norm.default)
 def group_norm(op):
+    """Each group's statistics run over its channels, so a group is cut whole. With one group
+    they run over every channel, as a layer norm's do: frozen, with the reason (cut under
+    prune_hidden, `group_norm_hidden`), not one unit that no cut can take and no report names."""
     x, groups = op.t(0), op.arg(1)
     c = op.shape(x)[1]
+    coupling = _per_channel(op, x, op.out, [op.t(2), op.t(3)])
+    if groups == 1:
+        why = ("group_norm with one group normalizes over every channel, so cutting one is not "
+               "mask-equivalent (hidden-size pruning is opt-in)")
+        return coupling._replace(freezes=(Freeze((x, 1), why),))
     per = c // groups
     whole = Link((x, 1), (x, 1), np.arange(c), (np.arange(c) // per) * per)  # a group goes as one
-    c = _per_channel(op, x, op.out, [op.t(2), op.t(3)])
-    return c._replace(links=c.links + (whole,))
+    return coupling._replace(links=coupling.links + (whole,))
+
+
+def group_norm_hidden(op):
+    """--prune-hidden: one group's channels are cut like any other (the statistics then run over
+    fewer, checked by output fidelity); more groups are still cut whole."""
+    c = group_norm(op)
+    return c._replace(freezes=())
 
 
 @rule(aten.layer_norm.default, aten.rms_norm.default)
@@ -82,6 +96,7 @@ def hidden_rules() -> tuple:
     and variances of hand-written RMSNorms (Llama, T5) no longer freeze the hidden size."""
     from .reduce import mean_hidden
     norms = [(op, layer_norm_hidden) for op in (aten.layer_norm.default, aten.rms_norm.default)]
+    norms += [(aten.group_norm.default, group_norm_hidden)]
     norms += [(op, batch_norm_hidden) for op in (aten.batch_norm.default, aten.instance_norm.default)]
     means = [(op, mean_hidden) for op in (aten.mean.dim, aten.var.correction, aten.var.dim, aten.var_mean.correction)]
     return tuple(norms + means)
