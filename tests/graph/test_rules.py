@@ -676,6 +676,11 @@ def test_duplicate_rule_is_rejected():
         rule(aten.conv2d.default)(lambda op: None)
 
 
+def _timm_scale(dim: int) -> nn.Module:
+    from timm.models.metaformer import Scale  # MetaFormer's per-channel factor: its width is in .shape
+    return Scale(dim, init_value=0.5)
+
+
 CUTTER_CASES = [
     ("conv", lambda: Lambda(nn.Conv2d(8, 8, 3, padding=1, groups=8)), (1, 4, 6, 6)),
     ("conv", lambda: Lambda(nn.ConvTranspose2d(8, 8, 2, groups=8)), (1, 4, 6, 6)),
@@ -692,6 +697,7 @@ CUTTER_CASES = [
     ("layer_norm", lambda: TimmNormMLP("SimpleNorm"), (2, 8)),
     ("layer_norm", lambda: TimmNormMLP("RmsNorm"), (2, 8)),
     ("window_attention", WindowAttention, (1, 8, 8, 32)),
+    ("timm_scale", lambda: Lambda(_timm_scale(8)), (2, 4, 6, 6)),
 ]
 
 
@@ -735,6 +741,8 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__ == "LlamaRMSNorm":
         return tuple(m.weight.shape) == (8,)
+    if type(m).__name__ == "Scale":
+        return m.shape[0] == m.scale.shape[0] < 8
     if type(m).__name__ == "Conv1D":
         return tuple(m.weight.shape) == (m.nx, m.nf)
     return False
