@@ -22,6 +22,7 @@ from .config import SlimConfig
 from .errors import InputError
 from .graph.trace import is_exported_graph
 from .importance import Scores
+from .importance.auto import resolve as resolve_importance
 from .importance.fisher import calibration_batches
 from .importance.scorer import scorer_for
 from .memory import choose_in_place
@@ -31,6 +32,7 @@ from .plan.land import LandingConfig
 from .plan.stage import plan_cut
 from .progress import tick
 from .report import Report, slim_report
+from .report.build import count_params
 from .surgery.stage import Cut
 from .verify import Verified
 from .verify.repair import cut_verified
@@ -38,7 +40,7 @@ from .verify.repair import cut_verified
 __all__ = ["Analysis", "analyze", "slim", "apply", "run_stages", "Scores", "Plan", "Cut", "Verified", "Report"]
 
 
-def slim(model, example_inputs=None, *, ratio: float | None = None, importance: str = "l2",
+def slim(model, example_inputs=None, *, ratio: float | None = None, importance: str = "auto",
          strict: bool = False, seed: int = 0, config: SlimConfig | None = None, progress=None,
          widths: dict | None = None, speedup: float | None = None, latency_ms: float | None = None,
          flops: float | None = None, params: float | None = None, target: str | None = None,
@@ -62,6 +64,11 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
     keeps more importance than cutting width for the same budget (hwprune.plan.depth).
+    importance: how channels are ranked (hwprune.importance.CRITERIA). "auto" (default) chooses
+    from what the run does (hwprune.importance.auto): with a budget, fisher measured on the
+    calibration inputs (default: the example inputs), whose figures compare a head with a neuron
+    or a stem filter with a late one; taylor where a loss_fn is given; l2 for a ratio or widths,
+    and past 1B parameters. report["config"]["importance_auto"] says which and why.
     calibration: inputs for the criteria that measure on inputs (hwprune.importance.data_criteria():
     fisher, activation, apoz, taylor, loss_change) and for compensate (a list of input tuples shaped
     like the example inputs; default: the example inputs alone). Other criteria read only the weights.
@@ -138,6 +145,10 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
     hwprune.plan.land.land."""
     check_prunable(analysis, config)
     tick(progress, "score", 0, 1)
+    importance, why = resolve_importance(config.importance, planned=budget is not None,
+                                         calibration_given=calibration is not None, loss_given=loss_fn is not None,
+                                         params=count_params(analysis.model), in_place=bool(config.in_place))
+    config = dataclasses.replace(config, importance=importance)
     scorer = scorer_for(analysis, config, calibration, loss_fn, progress)
     analysis = scorer.bind(analysis)  # the inputs the criteria and the compensation measure on
     scores = scorer(analysis)  # score
@@ -146,7 +157,7 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
     # cut -> verify; a budget's landing has cut and verified its plan already, to see where it lands
     verified = plan.landed if plan.landed is not None else cut_verified(plan.analysis, plan.removed, config,
                                                                          progress)
-    report = slim_report(analysis, plan, verified, config)  # report
+    report = slim_report(analysis, plan, verified, config, importance_why=why)  # report
     return scores, plan, verified.cut, verified, report
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 from .importance import CRITERIA
+from .importance.auto import AUTO
 
 
 @dataclass(frozen=True)
@@ -12,7 +13,9 @@ class SlimConfig:
     """What to cut and how to check it.
 
     ratio: fraction of every prunable group's channels to remove, in [0, 1).
-    importance: how channels are ranked inside a group (see hwprune.importance).
+    importance: how channels are ranked (see hwprune.importance); "auto" (default) chooses from
+    what the run does (hwprune.importance.auto): fisher on the example inputs for a budget, l2
+    for a ratio.
     strict: any frozen group becomes an error instead of a note in the report.
     rtol: the mask-equivalence tolerance on max relative error.
     prune_hidden: also cut the hidden size (embeddings, the residual stream and the norms over
@@ -29,7 +32,7 @@ class SlimConfig:
     """
 
     ratio: float = 0.5
-    importance: str = "l2"
+    importance: str = "auto"
     strict: bool = False
     seed: int = 0
     rtol: float = 1e-4
@@ -51,6 +54,6 @@ class SlimConfig:
         from .plan.budget import OBJECTIVES
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective {self.objective!r} is unknown: choose one of {', '.join(OBJECTIVES)}")
-        if self.importance not in CRITERIA:  # the registry as it is now: a criterion registered later counts
+        if self.importance != AUTO and self.importance not in CRITERIA:  # the registry as it is now
             raise InputError(
-                f"importance {self.importance!r} is unknown: choose one of {', '.join(CRITERIA)}")
+                f"importance {self.importance!r} is unknown: choose one of {AUTO}, {', '.join(CRITERIA)}")

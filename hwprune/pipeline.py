@@ -26,7 +26,7 @@ class SlimPass:
     latency_ms: float | None = None
     flops: float | None = None
     params: float | None = None
-    importance: str = "l2"
+    importance: str = "auto"  # see hwprune.slim
     lut: str | None = None
     threads: int = 1
     min_width: int | None = None

@@ -63,5 +63,5 @@ def test_slim_refuses_keywords_that_its_config_would_ignore(given, named):
 
 def test_slim_takes_a_config_with_keywords_left_at_their_defaults():
     model, x = _resnetish(), (torch.randn(1, 3, 6, 6),)
-    _, report = hwprune.slim(model, x, config=SlimConfig(ratio=0.25, importance="l1"), importance="l2", seed=0)
+    _, report = hwprune.slim(model, x, config=SlimConfig(ratio=0.25, importance="l1"), importance="auto", seed=0)
     assert report["config"]["ratio"] == 0.25 and report["config"]["importance"] == "l1"  # the config's, not the keywords'

@@ -387,6 +387,8 @@ def _slim_table(loaded: LoadedModel, report: dict, outputs: Bundle):
             table.add_row(label, f"reloaded and checked: max rel err {report[key]['max_rel_err']:.2e}")
     if "plan" in report:
         table.add_row("plan", _plan_row(report["plan"]))
+    cfg = report.get("config", {})
+    table.add_row("importance", cfg.get("importance_auto") or f"{cfg.get('importance')} (--importance)")
     if report.get("depth"):
         removed = [b["path"] for b in report["depth"]["removed"]]
         table.add_row("blocks removed", (", ".join(removed) + " (verified: equal to zeroing their branches)")

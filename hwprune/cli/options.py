@@ -8,6 +8,7 @@ import argparse
 
 from ..errors import InputError
 from ..importance import CRITERIA, Needs
+from ..importance.auto import AUTO
 from ..plan.kinds import BUDGET_KINDS, DEFAULT_SPEEDUP, Budget, budget_of
 
 
@@ -39,7 +40,7 @@ def slim_budget(args) -> Budget | None:
 
 
 def add_importance_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--importance", choices=tuple(CRITERIA), default="l2", help=importance_help())
+    parser.add_argument("--importance", choices=(AUTO, *CRITERIA), default=AUTO, help=importance_help())
 
 
 def importance_help() -> str:
@@ -47,4 +48,6 @@ def importance_help() -> str:
     rows = "; ".join(f"{c.name}: {c.summary}" + ("" if c.needs is Needs.WEIGHTS else " (on --calibration, default "
                      "the example inputs" + (", label-free loss" if c.needs is Needs.LOSS else "") + ")")
                      for c in CRITERIA.values())
-    return f"how channels are ranked (default l2). {rows}"
+    return (f"how channels are ranked (default {AUTO}: with a budget, fisher on --calibration or the example "
+            f"inputs, whose figures compare groups with each other; l2 for --ratio and past 1B parameters; "
+            f"the report's config.importance_auto says which and why). {rows}")

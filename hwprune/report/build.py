@@ -27,18 +27,20 @@ def hwprune_version() -> str:
         return "0+local"
 
 
-def config_json(config) -> dict:
-    """The SlimConfig's fields the report states."""
-    return {"ratio": config.ratio, "importance": config.importance, "strict": config.strict, "seed": config.seed,
+def config_json(config, importance_why: str | None = None) -> dict:
+    """The SlimConfig's fields the report states; importance_auto: why the default importance
+    ("auto", hwprune.importance.auto) read the criterion it did (None where one was named)."""
+    return {"ratio": config.ratio, "importance": config.importance, "importance_auto": importance_why,
+            "strict": config.strict, "seed": config.seed,
             "prune_hidden": config.prune_hidden, "compensate": config.compensate, "objective": config.objective}
 
 
-def slim_report(original, plan, verified, config) -> Report:
+def slim_report(original, plan, verified, config, importance_why: str | None = None) -> Report:
     """The report of a run: `original` the Analysis it began with (its figures are "before":
     the plan may have removed residual blocks from it), `plan` (hwprune.plan.Plan) what was
     decided and how, `verified` (hwprune.verify.Verified) the cut and the oracle's result,
-    `config` the run's SlimConfig. The plan's own sections ("lattice"; "plan", "depth") follow
-    the core ones."""
+    `config` the run's SlimConfig, importance_why: see config_json. The plan's own sections
+    ("lattice"; "plan", "depth") follow the core ones."""
     cut = verified.cut
     graph, removed = cut.analysis.graph, cut.removed
     width_after = {g.id: int((~removed[g.labels]).sum()) for g in graph.groups}
@@ -46,7 +48,7 @@ def slim_report(original, plan, verified, config) -> Report:
         hwprune_version=hwprune_version(),
         trace=cut.analysis.trace,
         trace_note=graph.traced.note,
-        config=config_json(config) | dict(plan.config),
+        config=config_json(config, importance_why) | dict(plan.config),
         params={"before": cut.params_before if cut.params_before is not None else count_params(original.model),
                 "after": count_params(cut.model)},
         macs={"before": count_macs(original.graph.traced.graph, original.graph.shapes.__getitem__),

@@ -17,7 +17,7 @@ from hwprune.cli import main
 TINY = "models_for_cli:tiny_convnet"
 LATTICE = "models_for_cli:lattice_convnet"
 
-_CORE = """hwprune_version trace trace_note config config.ratio config.importance config.strict config.seed
+_CORE = """hwprune_version trace trace_note config config.ratio config.importance config.importance_auto config.strict config.seed
 config.prune_hidden config.compensate config.objective {budget}params params.before params.after macs macs.before
 macs.after verify verify.mode verify.max_abs_err verify.max_rel_err verify.rtol verify.batches verify.passed
 compensated compensated.layers compensated.reads groups groups[].id groups[].members groups[].width_before
@@ -43,6 +43,8 @@ plan.planner.cost_before plan.planner.cost_after plan.planner.objective plan.pla
 plan.planner.retained_importance plan.planner.moves plan.groups plan.groups[].id plan.groups[].width_before
 plan.groups[].width_after plan.groups[].lattice plan.groups[].share_of_saving plan.target plan.lattice
 plan.lattice.multiple plan.lattice.from plan.predicted_before plan.predicted_after plan.attempts plan.tries_ended plan.landing
+plan.importance_rounds plan.importance_rounds[].budget plan.importance_rounds[].budget.flops
+plan.importance_rounds[].channels_cut
 depth depth.candidates depth.tries depth.tries[].removed depth.tries[].retained_importance depth.removed
 depth.verify """ + _MEMORY + _SOURCE + "outputs outputs.model outputs.report")
 
