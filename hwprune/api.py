@@ -145,9 +145,9 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
     hwprune.plan.land.land."""
     check_prunable(analysis, config)
     tick(progress, "score", 0, 1)
-    importance, why = resolve_importance(config.importance, planned=budget is not None,
-                                         calibration_given=calibration is not None, loss_given=loss_fn is not None,
-                                         params=count_params(analysis.model), in_place=bool(config.in_place))
+    importance, why = resolve_importance(config.importance, planned=budget is not None, loss_given=loss_fn is not None,
+                                         params=count_params(analysis.model),
+                                         calibration_given=calibration is not None, objective=config.objective)
     config = dataclasses.replace(config, importance=importance)
     scorer = scorer_for(analysis, config, calibration, loss_fn, progress)
     analysis = scorer.bind(analysis)  # the inputs the criteria and the compensation measure on

@@ -16,6 +16,7 @@ torch.no_grad checks that they fit, so a wrong shape fails here with the shape n
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -179,7 +180,8 @@ def _load_torchvision(name: str) -> _Source:
             f"{_did_you_mean(name, tv.models.list_models())}; "
             "list the valid names with "
             "python -c \"import torchvision; print(torchvision.models.list_models())\"")
-    module = tv.models.get_model(name, weights=None)
+    with seeded():
+        module = tv.models.get_model(name, weights=None)
     kind = _torchvision_kind(tv, name)
     shapes = _TORCHVISION_MODEL_SHAPES.get(name, _TORCHVISION_FAMILY_SHAPES[kind])
     return _Source(module.eval(), f"torchvision.{kind}", default_shapes=shapes)
@@ -199,11 +201,22 @@ def _load_timm(name: str) -> _Source:
             f"timm:{name}: no timm model is called {name!r}"
             f"{_did_you_mean(name, timm.list_models())}; "
             "list the valid names with python -c \"import timm; print(timm.list_models())\"")
-    module = timm.create_model(name, pretrained=False)
+    with seeded():
+        module = timm.create_model(name, pretrained=False)
     cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {}
     size = cfg.get("input_size")
     shapes = ((1, *size),) if size else _IMAGE
     return _Source(module.eval(), "timm", default_shapes=shapes)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Random weights drawn from `seed` (the caller's random state left as it was): the same
+    torchvision: or timm: spec gives the same model, so the same command gives the same plan
+    (Fisher, auto's criterion for a budget, reads the weights' values, not only their sizes)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _import_zoo(package: str, extra: str):

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..config import SlimConfig
 from ..deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
 from ..errors import HwpruneError, InputError, LatticeWarning
+from ..importance.auto import resolve as resolve_importance
 from ..importance.scorer import check_calibration
 from ..io import atomic_write, check_output
 from ..load import LoadedModel, calibration_items, format_shapes, read_calibration, spec_name, spec_path
@@ -201,8 +202,9 @@ def _cmd_slim(args) -> int:
     if args.min_width is not None and args.min_width < 1:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
     check_slack(args.landing_slack, "--landing-slack")
-    if args.calibration is not None:
-        check_calibration(args.importance, args.compensate)
+    if args.calibration is not None:  # the criterion auto reads is known up to the model's size: fisher for a budget
+        check_calibration(resolve_importance(args.importance, planned=budget is not None, calibration_given=True,
+                                             objective=args.objective)[0], args.compensate)
     check_target(args)
     check_slim_recover(args)
     in_place = _in_place(args)

@@ -9,7 +9,6 @@ from ..compensate import compensation_of
 from ..errors import InputError
 from ..graph.masked import tensors_of
 from . import CRITERIA, Scores, data_criteria, score
-from .auto import AUTO
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,8 @@ def scorer_for(analysis, config, calibration=None, loss_fn=None, progress=None) 
 
 
 def reads_calibration(importance: str, compensate: bool) -> bool:
-    """Whether a run reads calibration inputs: its criterion measures on them, or it compensates;
-    "auto" reads them where given (hwprune.importance.auto)."""
-    return importance == AUTO or CRITERIA[importance].reads_inputs or compensate
+    """Whether a run reads calibration inputs: its criterion measures on them, or it compensates."""
+    return CRITERIA[importance].reads_inputs or compensate
 
 
 def check_calibration(importance: str, compensate: bool) -> None:

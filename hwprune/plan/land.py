@@ -103,7 +103,7 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
     rounds = None
     if getattr(scores, "across_groups", False) and scorer is not None:
         scores, rounds = rescored(a, scores, plan_for, pricing, site.lattice, how.min_width, progress, scorer,
-                                  config.objective, on_round)
+                                  config.objective, on_round, site.lattice_from)
     tries, results, stop = _tries(a, original, scores, config, budget, plan_for, pricing, site, how, progress)
     pick = pick_try(tries) if tries else 0
     verified, record = results[pick]
@@ -231,7 +231,7 @@ def secant(cost_full: float, ms_full: float, cost: float, ms: float, goal_ms: fl
 
 
 def rescored(a, scores, budget, pricing, lattice, min_width, progress, scorer, objective: str = "balanced",
-             on_round=None) -> tuple:
+             on_round=None, lattice_from: str = "") -> tuple:
     """Figures measured on the model itself (Fisher) are first-order: cutting most heads of a
     layer costs more than the sum of their figures, since the heads left carry more. So the
     budget is approached in RESCORE_ROUNDS steps (a speedup S as S^(k/R)): plan, mask what
@@ -240,9 +240,14 @@ def rescored(a, scores, budget, pricing, lattice, min_width, progress, scorer, o
     so that a later round may restore it, gave lower fidelity in all four Fisher rows of
     benchmarks/bench_vs_torch_pruning.py: MiniLM cosine 0.871 / 0.767 against 0.876 / 0.773,
     Lite0 top-1 0.192 / 0.067 against 0.200 / 0.117). Returns the last figures and each
-    round's RescoreRound; on_round(RescoreRound) is called as each round ends."""
+    round's RescoreRound; on_round(RescoreRound) is called as each round ends; lattice_from: where
+    the lattice comes from, for an error that it alone is the limit."""
     from .budget import plan_budget
 
+    # a budget no plan meets fails as itself, before any round: a round's looser budget would
+    # fail for another reason (the lattice alone) and say so
+    plan_budget(a, scores, budget, pricing, lattice, min_width=min_width, objective=objective,
+                lattice_from=lattice_from)
     rounds = []
     for k in range(1, RESCORE_ROUNDS):
         step = partial_budget(budget, pricing.full_figure, k / RESCORE_ROUNDS)

@@ -63,3 +63,20 @@ def test_the_same_command_twice_writes_the_same_bytes(two_runs, name):
 def test_the_runs_wrote_only_the_bundle(two_runs):
     for folder in two_runs:
         assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+
+
+@pytest.mark.parametrize("spec", ["torchvision:resnet18", "timm:resnet10t"])
+def test_a_zoo_spec_gives_the_same_random_weights_each_time_and_leaves_the_callers_rng(spec):
+    """A zoo spec's random weights come from a fixed seed, so the same command plans the same
+    (auto's Fisher reads the weights' values); the caller's random state is left as it was."""
+    import torch
+
+    from hwprune.load import load_spec
+    torch.manual_seed(123)
+    first = load_spec(spec).module.state_dict()
+    torch.manual_seed(456)  # the caller's state differs: the weights do not
+    second = load_spec(spec).module.state_dict()
+    drawn = torch.rand(1)
+    torch.manual_seed(456)
+    assert torch.equal(torch.rand(1), drawn), "loading drew from the caller's random state"
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

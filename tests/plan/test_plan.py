@@ -206,7 +206,7 @@ def test_speedup_on_the_analytic_model_lands_where_asked():
 ])
 def test_the_landing_slack_says_how_far_below_the_goal_the_tries_may_stop(slack, ended):
     model, x = _net(224)
-    _, report = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", landing_slack=slack)
+    _, report = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", landing_slack=slack, importance="l2")
     plan = report["plan"]
     assert plan["tries_ended"] == ended
     assert plan["predicted_after"] == pytest.approx(0.92 * plan["requested"], abs=0.01 * plan["requested"])
@@ -389,7 +389,7 @@ OBJECTIVE_CASES = {
 def test_objective_row(objective):
     low, high = OBJECTIVE_CASES[objective]
     model, x = _net()
-    slim, report = hwprune.slim(model, x, flops=0.5, target="jetson", objective=objective)
+    slim, report = hwprune.slim(model, x, flops=0.5, target="jetson", objective=objective, importance="l2")
     plan = report["plan"]
     narrowest = min(g["width_after"] / g["width_before"] for g in plan["groups"])
     assert low <= narrowest <= high, plan["groups"]

@@ -11,18 +11,18 @@ from hwprune.errors import InputError
 from hwprune.importance.auto import AUTO, FISHER_MAX_PARAMS, resolve
 from shared_models import MLP
 
-RUN = dict(planned=False, calibration_given=False, loss_given=False, params=10_000, in_place=False)
+RUN = dict(planned=False, loss_given=False, params=10_000, calibration_given=False)
 
 
 @pytest.mark.parametrize("given, expect, why", [
     ({"planned": True}, "fisher", "fisher on the example inputs"),
     ({"planned": True, "calibration_given": True}, "fisher", "fisher on the calibration inputs"),
-    ({"calibration_given": True}, "fisher", "fisher on the calibration inputs"),
     ({}, "l2", "a ratio or given widths"),
+    ({"calibration_given": True}, "l2", "a ratio or given widths"),  # compensation's inputs change no choice
     ({"planned": True, "loss_given": True}, "taylor", "loss_fn"),
     ({"planned": True, "params": FISHER_MAX_PARAMS + 1}, "l2", "parameters"),
-    ({"planned": True, "in_place": True}, "l2", "in place"),
-], ids=["budget", "budget-calibration", "ratio-calibration", "ratio", "loss", "past-max-params", "in-place"])
+    ({"planned": True, "objective": "params"}, "l2", "objective 'params'"),
+], ids=["budget", "budget-calibration", "ratio", "ratio-calibration", "loss", "past-max-params", "objective"])
 def test_auto_chooses(given, expect, why):
     name, reason = resolve(AUTO, **(RUN | given))
     assert name == expect
