@@ -4,13 +4,16 @@ For each row (model, data) and requested speedup S, every contender is cut to th
 hwprune's own plan, then recovered with the SAME recipe (hwprune.finetune: distillation from
 the original, the same steps, batch, learning rate and data), then measured on held-out data:
 
-- hwprune balanced: slim(speedup=S, target="cpu"), the default objective (sum of log
-  importance kept per group), L2 importance;
+- hwprune balanced: slim(speedup=S, target="cpu", importance="l2"), the balanced objective (sum of
+  log importance kept per group) on weight magnitudes: the data-free plan, and the default before
+  "auto". Its measured latency is the row's, which every other contender is bisected to;
+- hwprune default: slim(speedup=S, target="cpu") with nothing else given: importance "auto", which
+  for a budget is fisher measured on the example inputs alone (hwprune.importance.auto);
 - hwprune data: the same objective with a data-aware importance on calibration inputs that
   are not test data (taylor on the vision rows, fisher on MiniLM, whose output is not a
   classifier's that Taylor's default loss needs);
-- hwprune params: the same with objective="params" (importance-weighted parameters, the
-  objective before balanced);
+- hwprune params: l2 with objective="params" (importance-weighted parameters, the objective
+  before balanced);
 - uniform: slim(ratio=r, target="cpu"), every group cut alike and snapped to the cpu lattice,
   r bisected to hwprune balanced's measured latency;
 - Torch-Pruning uniform and global (MetaPruner, L2, round_to=8), ratio bisected likewise
@@ -34,6 +37,13 @@ Rows (nothing is downloaded; every data set ships inside a package):
     python benchmarks/bench_accuracy.py [--rows digits,lite0,minilm] [--speedups 1.5,2]
         [--steps N] [--out FILE.json]
     python benchmarks/bench_accuracy.py --merge PART.json [PART.json ...] [--out FILE.json]
+    python benchmarks/bench_accuracy.py --add-default ROWS.json --rows R --speedups S --out PART.json
+
+--add-default adds the hwprune default contender to rows run before it existed: each row's own
+plan is cut again from its recorded widths and measured against the original in this run, the
+default is bisected to it and recovered with the row's recipe and seeds; --merge ROWS.json
+PART.json puts it into its row (the entry's `added` says where and when, and the original's
+figure now against the row's).
 
 Writes benchmarks/results/accuracy.json and .png (after every row: a cut-short run keeps
 what it measured). Rows may run as separate processes, one core each, into their own
@@ -276,15 +286,20 @@ def _over_seeds(figures: list, seeds) -> dict:
 
 def run_row(row: Row, speedup: float, runtime, config, seeds=(0,)) -> dict:
     t0 = time.perf_counter()
-    model, report = hwprune.slim(row.model, row.x, speedup=speedup, target="cpu", landing_slack=LANDING_SLACK)
+    # the row's latency: hwprune's data-free plan (l2 under the balanced objective, the default
+    # before "auto"), which every other contender is bisected to
+    model, report = hwprune.slim(row.model, row.x, speedup=speedup, target="cpu", landing_slack=LANDING_SLACK,
+                                 importance="l2")
     entries = {"hwprune_balanced": {"model": model, "report": report}}
     target_graph = onnx_graph(model, row.x)
     original_graph = onnx_graph(row.model, row.x)
     t_orig, t_h = runtime.models([original_graph, target_graph])
     entries["hwprune_balanced"] |= {"ms": t_h.median_ms, "latency_vs_hwprune": 1.0, "equal_latency": True}
+    entries["hwprune_default"] = hwprune_at_latency(row, runtime, target_graph, speedup)
     entries["hwprune_data"] = hwprune_at_latency(row, runtime, target_graph, speedup, importance=row.data_importance,
                                                  calibration=row.calibration)
-    entries["hwprune_params"] = hwprune_at_latency(row, runtime, target_graph, speedup, objective="params")
+    entries["hwprune_params"] = hwprune_at_latency(row, runtime, target_graph, speedup, importance="l2",
+                                                   objective="params")
     entries["uniform"] = uniform_at_latency(row, runtime, target_graph)
     analysis = hwprune.analyze(row.model, row.x)
     for mode in ("uniform", "global"):
@@ -296,21 +311,56 @@ def run_row(row: Row, speedup: float, runtime, config, seeds=(0,)) -> dict:
     out["original_recovered"] = _over_seeds(
         [row.evaluate(recover(row, row.model, dataclasses.replace(config, seed=seed))[0]) for seed in seeds], seeds)
     for key, e in entries.items():
-        before = row.evaluate(e["model"])
-        runs = [recover(row, e["model"], dataclasses.replace(config, seed=seed)) for seed in seeds]
-        out[key] = {"measured_ms": round(e["ms"], 4),
-                    "measured_speedup": round(t_orig.median_ms / t_h.median_ms / e["latency_vs_hwprune"], 4),
-                    "latency_vs_hwprune": round(e["latency_vs_hwprune"], 4), "equal_latency": e["equal_latency"],
-                    "params": sum(p.numel() for p in e["model"].parameters()),
-                    "before_recovery": before, "after_recovery": _over_seeds([row.evaluate(t) for t, _ in runs], seeds),
-                    "recovery_loss": [{"before": r.eval_before, "after": r.eval_after} for _, r in runs],
-                    "recovery_seconds": round(sum(r.seconds for _, r in runs) / len(runs), 1)}
-        out[key] |= {k: e[k] for k in ("ratio", "asked", "latency_ratios") if k in e}
-        if "report" in e and "plan" in e["report"]:
-            out[key]["widths"] = [(g["width_before"], g["width_after"]) for g in e["report"]["plan"]["groups"]]
+        out[key] = recovered_entry(row, e, t_orig.median_ms / t_h.median_ms, config, seeds)
         print(json.dumps({"row": row.name, "speedup": speedup, key: out[key] | {"widths": None}}), flush=True)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def recovered_entry(row: Row, e: dict, row_speedup: float, config, seeds) -> dict:
+    """A contender's entry: its latency against the row's, its figures before and after the
+    recovery (once per seed), and its widths. row_speedup: the original's latency over the row's."""
+    before = row.evaluate(e["model"])
+    runs = [recover(row, e["model"], dataclasses.replace(config, seed=seed)) for seed in seeds]
+    out = {"measured_ms": round(e["ms"], 4),
+           "measured_speedup": round(row_speedup / e["latency_vs_hwprune"], 4),
+           "latency_vs_hwprune": round(e["latency_vs_hwprune"], 4), "equal_latency": e["equal_latency"],
+           "params": sum(p.numel() for p in e["model"].parameters()),
+           "before_recovery": before, "after_recovery": _over_seeds([row.evaluate(t) for t, _ in runs], seeds),
+           "recovery_loss": [{"before": r.eval_before, "after": r.eval_after} for _, r in runs],
+           "recovery_seconds": round(sum(r.seconds for _, r in runs) / len(runs), 1)}
+    out |= {k: e[k] for k in ("ratio", "asked", "latency_ratios") if k in e}
+    if "report" in e and "plan" in e["report"]:
+        out["widths"] = [(g["width_before"], g["width_after"]) for g in e["report"]["plan"]["groups"]]
+        out["importance"] = e["report"]["config"]["importance"]
+    return out
+
+
+def add_default(row: Row, speedup: float, runtime, config, committed: dict) -> dict:
+    """hwprune's default (slim with no importance given: "auto") added to a committed row: the
+    row's own plan is cut again from its recorded widths (l2 picks the same channels), measured
+    against the original in this run, and the default is bisected to it and recovered with the
+    row's recipe and seeds. The entry says where it was added (`added`), and the original's figure
+    now, which equals the row's where the model is the same."""
+    t0 = time.perf_counter()
+    analysis = hwprune.analyze(row.model, row.x)
+    planned = [g for g in analysis.prunable]
+    widths = committed["hwprune_balanced"]["widths"]
+    if [g.width for g in planned] != [before for before, _ in widths]:
+        raise SystemExit(f"{row.name} {speedup}x: the committed row's groups {[b for b, _ in widths]} are not "
+                         f"this model's {[g.width for g in planned]}: run the row in full instead")
+    anchor, _ = hwprune.slim(analysis, widths={g.id: after for g, (_, after) in zip(planned, widths)},
+                             importance="l2")
+    target_graph = onnx_graph(anchor, row.x)
+    t_orig, t_h = runtime.models([onnx_graph(row.model, row.x), target_graph])
+    seeds = tuple(committed["hwprune_balanced"]["after_recovery"].get("seeds", [0]))
+    entry = recovered_entry(row, hwprune_at_latency(row, runtime, target_graph, speedup), t_orig.median_ms /
+                            t_h.median_ms, dataclasses.replace(config, lr=committed["recovery_lr"]), seeds)
+    entry["added"] = {"row_speedup_now": round(t_orig.median_ms / t_h.median_ms, 4),
+                      "row_speedup_then": committed["hwprune_balanced"]["measured_speedup"],
+                      "original_now": row.evaluate(row.model), "seconds": round(time.perf_counter() - t0, 1)}
+    print(json.dumps({"row": row.name, "speedup": speedup, "hwprune_default": entry | {"widths": None}}), flush=True)
+    return {"model": row.name, "requested": speedup, "hwprune_default": entry}
 
 
 # ---------------------------------------------------------------- the run
@@ -342,6 +392,9 @@ def main() -> None:
     ap.add_argument("--dense-epochs", type=int, default=12, help="training of the digits model before any cut")
     ap.add_argument("--merge", type=Path, nargs="+", help="join these parts' rows into --out, and plot them")
     ap.add_argument("--plot", action="store_true", help="only draw --out's rows again, into its .png")
+    ap.add_argument("--add-default", type=Path, metavar="ROWS.json",
+                    help="add hwprune's default contender to these committed rows (--rows, --speedups) at their "
+                         "latency, into the part --out; --merge it with them")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.plot:
@@ -349,10 +402,10 @@ def main() -> None:
         return
     if args.merge:
         parts = [record.load(p) for p in args.merge]
-        rows = [r for part in parts for r in part.results["rows"]]
+        rows = merged_rows([r for part in parts for r in part.results["rows"]])
         # each part was its own run (its own commit, command and start): the merged file keeps them all
         merged = dataclasses.replace(record.capture(threads=1, batch=1, statistic="see parts"),
-                                     settings={"parts": [_part_how(part) for part in parts]})
+                                     settings={"parts": [h for part in parts for h in _part_hows(part)]})
         record.write(args.out, merged, {"rows": rows})
         _plot(rows, args.out.with_suffix(".png"))
         return
@@ -366,23 +419,50 @@ def main() -> None:
     runtime = local_runtime(get_target("cpu"), OrtSettings(threads=1))
     seeds = tuple(int(v) for v in args.seeds.split(","))
     started = how(runtime, config)
+    committed = {(r["model"], r["requested"]): r for r in record.load(args.add_default).results["rows"]} \
+        if args.add_default else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.rows.split(","):
             row = make_row(name, Path(tmp), args.dense_epochs)
             row_config = dataclasses.replace(config, lr=args.lr or row.lr)
             for s in (float(v) for v in args.speedups.split(",")):
-                rows.append(run_row(row, s, runtime, row_config, seeds))
+                if committed is not None:
+                    if (name, s) not in committed:
+                        raise SystemExit(f"--add-default {args.add_default}: it has no {name} row at {s}x")
+                    rows.append(add_default(row, s, runtime, config, committed[(name, s)]))
+                else:
+                    rows.append(run_row(row, s, runtime, row_config, seeds))
                 record.write(args.out, started, {"rows": rows})  # after every row: a cut-short run keeps them
-                _plot(rows, args.out.with_suffix(".png"))
+                if committed is None:
+                    _plot(rows, args.out.with_suffix(".png"))
 
 
-def _part_how(part: record.Loaded) -> dict:
-    """A part's own account; a file from before the record schema kept it under "how"."""
-    return part.how.get("how", part.how) if part.schema == 0 else part.how
+def merged_rows(rows: list) -> list:
+    """The rows of every part, in order; a part's row that only adds contenders to a row (it has
+    no "original", as --add-default writes) goes into that row (same model and speedup)."""
+    out = []
+    for r in rows:
+        if "original" in r:
+            out.append(dict(r))
+            continue
+        into = [o for o in out if (o["model"], o["requested"]) == (r["model"], r["requested"])]
+        if not into:
+            raise SystemExit(f"a part adds to the {r['model']} row at {r['requested']}x, which no part before it "
+                             "has: give the part with the row first")
+        into[-1].update({k: v for k, v in r.items() if k not in ("model", "requested")})
+    return out
 
 
-CONTENDERS = ("hwprune_balanced", "hwprune_data", "hwprune_params", "uniform", "tp_uniform", "tp_global")
+def _part_hows(part: record.Loaded) -> list:
+    """A part's own account, or the accounts of the parts a merged file was made of; a file
+    from before the record schema kept it under "how"."""
+    how = part.how.get("how", part.how) if part.schema == 0 else part.how
+    return how.get("settings", {}).get("parts") or [how]
+
+
+CONTENDERS = ("hwprune_default", "hwprune_balanced", "hwprune_data", "hwprune_params", "uniform", "tp_uniform",
+              "tp_global")
 
 
 def _plot(rows: list, path: Path) -> None:
@@ -398,7 +478,7 @@ def _plot(rows: list, path: Path) -> None:
     for ax, name in zip(axes[0], names):
         mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["requested"])
         figure = next(k for k in ("test_accuracy", "logit_cosine", "embedding_cosine") if k in mine[0]["original"])
-        for key in CONTENDERS:
+        for key in (k for k in CONTENDERS if all(k in r for r in mine)):
             ax.plot([r[key]["measured_speedup"] for r in mine], [r[key]["after_recovery"][figure] for r in mine],
                     "o-", label=key)
         ax.axhline(mine[0]["original"][figure], color="grey", ls="--", lw=1, label="original")
