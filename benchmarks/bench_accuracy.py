@@ -344,7 +344,7 @@ def add_default(row: Row, speedup: float, runtime, config, committed: dict) -> d
     now, which equals the row's where the model is the same."""
     t0 = time.perf_counter()
     analysis = hwprune.analyze(row.model, row.x)
-    planned = [g for g in analysis.prunable]
+    planned = list(analysis.prunable)
     widths = committed["hwprune_balanced"]["widths"]
     if [g.width for g in planned] != [before for before, _ in widths]:
         raise SystemExit(f"{row.name} {speedup}x: the committed row's groups {[b for b, _ in widths]} are not "

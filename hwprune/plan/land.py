@@ -244,15 +244,18 @@ def rescored(a, scores, budget, pricing, lattice, min_width, progress, scorer, o
     the lattice comes from, for an error that it alone is the limit."""
     from .budget import plan_budget
 
-    # a budget no plan meets fails as itself, before any round: a round's looser budget would
-    # fail for another reason (the lattice alone) and say so
-    plan_budget(a, scores, budget, pricing, lattice, min_width=min_width, objective=objective,
-                lattice_from=lattice_from)
     rounds = []
     for k in range(1, RESCORE_ROUNDS):
         step = partial_budget(budget, pricing.full_figure, k / RESCORE_ROUNDS)
         tick(progress, "rescore", k - 1, RESCORE_ROUNDS - 1)
-        widths, _ = plan_budget(a, scores, step, pricing, lattice, min_width=min_width, objective=objective)
+        try:
+            widths, _ = plan_budget(a, scores, step, pricing, lattice, min_width=min_width, objective=objective)
+        except BudgetError:
+            # a round's budget is looser than the whole one, which then fails too: it fails as
+            # itself (the round's would blame the lattice alone where nothing meets the budget)
+            plan_budget(a, scores, budget, pricing, lattice, min_width=min_width, objective=objective,
+                        lattice_from=lattice_from)
+            raise
         removed = a.graph.removed_of(plan_widths(a.groups, scores, widths))
         fresh = scorer(a, removed)
         for g, s in zip(a.groups, fresh):
