@@ -24,7 +24,7 @@ def cutter_for(module: nn.Module):
     if "torchvision" in sys.modules:
         from . import torchvision_attention  # noqa: F401
     if "timm" in sys.modules:
-        from . import timm_modules  # noqa: F401
+        from . import timm_attention, timm_modules  # noqa: F401
     for t in type(module).__mro__:
         for key in (t, f"{t.__module__}.{t.__qualname__}"):  # a type, or its qualified name
             if key in CUTTERS:

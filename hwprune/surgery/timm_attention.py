@@ -1,0 +1,69 @@
+"""timm's attentions that size their heads from the input width, after a head cut.
+
+DaViT's window and channel attentions reshape qkv into `(3, num_heads, C // num_heads)` and their
+output back to `C`, where C is the input's width: once some heads are cut, the heads' width is
+smaller than the input's and forward breaks, so verification froze every head. Their cutters turn
+them into these subclasses, whose forward takes the heads' width from the qkv weight instead; the
+math is timm's (timm/models/davit.py, Apache-2.0), with that one width changed. Imported only
+once timm is (surgery.cutter_for).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+
+from .registry import ModuleCut, register_cutter
+
+
+def _heads(qkv, x, heads: int):
+    """q, k, v as (B, heads, N, head_dim), with the heads' width read from the qkv weight."""
+    B, N, _ = x.shape
+    inner = qkv.weight.shape[0] // 3
+    return qkv(x).reshape(B, N, 3, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _merge(x, proj):
+    """(B, heads, N, head_dim) back to (B, N, heads * head_dim), then the output projection."""
+    B, H, N, D = x.shape
+    return proj(x.transpose(1, 2).reshape(B, N, H * D))
+
+
+class PrunedWindowAttention(WindowAttention):
+    def forward(self, x):
+        q, k, v = _heads(self.qkv, x, self.num_heads)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            x = self.softmax((q * self.scale) @ k.transpose(-2, -1)) @ v
+        return _merge(x, self.proj)
+
+
+class PrunedChannelAttention(ChannelAttention):
+    def forward(self, x):
+        q, k, v = _heads(self.qkv, x, self.num_heads)
+        attn = ((k * self.scale).transpose(-1, -2) @ v).softmax(dim=-1)
+        return _merge((attn @ q.transpose(-1, -2)).transpose(-1, -2), self.proj)
+
+
+class PrunedChannelAttentionV2(ChannelAttentionV2):
+    def forward(self, x):
+        q, k, v = _heads(self.qkv, x, self.groups)
+        q = q * (x.shape[1] ** -0.5 if self.dynamic_scale else self.head_dim ** -0.5)
+        attn = (q.transpose(-1, -2) @ k).softmax(dim=-1)
+        return _merge((attn @ v.transpose(-1, -2)).transpose(-1, -2), self.proj)
+
+
+_PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChannelAttention,
+           ChannelAttentionV2: PrunedChannelAttentionV2}
+
+
+@register_cutter(WindowAttention, ChannelAttention, ChannelAttentionV2)
+def davit_attention(m, c: ModuleCut) -> None:
+    """Heads go whole: the head count follows the qkv weight (the head size stays), and the module
+    becomes the subclass whose forward does not assume the heads' width is the input's."""
+    count = "groups" if isinstance(m, ChannelAttentionV2) else "num_heads"
+    inner = m.qkv.weight.shape[0] // 3
+    head_dim = c.heads.head_dim if c.heads is not None else inner // getattr(m, count)
+    setattr(m, count, inner // head_dim)
+    if type(m) in _PRUNED:
+        m.__class__ = _PRUNED[type(m)]
