@@ -1,48 +1,61 @@
 """timm's attentions that size their heads from the input width, after a head cut.
 
-DaViT's window and channel attentions reshape qkv into `(3, num_heads, C // num_heads)` and their
-output back to `C`, where C is the input's width: once some heads are cut, the heads' width is
-smaller than the input's and forward breaks, so verification froze every head. Their cutters turn
-them into these subclasses, whose forward takes the heads' width from the qkv weight instead; the
-math is timm's (timm/models/davit.py, Apache-2.0), with that one width changed. Imported only
-once timm is (surgery.cutter_for).
+DaViT's window and channel attentions and VOLO's self-attention reshape qkv into
+`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width: once
+some heads are cut, the heads' width is smaller than the input's and forward breaks, so
+verification froze every head. Their cutters turn them into these subclasses, whose forward takes
+the heads' width from the qkv weight instead; the math is timm's (timm/models/davit.py and
+volo.py, Apache-2.0), with that one width changed. Imported only once timm is (surgery.cutter_for).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+from timm.models.volo import Attention as VoloAttention
 
 from .registry import ModuleCut, register_cutter
 
 
 def _heads(qkv, x, heads: int):
-    """q, k, v as (B, heads, N, head_dim), with the heads' width read from the qkv weight."""
-    B, N, _ = x.shape
+    """q, k, v as (B, heads, N, head_dim) of x (B, *tokens, C), N the tokens' count, with the heads'
+    width read from the qkv weight."""
     inner = qkv.weight.shape[0] // 3
-    return qkv(x).reshape(B, N, 3, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return qkv(x).reshape(x.shape[0], -1, 3, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def _merge(x, proj):
-    """(B, heads, N, head_dim) back to (B, N, heads * head_dim), then the output projection."""
+def _merge(x, proj, tokens):
+    """(B, heads, N, head_dim) back to (B, *tokens, heads * head_dim), then the output projection."""
     B, H, N, D = x.shape
-    return proj(x.transpose(1, 2).reshape(B, N, H * D))
+    return proj(x.transpose(1, 2).reshape(B, *tokens, H * D))
 
 
 class PrunedWindowAttention(WindowAttention):
     def forward(self, x):
+        tokens = x.shape[1:-1]
         q, k, v = _heads(self.qkv, x, self.num_heads)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v)
         else:
             x = self.softmax((q * self.scale) @ k.transpose(-2, -1)) @ v
-        return _merge(x, self.proj)
+        return _merge(x, self.proj, tokens)
+
+
+class PrunedVoloAttention(VoloAttention):
+    def forward(self, x):
+        tokens = x.shape[1:-1]
+        q, k, v = _heads(self.qkv, x, self.num_heads)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+        else:
+            x = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+        return self.proj_drop(_merge(x, self.proj, tokens))
 
 
 class PrunedChannelAttention(ChannelAttention):
     def forward(self, x):
         q, k, v = _heads(self.qkv, x, self.num_heads)
         attn = ((k * self.scale).transpose(-1, -2) @ v).softmax(dim=-1)
-        return _merge((attn @ q.transpose(-1, -2)).transpose(-1, -2), self.proj)
+        return _merge((attn @ q.transpose(-1, -2)).transpose(-1, -2), self.proj, x.shape[1:-1])
 
 
 class PrunedChannelAttentionV2(ChannelAttentionV2):
@@ -50,15 +63,15 @@ class PrunedChannelAttentionV2(ChannelAttentionV2):
         q, k, v = _heads(self.qkv, x, self.groups)
         q = q * (x.shape[1] ** -0.5 if self.dynamic_scale else self.head_dim ** -0.5)
         attn = (q.transpose(-1, -2) @ k).softmax(dim=-1)
-        return _merge((attn @ v.transpose(-1, -2)).transpose(-1, -2), self.proj)
+        return _merge((attn @ v.transpose(-1, -2)).transpose(-1, -2), self.proj, x.shape[1:-1])
 
 
 _PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChannelAttention,
-           ChannelAttentionV2: PrunedChannelAttentionV2}
+           ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention}
 
 
-@register_cutter(WindowAttention, ChannelAttention, ChannelAttentionV2)
-def davit_attention(m, c: ModuleCut) -> None:
+@register_cutter(*_PRUNED)
+def timm_attention(m, c: ModuleCut) -> None:
     """Heads go whole: the head count follows the qkv weight (the head size stays), and the module
     becomes the subclass whose forward does not assume the heads' width is the input's."""
     count = "groups" if isinstance(m, ChannelAttentionV2) else "num_heads"

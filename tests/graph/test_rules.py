@@ -274,21 +274,23 @@ class WindowAttention(nn.Module):
         return self.post(self.att(self.pre(x)))
 
 
-class DavitAttentions(nn.Module):
-    """timm's DaViT window and channel attentions (and V2's), whose forwards compute the head size
-    from the input width and reshape their output back to it."""
+class TimmAttentions(nn.Module):
+    """timm's DaViT window and channel attentions (and V2's) and VOLO's self-attention, whose
+    forwards compute the head size from the input width and reshape their output back to it."""
 
     def __init__(self, fused: bool = False):
         super().__init__()
         from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+        from timm.models.volo import Attention
         self.pre, self.post = nn.Linear(32, 32), nn.Linear(32, 4)
-        self.window = WindowAttention(32, (2, 2), 4)
-        self.window.fused_attn = fused
+        self.window, self.volo = WindowAttention(32, (2, 2), 4), Attention(32, 4)
+        self.window.fused_attn = self.volo.fused_attn = fused
         self.channel, self.channel_v2 = ChannelAttention(32, 4), ChannelAttentionV2(32, 4)
 
     def forward(self, x):
         x = self.pre(x)
-        return self.post(x + self.window(x) + self.channel(x) + self.channel_v2(x))
+        tokens = x + self.window(x) + self.channel(x) + self.channel_v2(x)
+        return self.post(tokens + self.volo(x.unflatten(1, (2, 2))).flatten(1, 2))
 
 
 class Bmm(nn.Module):
@@ -714,8 +716,8 @@ CUTTER_CASES = [
     ("layer_norm", lambda: TimmNormMLP("SimpleNorm"), (2, 8)),
     ("layer_norm", lambda: TimmNormMLP("RmsNorm"), (2, 8)),
     ("window_attention", WindowAttention, (1, 8, 8, 32)),
-    ("davit_attention", DavitAttentions, (2, 4, 32)),
-    ("davit_attention", lambda: DavitAttentions(fused=True), (2, 4, 32)),
+    ("timm_attention", TimmAttentions, (2, 4, 32)),
+    ("timm_attention", lambda: TimmAttentions(fused=True), (2, 4, 32)),
     ("timm_scale", lambda: Lambda(_timm_scale(8)), (2, 4, 6, 6)),
 ]
 
@@ -758,7 +760,7 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.in_proj_weight.shape[0] == 3 * m.num_heads * m.head_dim and m.num_heads < 4
     if type(m).__name__ == "PrunedShiftedWindowAttention":  # 2 of 4 heads went, with their bias
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
-    if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's
+    if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's, VOLO's
         return getattr(m, "groups", getattr(m, "num_heads", None)) * 8 * 3 == m.qkv.out_features < 3 * 32
     if type(m).__name__ == "LlamaRMSNorm":
         return tuple(m.weight.shape) == (8,)
