@@ -25,6 +25,8 @@ def cutter_for(module: nn.Module):
         from . import torchvision_attention  # noqa: F401
     if "timm" in sys.modules:
         from . import timm_attention, timm_modules  # noqa: F401
+    if "ultralytics" in sys.modules:
+        from . import ultralytics_modules  # noqa: F401
     for t in type(module).__mro__:
         for key in (t, f"{t.__module__}.{t.__qualname__}"):  # a type, or its qualified name
             if key in CUTTERS:

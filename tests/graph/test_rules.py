@@ -7,6 +7,7 @@ without a row fails test_every_rule_has_a_row / test_every_cutter_has_a_row.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -291,6 +292,22 @@ class TimmAttentions(nn.Module):
         x = self.pre(x)
         tokens = x + self.window(x) + self.channel(x) + self.channel_v2(x)
         return self.post(tokens + self.volo(x.unflatten(1, (2, 2))).flatten(1, 2))
+
+
+class UltralyticsAttention(nn.Module):
+    """YOLO11's PSA block on the model input: the block's width stays whole, so only whole heads can
+    go, and Ultralytics' Attention views its output back to the input's width."""
+
+    def __init__(self):
+        super().__init__()
+        env = dict(os.environ)  # importing ultralytics sets OMP_NUM_THREADS and more for later subprocesses
+        from ultralytics.nn.modules.block import PSABlock
+        os.environ.clear()
+        os.environ.update(env)
+        self.block, self.post = PSABlock(64, attn_ratio=0.5, num_heads=4), nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.post(self.block(x))
 
 
 class Bmm(nn.Module):
@@ -719,6 +736,7 @@ CUTTER_CASES = [
     ("timm_attention", TimmAttentions, (2, 4, 32)),
     ("timm_attention", lambda: TimmAttentions(fused=True), (2, 4, 32)),
     ("timm_scale", lambda: Lambda(_timm_scale(8)), (2, 4, 6, 6)),
+    ("ultralytics_attention", UltralyticsAttention, (1, 64, 6, 6)),
 ]
 
 
@@ -762,6 +780,8 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's, VOLO's
         return getattr(m, "groups", getattr(m, "num_heads", None)) * 8 * 3 == m.qkv.out_features < 3 * 32
+    if type(m).__name__ == "PrunedAttention":  # Ultralytics': 2 of 4 heads went
+        return m.num_heads == 2 and m.qkv.conv.out_channels == 2 * (2 * m.key_dim + m.head_dim) == 2 * 32
     if type(m).__name__ == "LlamaRMSNorm":
         return tuple(m.weight.shape) == (8,)
     if type(m).__name__ == "Scale":
