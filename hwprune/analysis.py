@@ -16,7 +16,7 @@ from .graph.macs import count_macs
 from .graph.trace import check_inputs, input_tuple, is_exported_graph, trace
 from .progress import tick
 from .report import count_params, group_json
-from .surgery import has_cutter
+from .surgery import data_buffers, has_cutter
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def analyze(model: nn.Module, example_inputs, *, config=None, progress=None) -> 
     traced = trace(model, example_inputs)
     tick(progress, "group", 2, 3)
     rules = grouping_rules(config)
-    graph = build_channel_graph(traced, model, rules, has_cutter=has_cutter)
+    graph = build_channel_graph(traced, model, rules, has_cutter=has_cutter, data_buffers=data_buffers)
     tick(progress, "group", 3, 3)
     return Analysis(model, example_inputs, graph, rules)
 

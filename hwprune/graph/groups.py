@@ -148,7 +148,7 @@ MODEL_INPUT, MODEL_OUTPUT = "model input", "model output"
 BOUNDARY_REASONS = (MODEL_INPUT, MODEL_OUTPUT)
 
 
-def _boundary_freezes(tg, shapes, model, has_cutter) -> list:
+def _boundary_freezes(tg, shapes, model, has_cutter, data_buffers) -> list:
     from .heads import head_modules
     out = []
     attention = head_modules(tg) if tg.tracer != GRAPH else set()  # their tensors: surgery.attention
@@ -158,7 +158,10 @@ def _boundary_freezes(tg, shapes, model, has_cutter) -> list:
         if kind in ("param", "buffer") and name in shapes and tg.tracer != GRAPH:
             owner = what.rpartition(".")[0]
             module = model.get_submodule(owner) if owner else model
-            if owner in attention and kind == "buffer":
+            if kind == "buffer" and what.rpartition(".")[2] in data_buffers(module):
+                why = f"{what} is data of {type(module).__name__} ({owner}), not channels (its cutter says so)"
+                out += [Freeze((name, d), why) for d in range(len(shapes[name]))]
+            elif owner in attention and kind == "buffer":
                 # an attention module's parameters are cut per head (surgery.attention); its buffers
                 # are data, such as Swin v2's coordinate table that feeds its bias MLP as an input
                 why = f"{what} is a buffer of the attention {type(module).__name__} ({owner}): data, not channels"
@@ -219,16 +222,18 @@ def _components(shapes, links) -> tuple:
     return base, labels
 
 
-def build_channel_graph(tg: TracedGraph, model, extra_rules=(), *, has_cutter: Callable) -> ChannelGraph:
+def build_channel_graph(tg: TracedGraph, model, extra_rules=(), *, has_cutter: Callable,
+                        data_buffers: Callable = lambda module: ()) -> ChannelGraph:
     """The coupled channel groups of a traced model. has_cutter(module): whether surgery can fix
     that module's sizes (hwprune.surgery.has_cutter); the tensors of a module without one are
-    frozen, since cutting them would leave its size attributes wrong."""
+    frozen, since cutting them would leave its size attributes wrong. data_buffers(module): the
+    names of its buffers that are data, not channels (hwprune.surgery.data_buffers): frozen."""
     shapes = _tensors(tg)
     links, freezes, where = _apply_rules(tg, shapes, extra_rules)
     same_links, unused = _same_tensor_links(tg, shapes, model)
     links += same_links
     freezes += unused
-    freezes += _boundary_freezes(tg, shapes, model, has_cutter)
+    freezes += _boundary_freezes(tg, shapes, model, has_cutter, data_buffers)
     base, labels = _components(shapes, links)
     ncomp = int(labels.max()) + 1 if labels.size else 0
     position = np.zeros(ncomp, dtype=bool)

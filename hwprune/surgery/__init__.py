@@ -12,7 +12,7 @@ from torch import nn
 from .registry import CUTTERS, ModuleCut, register_cutter
 from .widths import record_widths, widths_before
 
-__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "has_cutter", "keeps_sizes", "register_cutter",
+__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "data_buffers", "has_cutter", "keeps_sizes", "register_cutter",
            "slice_in_place", "sliced", "sliced_tensors", "tensor_at"]
 
 
@@ -38,6 +38,12 @@ def has_cutter(module: nn.Module) -> bool:
     """Whether the module's size attributes are right after its tensors are cut: some cutter fixes
     them, or it keeps none (a layer scale's gamma held by a ConvNeXt block, a class token)."""
     return cutter_for(module) is not None or not keeps_sizes(module)
+
+
+def data_buffers(module: nn.Module) -> tuple:
+    """Names of the module's buffers that are data, not channels (a table of coordinates that feeds
+    an MLP): its cutter's `data_buffers`. They stay whole."""
+    return tuple(getattr(cutter_for(module), "data_buffers", ()))
 
 
 def keeps_sizes(module: nn.Module) -> bool:
@@ -111,6 +117,16 @@ def slice_in_place(model: nn.Module, kept: dict) -> set:
     return changed
 
 
+def _above_changed(model: nn.Module, changed: set) -> set:
+    """Paths of the modules that hold, below them, a module whose tensors were cut."""
+    out = set()
+    for path, mod in model.named_modules():
+        if id(mod) in changed:
+            parts = path.split(".") if path else []
+            out.update(".".join(parts[:i]) for i in range(len(parts)))
+    return out
+
+
 def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dict | None = None,
         sizes: dict | None = None, *, in_place: bool = False) -> nn.Module:
     """A deep copy of `model` with `kept` applied and every affected module's attributes fixed
@@ -136,13 +152,15 @@ def cut(model: nn.Module, kept: dict, calls: dict, graph_shapes=None, heads: dic
         fix_graph_args(slim, *graph_shapes)
         return slim
     heads = heads or {}
+    above = _above_changed(slim, changed)
     for path, mod in slim.named_modules():
         old_in, new_in = calls.get(path, (None, None))
         head = heads.get(path)
         head = head if head is not None and head.heads[0] != head.heads[1] else None
-        if id(mod) not in changed and old_in == new_in and head is None:
-            continue
         fn = cutter_for(mod)
+        if (id(mod) not in changed and old_in == new_in and head is None
+                and not (path in above and getattr(fn, "after_children", False))):
+            continue
         if fn is None and head is not None:
             from .attention import head_attributes
             fn = head_attributes

@@ -8,6 +8,10 @@ from ..registry import Registry
 
 CUTTERS = Registry("cutter")
 register_cutter = CUTTERS.register  # @register_cutter(ModuleType): one cutter per module type
+# A cutter whose function has `after_children = True` also runs where only tensors of the module's
+# children were cut (a module that keeps its children's widths, such as a bias MLP's head count,
+# and is never called itself, so its input shape says nothing). One with `data_buffers = (names,)`
+# names the module's buffers that are data, not channels: the analysis freezes them.
 
 
 @dataclass(frozen=True)

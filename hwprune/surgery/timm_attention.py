@@ -1,16 +1,18 @@
 """timm's attentions that size their heads from the input width, after a head cut.
 
 DaViT's window and channel attentions and VOLO's self-attention reshape qkv into
-`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width: once
-some heads are cut, the heads' width is smaller than the input's and forward breaks, so
-verification froze every head. Their cutters turn them into these subclasses, whose forward takes
+`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width (the
+relative-position ViT's attention only the output): once some heads are cut, the heads' width is
+smaller than the input's and forward breaks, so verification froze every head. Their cutters turn them into these subclasses, whose forward takes
 the heads' width from the qkv weight instead; the math is timm's (timm/models/davit.py and
-volo.py, Apache-2.0), with that one width changed. Imported only once timm is (surgery.cutter_for).
+volo.py, vision_transformer_relpos.py, Apache-2.0), with that one width changed. Imported only once timm is (surgery.cutter_for).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
+import torch
 from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+from timm.models.vision_transformer_relpos import RelPosAttention
 from timm.models.volo import Attention as VoloAttention
 
 from .registry import ModuleCut, register_cutter
@@ -51,6 +53,25 @@ class PrunedVoloAttention(VoloAttention):
         return self.proj_drop(_merge(x, self.proj, tokens))
 
 
+class PrunedRelPosAttention(RelPosAttention):
+    def forward(self, x, shared_rel_pos=None):
+        tokens = x.shape[1:-1]
+        q, k, v = _heads(self.qkv, x, self.num_heads)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.fused_attn:
+            bias = self.rel_pos.get_bias() if self.rel_pos is not None else shared_rel_pos
+            x = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if self.rel_pos is not None:
+                attn = self.rel_pos(attn, shared_rel_pos=shared_rel_pos)
+            elif shared_rel_pos is not None:
+                attn = attn + shared_rel_pos
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        return self.proj_drop(_merge(x, self.proj, tokens))
+
+
 class PrunedChannelAttention(ChannelAttention):
     def forward(self, x):
         q, k, v = _heads(self.qkv, x, self.num_heads)
@@ -67,7 +88,8 @@ class PrunedChannelAttentionV2(ChannelAttentionV2):
 
 
 _PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChannelAttention,
-           ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention}
+           ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention,
+           RelPosAttention: PrunedRelPosAttention}
 
 
 @register_cutter(*_PRUNED)

@@ -294,6 +294,15 @@ class TimmAttentions(nn.Module):
         return self.post(tokens + self.volo(x.unflatten(1, (2, 2))).flatten(1, 2))
 
 
+def _relpos_vit(rel_pos_type: str, shared: bool) -> nn.Module:
+    """timm's relative-position ViT, one block of 4 heads of 8: its attention reshapes its output to
+    the input's width; the position MLP (shared by the blocks, or the block's own) and the bias
+    table keep the head count."""
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+    return VisionTransformerRelPos(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, mlp_ratio=2,
+                                   num_classes=4, rel_pos_type=rel_pos_type, shared_rel_pos=shared)
+
+
 class UltralyticsAttention(nn.Module):
     """YOLO11's PSA block on the model input: the block's width stays whole, so only whole heads can
     go, and Ultralytics' Attention views its output back to the input's width."""
@@ -737,6 +746,10 @@ CUTTER_CASES = [
     ("timm_attention", lambda: TimmAttentions(fused=True), (2, 4, 32)),
     ("timm_scale", lambda: Lambda(_timm_scale(8)), (2, 4, 6, 6)),
     ("ultralytics_attention", UltralyticsAttention, (1, 64, 6, 6)),
+    ("timm_attention", lambda: _relpos_vit("mlp", shared=True), (1, 3, 32, 32)),
+    ("timm_rel_pos_mlp", lambda: _relpos_vit("mlp", shared=True), (1, 3, 32, 32)),
+    ("timm_rel_pos_mlp", lambda: _relpos_vit("mlp", shared=False), (1, 3, 32, 32)),
+    ("timm_rel_pos_bias", lambda: _relpos_vit("bias", shared=False), (1, 3, 32, 32)),
 ]
 
 
@@ -780,6 +793,10 @@ def _attrs_match(m: nn.Module) -> bool:
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's, VOLO's
         return getattr(m, "groups", getattr(m, "num_heads", None)) * 8 * 3 == m.qkv.out_features < 3 * 32
+    if type(m).__name__ == "RelPosMlp":  # its head count follows its MLP; the coordinates stayed whole
+        return m.num_heads == m.mlp.fc2.out_features == m.bias_shape[-1] < 4 and m.mlp.fc1.in_features == 2
+    if type(m).__name__ == "RelPosBias":
+        return m.bias_shape[-1] == m.relative_position_bias_table.shape[1] < 4
     if type(m).__name__ == "PrunedAttention":  # Ultralytics': 2 of 4 heads went
         return m.num_heads == 2 and m.qkv.conv.out_channels == 2 * (2 * m.key_dim + m.head_dim) == 2 * 32
     if type(m).__name__ == "LlamaRMSNorm":
