@@ -15,7 +15,9 @@ Per family, in a process of its own (a hang or a crash costs that family only, -
   the slim model runs on a fresh input and gives the original's output shapes (`wrong` if not).
 - Torch-Pruning 1.6 MagnitudePruner (L2, pruning_ratio 0.5, the classifier left whole) on the
   same model: the parameter ratio kept and whether its model still runs with the same output
-  shapes, or its error.
+  shapes, or its error. hwprune's row is printed before Torch-Pruning runs, so a process that
+  dies in Torch-Pruning (killed for memory, as on MaxViT) keeps hwprune's result and records
+  Torch-Pruning's crash.
 
 The result file is rewritten atomically after every family, so a run resumes where it stopped
 (families already in it are skipped unless --fresh).
@@ -135,7 +137,8 @@ def run_torch_pruning(model, x, fresh, before_shapes) -> dict:
     return row
 
 
-def one_family(family: str, max_params: int, with_tp: bool) -> dict:
+def one_family(family: str, max_params: int, with_tp: bool, emit=lambda row: None) -> dict:
+    """The family's row; emit(row) is called with hwprune's part before Torch-Pruning runs."""
     import copy
 
     import timm
@@ -167,10 +170,11 @@ def one_family(family: str, max_params: int, with_tp: bool) -> dict:
                plain=run_slim(model, x, fresh, before))
     if row["plain"]["status"] != "ok" or row["plain"]["kept"] > 1 - CUT_GOAL:
         row["hidden"] = run_slim(model, x, fresh, before, prune_hidden=True)
-    if with_tp:
-        row["torch_pruning"] = run_torch_pruning(copy.deepcopy(model), x, fresh, before)
     row["status"] = row["plain"]["status"]
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    if with_tp:
+        emit(row)
+        row["torch_pruning"] = run_torch_pruning(copy.deepcopy(model), x, fresh, before)
     return row
 
 
@@ -221,10 +225,14 @@ def child(family: str, args) -> dict:
         return {"family": family, "status": "timeout", "error": f"no result within {args.timeout} s",
                 "seconds": round(time.perf_counter() - t0, 1)}
     last = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not last:
-        return {"family": family, "status": "crash", "error": f"exit {done.returncode}: {done.stderr.strip()[-600:]}",
-                "seconds": round(time.perf_counter() - t0, 1)}
-    return json.loads(last[-1])
+    rc = done.returncode
+    crash = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}: {done.stderr.strip()[-600:]}"
+    if not last:
+        return {"family": family, "status": "crash", "error": crash, "seconds": round(time.perf_counter() - t0, 1)}
+    row = json.loads(last[-1])
+    if rc != 0:  # died after hwprune's part was printed: in Torch-Pruning
+        row["torch_pruning"] = {"status": "crash", "error": crash, "seconds": round(time.perf_counter() - t0 - row["seconds"], 1)}
+    return row
 
 
 def families(args) -> list[str]:
@@ -333,7 +341,8 @@ def main() -> None:
         print(table(rows))
         return
     if args.one:
-        print(json.dumps(one_family(args.one, args.max_params, not args.no_tp)))
+        print(json.dumps(one_family(args.one, args.max_params, not args.no_tp,
+                                    emit=lambda row: print(json.dumps(row), flush=True))))
         return
     sweep(args)
 

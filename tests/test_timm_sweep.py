@@ -53,6 +53,22 @@ def test_an_error_is_recorded_with_its_message():
     assert row["status"] == "error" and row["error"].startswith("NothingToPruneError: Sequential has no prunable")
 
 
+@pytest.mark.parametrize("printed,rc,status,tp", [
+    ([], -9, "crash", None),  # died before hwprune's row: the family's crash
+    (['{"family": "f", "status": "ok", "seconds": 3.0}'], -9, "ok", "crash"),  # died in Torch-Pruning
+    (['{"family": "f", "status": "ok", "seconds": 3.0}', '{"family": "f", "status": "ok", "seconds": 3.0, '
+      '"torch_pruning": {"status": "ok", "kept": 0.5}}'], 0, "ok", "ok"),
+])
+def test_a_crash_in_torch_pruning_keeps_hwprunes_row(monkeypatch, printed, rc, status, tp):
+    import subprocess
+    done = subprocess.CompletedProcess([], rc, stdout="\n".join(["noise", *printed]) + "\n", stderr="warnings")
+    monkeypatch.setattr(sweep.subprocess, "run", lambda *a, **k: done)
+    row = sweep.child("f", type("Args", (), {"max_params": 1, "no_tp": False, "timeout": 9})())
+    assert row["status"] == status and (row.get("torch_pruning") or {}).get("status") == tp, row
+    if rc:
+        assert "killed by signal 9" in (row["torch_pruning"] if tp else row)["error"]
+
+
 def test_the_smallest_variant_within_the_cap_is_chosen(monkeypatch):
     counts = {"a_big": 90_000_000, "a_small": 5_000_000, "a_mid": 20_000_000, "a_broken": None}
     monkeypatch.setattr(sweep, "family_models", lambda family: list(counts))
