@@ -1,17 +1,20 @@
 """timm's attentions that size their heads from the input width, after a head cut.
 
 DaViT's window and channel attentions and VOLO's self-attention reshape qkv into
-`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width (the
-relative-position ViT's attention only the output): once some heads are cut, the heads' width is
-smaller than the input's and forward breaks, so verification froze every head. Their cutters turn them into these subclasses, whose forward takes
-the heads' width from the qkv weight instead; the math is timm's (timm/models/davit.py and
-volo.py, vision_transformer_relpos.py, Apache-2.0), with that one width changed. Imported only once timm is (surgery.cutter_for).
+`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width; the
+relative-position ViT's and GCViT's attentions reshape only their output to it. Once some heads
+are cut, the heads' width is smaller than the input's and forward breaks, so verification froze
+every head. Their cutters turn them into these subclasses, whose forward takes the heads' width
+from the qkv weight instead; the math is timm's (timm/models/davit.py, volo.py,
+vision_transformer_relpos.py and gcvit.py, Apache-2.0), with that one width changed. Imported
+only once timm is (surgery.cutter_for).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 import torch
 from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+from timm.models.gcvit import WindowAttentionGlobal
 from timm.models.vision_transformer_relpos import RelPosAttention
 from timm.models.volo import Attention as VoloAttention
 
@@ -72,6 +75,19 @@ class PrunedRelPosAttention(RelPosAttention):
         return self.proj_drop(_merge(x, self.proj, tokens))
 
 
+class PrunedWindowAttentionGlobal(WindowAttentionGlobal):
+    def forward(self, x, q_global=None):
+        B, N, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        if self.use_global and q_global is not None:
+            k, v = self.qkv(x).reshape(B, N, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+            q = q_global.repeat_interleave(B // q_global.shape[0], dim=0).reshape(B, N, h, d).permute(0, 2, 1, 3)
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = self.attn_drop(self.rel_pos((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+        return self.proj_drop(_merge(attn @ v, self.proj, (N,)))
+
+
 class PrunedChannelAttention(ChannelAttention):
     def forward(self, x):
         q, k, v = _heads(self.qkv, x, self.num_heads)
@@ -89,7 +105,7 @@ class PrunedChannelAttentionV2(ChannelAttentionV2):
 
 _PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChannelAttention,
            ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention,
-           RelPosAttention: PrunedRelPosAttention}
+           RelPosAttention: PrunedRelPosAttention, WindowAttentionGlobal: PrunedWindowAttentionGlobal}
 
 
 @register_cutter(*_PRUNED)
@@ -97,7 +113,7 @@ def timm_attention(m, c: ModuleCut) -> None:
     """Heads go whole: the head count follows the qkv weight (the head size stays), and the module
     becomes the subclass whose forward does not assume the heads' width is the input's."""
     count = "groups" if isinstance(m, ChannelAttentionV2) else "num_heads"
-    inner = m.qkv.weight.shape[0] // 3
+    inner = m.qkv.weight.shape[0] // (2 if getattr(m, "use_global", False) else 3)
     head_dim = c.heads.head_dim if c.heads is not None else inner // getattr(m, count)
     setattr(m, count, inner // head_dim)
     if type(m) in _PRUNED:

@@ -294,6 +294,22 @@ class TimmAttentions(nn.Module):
         return self.post(tokens + self.volo(x.unflatten(1, (2, 2))).flatten(1, 2))
 
 
+class GcvitAttentions(nn.Module):
+    """GCViT's window attention, with a global query (repeated over the windows) and without: both
+    reshape their output to the input's width and keep a relative-position bias table."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.models.gcvit import WindowAttentionGlobal
+        self.pre, self.query, self.post = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+        self.glob = WindowAttentionGlobal(32, 4, (2, 2), use_global=True)
+        self.local = WindowAttentionGlobal(32, 4, (2, 2), use_global=False)
+
+    def forward(self, x):
+        x = self.pre(x)
+        return self.post(x + self.glob(x, self.query(x[:1])) + self.local(x))
+
+
 def _relpos_vit(rel_pos_type: str, shared: bool) -> nn.Module:
     """timm's relative-position ViT, one block of 4 heads of 8: its attention reshapes its output to
     the input's width; the position MLP (shared by the blocks, or the block's own) and the bias
@@ -507,6 +523,13 @@ RULE_CASES = [
                                                       after=nn.Conv2d(16, 4, 1))),  # tiles the channels
     Case("repeat", aten.repeat.default, lambda: Lambda(lambda y: y + y[:1].repeat(2, 1, 1, 1))),  # tiles the batch
     Case("repeat", aten.repeat.default, lambda: Lambda(lambda y: y.unsqueeze(0).repeat(3, 1, 1, 1, 1).sum(0))),
+    Case("repeat_interleave", aten.repeat_interleave.self_int,
+         lambda: Lambda(lambda y: y.repeat_interleave(2, dim=1), c_out=16, after=nn.Conv2d(16, 4, 1))),  # channels
+    Case("repeat_interleave", aten.repeat_interleave.self_int,
+         lambda: Lambda(lambda y: y + y[:1].repeat_interleave(2, dim=0))),  # the batch, as GCViT's global query
+    Case("repeat_interleave", aten.repeat_interleave.self_int,
+         lambda: Lambda(lambda y: y.sum(1, keepdim=True).repeat_interleave(8, dim=1) * y),
+         expect="frozen:broadcasts to a size"),  # a broadcast
     Case("vector_norm", aten.linalg_vector_norm.default, lambda: Lambda(lambda y: y / (1 + torch.linalg.vector_norm(y, dim=1, keepdim=True)))),
     Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y - y.mean(1, keepdim=True)), expect="frozen:mean"),
     Case("mean", aten.mean.dim, lambda: Lambda(lambda y: y * y.mean((2, 3), keepdim=True))),
@@ -750,6 +773,8 @@ CUTTER_CASES = [
     ("timm_rel_pos_mlp", lambda: _relpos_vit("mlp", shared=True), (1, 3, 32, 32)),
     ("timm_rel_pos_mlp", lambda: _relpos_vit("mlp", shared=False), (1, 3, 32, 32)),
     ("timm_rel_pos_bias", lambda: _relpos_vit("bias", shared=False), (1, 3, 32, 32)),
+    ("timm_attention", GcvitAttentions, (2, 4, 32)),
+    ("timm_rel_pos_bias", GcvitAttentions, (2, 4, 32)),
 ]
 
 
@@ -792,7 +817,9 @@ def _attrs_match(m: nn.Module) -> bool:
     if type(m).__name__ == "PrunedShiftedWindowAttention":  # 2 of 4 heads went, with their bias
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's, VOLO's
-        return getattr(m, "groups", getattr(m, "num_heads", None)) * 8 * 3 == m.qkv.out_features < 3 * 32
+        projections = 2 if getattr(m, "use_global", False) else 3  # GCViT's global attention: k and v
+        heads = getattr(m, "groups", getattr(m, "num_heads", None))
+        return heads < 4 and heads * 8 * projections == m.qkv.out_features
     if type(m).__name__ == "RelPosMlp":  # its head count follows its MLP; the coordinates stayed whole
         return m.num_heads == m.mlp.fc2.out_features == m.bias_shape[-1] < 4 and m.mlp.fc1.in_features == 2
     if type(m).__name__ == "RelPosBias":

@@ -186,6 +186,27 @@ def repeat(op):
     return Coupling(tuple(links), tuple(freezes))
 
 
+@rule(aten.repeat_interleave.self_int)
+def repeat_interleave(op):
+    """x.repeat_interleave(r, dim): out channel j of that dim is x's channel j // r (a channel's
+    copies sit side by side and go with it); the other dims pass through. A size-1 dim repeated is
+    a broadcast to a size fixed in forward, frozen as expand's is. Without a dim, x is flattened
+    first: frozen."""
+    x, out = op.t(0), op.out
+    r, dim = op.arg(1, "repeats"), op.arg(2, "dim", None)
+    if dim is None:
+        why = f"repeat_interleave at {op.where} flattens its input"
+        return Coupling(freezes=tuple(Freeze((t, d), why) for t in (x, out) for d in range(op.rank(t))))
+    d = op.dim(dim, x)
+    n = op.shape(x)[d]
+    links = _others(x, out, op.rank(x), d)
+    if n == 1:
+        why = f"repeat_interleave at {op.where} broadcasts to a size fixed in forward"
+        return Coupling(tuple(links), (Freeze((out, d), why),))
+    links.append(Link((out, d), (x, d), np.arange(n * r), np.arange(n * r) // r))
+    return Coupling(tuple(links))
+
+
 def _others(x, y, rank: int, skip: int) -> list:
     return [same(x, d, y, d) for d in range(rank) if d != skip]
 
