@@ -24,7 +24,7 @@ from .graph.trace import is_exported_graph
 from .importance import Scores
 from .importance.auto import resolve as resolve_importance
 from .importance.fisher import calibration_batches
-from .importance.scorer import scorer_for
+from .importance.scorer import check_calibration, scorer_for
 from .memory import choose_in_place
 from .plan import Plan, removed_from_kept
 from .plan.kinds import budget_of
@@ -148,6 +148,8 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
     importance, why = resolve_importance(config.importance, planned=budget is not None, loss_given=loss_fn is not None,
                                          params=count_params(analysis.model),
                                          calibration_given=calibration is not None, objective=config.objective)
+    if calibration is not None:  # asked here, so that the error says what auto chose and why
+        check_calibration(importance, config.compensate, why)
     config = dataclasses.replace(config, importance=importance)
     scorer = scorer_for(analysis, config, calibration, loss_fn, progress)
     analysis = scorer.bind(analysis)  # the inputs the criteria and the compensation measure on

@@ -203,8 +203,9 @@ def _cmd_slim(args) -> int:
         raise InputError(f"--min-width {args.min_width}: give 1 or more channels")
     check_slack(args.landing_slack, "--landing-slack")
     if args.calibration is not None:  # the criterion auto reads is known up to the model's size: fisher for a budget
-        check_calibration(resolve_importance(args.importance, planned=budget is not None, calibration_given=True,
-                                             objective=args.objective)[0], args.compensate)
+        chosen, why = resolve_importance(args.importance, planned=budget is not None, calibration_given=True,
+                                         objective=args.objective)
+        check_calibration(chosen, args.compensate, why)
     check_target(args)
     check_slim_recover(args)
     in_place = _in_place(args)

@@ -55,10 +55,13 @@ def reads_calibration(importance: str, compensate: bool) -> bool:
     return CRITERIA[importance].reads_inputs or compensate
 
 
-def check_calibration(importance: str, compensate: bool) -> None:
-    """Calibration inputs given to a run that reads none: InputError (the CLI asks before loading)."""
+def check_calibration(importance: str, compensate: bool, auto_why: str | None = None) -> None:
+    """Calibration inputs given to a run that reads none: InputError (the CLI asks before loading).
+    auto_why: why importance 'auto' chose this criterion, where it did."""
     if not reads_calibration(importance, compensate):
-        raise InputError(f"calibration inputs were given (--calibration), but importance {importance!r} reads "
+        chosen = f"importance {importance!r}" if auto_why is None else (
+            f"importance 'auto' chose {importance!r} for this run ({auto_why}), and it")
+        raise InputError(f"calibration inputs were given (--calibration), but {chosen} reads "
                          f"only the weights and compensate is off: use an importance that measures on inputs "
                          f"({', '.join(data_criteria())}) or compensate=True (--compensate), or leave "
                          "calibration out")

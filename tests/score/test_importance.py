@@ -156,7 +156,11 @@ def test_bad_calibration_is_a_clear_error(calibration, message):
         hwprune.slim(Residual().eval(), x, ratio=0.5, importance="fisher", calibration=calibration)
 
 
-def test_calibration_without_a_data_criterion_is_an_error():
+@pytest.mark.parametrize("importance,says", [
+    ("auto", "importance 'auto' chose 'l2' for this run \\(l2: a ratio"),  # the default: what it chose, and why
+    ("l1", "importance 'l1' reads"),
+])
+def test_calibration_without_a_data_criterion_is_an_error(importance, says):
     x = (torch.randn(3, 6),)
-    with pytest.raises(hwprune.errors.InputError, match="reads only the weights and compensate is off"):
-        hwprune.slim(Residual().eval(), x, ratio=0.5, calibration=[x])
+    with pytest.raises(hwprune.errors.InputError, match=f"{says}.* only the weights and compensate is off"):
+        hwprune.slim(Residual().eval(), x, ratio=0.5, importance=importance, calibration=[x])
