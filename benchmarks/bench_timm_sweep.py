@@ -16,8 +16,8 @@ Per family, in a process of its own (a hang or a crash costs that family only, -
 - Torch-Pruning 1.6 MagnitudePruner (L2, pruning_ratio 0.5, the classifier left whole) on the
   same model: the parameter ratio kept and whether its model still runs with the same output
   shapes, or its error. hwprune's row is printed before Torch-Pruning runs, so a process that
-  dies in Torch-Pruning (killed for memory, as on MaxViT) keeps hwprune's result and records
-  Torch-Pruning's crash.
+  dies in Torch-Pruning (killed for memory, as on MaxViT) or runs out of time there (FocalNet's
+  dependency graph) keeps hwprune's result and records Torch-Pruning's crash or timeout.
 
 The result file is rewritten atomically after every family, so a run resumes where it stopped
 (families already in it are skipped unless --fresh).
@@ -221,17 +221,28 @@ def child(family: str, args) -> dict:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False,
                               env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
-    except subprocess.TimeoutExpired:
-        return {"family": family, "status": "timeout", "error": f"no result within {args.timeout} s",
-                "seconds": round(time.perf_counter() - t0, 1)}
-    last = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    except subprocess.TimeoutExpired as e:  # hwprune's row, where printed before the time ran out, stands
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return _row(family, out, t0, "timeout", f"no result within {args.timeout} s")
     rc = done.returncode
-    crash = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}: {done.stderr.strip()[-600:]}"
+    if rc == 0:
+        return _row(family, done.stdout, t0)
+    return _row(family, done.stdout, t0, "crash",
+                f"killed by signal {-rc}" if rc < 0 else f"exit {rc}: {done.stderr.strip()[-600:]}")
+
+
+def _row(family: str, stdout: str, t0: float, status: str | None = None, error: str = "") -> dict:
+    """The last row the child printed. Where it stopped early (status: crash or timeout), a row it
+    printed is hwprune's part, printed before Torch-Pruning ran, and Torch-Pruning gets the status;
+    where it printed none, the family does."""
+    last = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    seconds = round(time.perf_counter() - t0, 1)
     if not last:
-        return {"family": family, "status": "crash", "error": crash, "seconds": round(time.perf_counter() - t0, 1)}
+        return {"family": family, "status": status or "crash", "error": error or "exited without a row",
+                "seconds": seconds}
     row = json.loads(last[-1])
-    if rc != 0:  # died after hwprune's part was printed: in Torch-Pruning
-        row["torch_pruning"] = {"status": "crash", "error": crash, "seconds": round(time.perf_counter() - t0 - row["seconds"], 1)}
+    if status is not None:
+        row["torch_pruning"] = {"status": status, "error": error, "seconds": round(seconds - row["seconds"], 1)}
     return row
 
 

@@ -53,20 +53,31 @@ def test_an_error_is_recorded_with_its_message():
     assert row["status"] == "error" and row["error"].startswith("NothingToPruneError: Sequential has no prunable")
 
 
-@pytest.mark.parametrize("printed,rc,status,tp", [
-    ([], -9, "crash", None),  # died before hwprune's row: the family's crash
-    (['{"family": "f", "status": "ok", "seconds": 3.0}'], -9, "ok", "crash"),  # died in Torch-Pruning
-    (['{"family": "f", "status": "ok", "seconds": 3.0}', '{"family": "f", "status": "ok", "seconds": 3.0, '
-      '"torch_pruning": {"status": "ok", "kept": 0.5}}'], 0, "ok", "ok"),
+HWPRUNE_PART = '{"family": "f", "status": "ok", "seconds": 3.0}'
+WHOLE = '{"family": "f", "status": "ok", "seconds": 3.0, "torch_pruning": {"status": "ok", "kept": 0.5}}'
+
+
+@pytest.mark.parametrize("printed,rc,status,tp,error", [
+    ([], -9, "crash", None, "killed by signal 9"),  # died before hwprune's row: the family's crash
+    ([HWPRUNE_PART], -9, "ok", "crash", "killed by signal 9"),  # died in Torch-Pruning
+    ([HWPRUNE_PART], "timeout", "ok", "timeout", "no result within 9 s"),  # ran out of time in Torch-Pruning
+    ([], "timeout", "timeout", None, "no result within 9 s"),
+    ([HWPRUNE_PART, WHOLE], 0, "ok", "ok", None),
+    ([HWPRUNE_PART], 0, "ok", None, None),  # --no-tp: hwprune's row is the whole row
 ])
-def test_a_crash_in_torch_pruning_keeps_hwprunes_row(monkeypatch, printed, rc, status, tp):
+def test_a_crash_or_timeout_in_torch_pruning_keeps_hwprunes_row(monkeypatch, printed, rc, status, tp, error):
     import subprocess
-    done = subprocess.CompletedProcess([], rc, stdout="\n".join(["noise", *printed]) + "\n", stderr="warnings")
-    monkeypatch.setattr(sweep.subprocess, "run", lambda *a, **k: done)
+    stdout = "\n".join(["noise", *printed]) + "\n"
+
+    def run(*a, **k):
+        if rc == "timeout":
+            raise subprocess.TimeoutExpired(a[0], 9, output=stdout)
+        return subprocess.CompletedProcess([], rc, stdout=stdout, stderr="warnings")
+    monkeypatch.setattr(sweep.subprocess, "run", run)
     row = sweep.child("f", type("Args", (), {"max_params": 1, "no_tp": False, "timeout": 9})())
     assert row["status"] == status and (row.get("torch_pruning") or {}).get("status") == tp, row
-    if rc:
-        assert "killed by signal 9" in (row["torch_pruning"] if tp else row)["error"]
+    if error:
+        assert error in (row["torch_pruning"] if tp else row)["error"]
 
 
 def test_the_smallest_variant_within_the_cap_is_chosen(monkeypatch):
