@@ -12,8 +12,8 @@ from torch import nn
 from .registry import CUTTERS, ModuleCut, register_cutter
 from .widths import record_widths, widths_before
 
-__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "data_buffers", "has_cutter", "keeps_sizes", "register_cutter",
-           "slice_in_place", "sliced", "sliced_tensors", "tensor_at"]
+__all__ = ["CUTTERS", "ModuleCut", "cut", "cutter_for", "data_buffers", "has_cutter", "keeps_sizes",
+           "register_cutter", "slice_in_place", "sliced", "sliced_tensors", "tensor_at"]
 
 
 def cutter_for(module: nn.Module):

@@ -12,7 +12,6 @@ only once timm is (surgery.cutter_for).
 from __future__ import annotations
 
 import torch.nn.functional as F
-import torch
 from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
 from timm.models.gcvit import WindowAttentionGlobal
 from timm.models.vision_transformer_relpos import RelPosAttention
@@ -63,7 +62,7 @@ class PrunedRelPosAttention(RelPosAttention):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.fused_attn:
             bias = self.rel_pos.get_bias() if self.rel_pos is not None else shared_rel_pos
-            x = torch.nn.functional.scaled_dot_product_attention(
+            x = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
