@@ -25,6 +25,7 @@ The result file is rewritten atomically after every family, so a run resumes whe
     nice -n 15 python benchmarks/bench_timm_sweep.py                      # every family
     python benchmarks/bench_timm_sweep.py --families nfnet,mlp_mixer --out /tmp/t.json
     python benchmarks/bench_timm_sweep.py --limit 10 --jobs 2 --no-tp
+    python benchmarks/bench_timm_sweep.py --families maxxvit --memory-gb 12  # Torch-Pruning: MemoryError
 """
 from __future__ import annotations
 
@@ -218,9 +219,15 @@ def child(family: str, args) -> dict:
     """one_family in a process of its own; a timeout or a crash is that family's result."""
     cmd = [sys.executable, __file__, "--one", family, "--max-params", str(args.max_params)] + (["--no-tp"] if args.no_tp else [])
     t0 = time.perf_counter()
+    cap = int(args.memory_gb * 2**30)
+
+    def limit():  # in the child: past the cap an allocation raises MemoryError, where the OOM killer would end it
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False,
-                              env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+                              env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+                              preexec_fn=limit if cap else None)
     except subprocess.TimeoutExpired as e:  # hwprune's row, where printed before the time ran out, stands
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return _row(family, out, t0, "timeout", f"no result within {args.timeout} s")
@@ -284,7 +291,7 @@ def sweep(args) -> None:
     console = Console(highlight=False)
     how = record.capture(threads=1, batch=1, statistic="one run per family", packages=("timm",), settings={
         "ratio": 0.5, "importance": "l2", "max_params": args.max_params, "timeout_s": args.timeout,
-        "jobs": args.jobs, "torch_pruning": not args.no_tp, "order": args.order,
+        "jobs": args.jobs, "torch_pruning": not args.no_tp, "order": args.order, "memory_gb": args.memory_gb,
         "model": "per timm module, the variant with the fewest parameters (meta-device count), test_* left out"})
     rows, runs = load_rows(args.out, args.fresh)
     runs.append(how.to_json())
@@ -339,6 +346,8 @@ def main() -> None:
     ap.add_argument("--max-params", type=int, default=60_000_000)
     ap.add_argument("--jobs", type=int, default=1, help="families run at once, one process each, one thread each")
     ap.add_argument("--timeout", type=int, default=900, help="seconds a family may take")
+    ap.add_argument("--memory-gb", type=float, default=0,
+                    help="cap each family's address space, GiB (Torch-Pruning on MaxViT grew past 23 GB); 0: none")
     ap.add_argument("--no-tp", action="store_true", help="leave Torch-Pruning out")
     ap.add_argument("--fresh", action="store_true", help="run every family again instead of resuming")
     ap.add_argument("--out", type=Path, default=RESULT)

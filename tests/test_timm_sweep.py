@@ -74,10 +74,24 @@ def test_a_crash_or_timeout_in_torch_pruning_keeps_hwprunes_row(monkeypatch, pri
             raise subprocess.TimeoutExpired(a[0], 9, output=stdout)
         return subprocess.CompletedProcess([], rc, stdout=stdout, stderr="warnings")
     monkeypatch.setattr(sweep.subprocess, "run", run)
-    row = sweep.child("f", type("Args", (), {"max_params": 1, "no_tp": False, "timeout": 9})())
+    row = sweep.child("f", type("Args", (), {"max_params": 1, "no_tp": False, "timeout": 9, "memory_gb": 0})())
     assert row["status"] == status and (row.get("torch_pruning") or {}).get("status") == tp, row
     if error:
         assert error in (row["torch_pruning"] if tp else row)["error"]
+
+
+def test_a_family_past_the_memory_cap_gets_a_memory_error(monkeypatch):
+    """--memory-gb caps the child's address space: an allocation past it raises in the child, so the
+    family's row says MemoryError where the machine's OOM killer would have ended the process."""
+    import subprocess
+    real, done = subprocess.run, {}
+
+    def run(_, **kw):  # the sweep's own call, with a child that allocates 2 GiB in place of a family
+        done["r"] = real([sys.executable, "-c", "x = bytearray(2 * 2**30)"], **kw)
+        return done["r"]
+    monkeypatch.setattr(sweep.subprocess, "run", run)
+    row = sweep.child("f", type("Args", (), {"max_params": 1, "no_tp": True, "timeout": 60, "memory_gb": 1.5})())
+    assert row["status"] == "crash" and "MemoryError" in done["r"].stderr, row
 
 
 def test_the_smallest_variant_within_the_cap_is_chosen(monkeypatch):
