@@ -1,21 +1,26 @@
 """timm's attentions that size their heads from the input width, after a head cut.
 
-DaViT's window and channel attentions and VOLO's self-attention reshape qkv into
-`(3, num_heads, C // num_heads)` and their output back to `C`, where C is the input's width; the
+DaViT's window and channel attentions, VOLO's self-attention, XCiT's and EdgeNeXt's cross-covariance
+attentions and CaiT's class attention reshape their projections into
+`(num_heads, C // num_heads)` and their output back to `C`, where C is the input's width; the
 relative-position ViT's and GCViT's attentions reshape only their output to it. Once some heads
 are cut, the heads' width is smaller than the input's and forward breaks, so verification froze
 every head. Their cutters turn them into these subclasses, whose forward takes the heads' width
-from the qkv weight instead; the math is timm's (timm/models/davit.py, volo.py,
-vision_transformer_relpos.py and gcvit.py, Apache-2.0), with that one width changed. Imported
+from the projection weights instead; the math is timm's (timm/models/davit.py, volo.py,
+vision_transformer_relpos.py, gcvit.py, xcit.py, edgenext.py and cait.py, Apache-2.0), with that
+one width changed. Imported
 only once timm is (surgery.cutter_for).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
+from timm.models.cait import ClassAttn
 from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
+from timm.models.edgenext import CrossCovarianceAttn
 from timm.models.gcvit import WindowAttentionGlobal
 from timm.models.vision_transformer_relpos import RelPosAttention
 from timm.models.volo import Attention as VoloAttention
+from timm.models.xcit import XCA
 
 from .registry import ModuleCut, register_cutter
 
@@ -87,6 +92,37 @@ class PrunedWindowAttentionGlobal(WindowAttentionGlobal):
         return self.proj_drop(_merge(attn @ v, self.proj, (N,)))
 
 
+class PrunedXCA(XCA):
+    """XCiT's and EdgeNeXt's attention across each head's channels. XCiT's fused path (experimental
+    in timm, off by default) computes the same function; this forward always takes the unfused one."""
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = (t.transpose(-2, -1) for t in _heads(self.qkv, x, self.num_heads))  # (B, heads, d, N)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * self.temperature
+        return self.proj_drop(_merge((self.attn_drop(attn.softmax(dim=-1)) @ v).transpose(-2, -1), self.proj, (N,)))
+
+
+class PrunedCrossCovarianceAttn(CrossCovarianceAttn):
+    forward = PrunedXCA.forward
+
+
+class PrunedClassAttn(ClassAttn):
+    """CaiT's (and XCiT's) class attention: the class token's query against every token."""
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        h = self.num_heads
+        d = self.q.weight.shape[0] // h
+        q = self.q(x[:, 0]).reshape(B, 1, h, d).transpose(1, 2)
+        k, v = (proj(x).reshape(B, N, h, d).transpose(1, 2) for proj in (self.k, self.v))
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+        else:
+            x = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+        return self.proj_drop(_merge(x, self.proj, (1,)))
+
+
 class PrunedChannelAttention(ChannelAttention):
     def forward(self, x):
         q, k, v = _heads(self.qkv, x, self.num_heads)
@@ -104,7 +140,8 @@ class PrunedChannelAttentionV2(ChannelAttentionV2):
 
 _PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChannelAttention,
            ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention,
-           RelPosAttention: PrunedRelPosAttention, WindowAttentionGlobal: PrunedWindowAttentionGlobal}
+           RelPosAttention: PrunedRelPosAttention, WindowAttentionGlobal: PrunedWindowAttentionGlobal,
+           XCA: PrunedXCA, CrossCovarianceAttn: PrunedCrossCovarianceAttn, ClassAttn: PrunedClassAttn}
 
 
 @register_cutter(*_PRUNED)
@@ -112,7 +149,8 @@ def timm_attention(m, c: ModuleCut) -> None:
     """Heads go whole: the head count follows the qkv weight (the head size stays), and the module
     becomes the subclass whose forward does not assume the heads' width is the input's."""
     count = "groups" if isinstance(m, ChannelAttentionV2) else "num_heads"
-    inner = m.qkv.weight.shape[0] // (2 if getattr(m, "use_global", False) else 3)
+    inner = m.q.weight.shape[0] if isinstance(m, ClassAttn) else \
+        m.qkv.weight.shape[0] // (2 if getattr(m, "use_global", False) else 3)
     head_dim = c.heads.head_dim if c.heads is not None else inner // getattr(m, count)
     setattr(m, count, inner // head_dim)
     if type(m) in _PRUNED:

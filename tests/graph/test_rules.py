@@ -294,6 +294,28 @@ class TimmAttentions(nn.Module):
         return self.post(tokens + self.volo(x.unflatten(1, (2, 2))).flatten(1, 2))
 
 
+class CrossCovarianceAttentions(nn.Module):
+    """XCiT's and EdgeNeXt's attentions across each head's channels (with a per-head temperature)
+    and CaiT's class attention: each reshapes its output to the input's width."""
+
+    def __init__(self, fused: bool = False):
+        super().__init__()
+        from timm.models.cait import ClassAttn
+        from timm.models.edgenext import CrossCovarianceAttn
+        from timm.models.xcit import XCA
+        self.pre, self.post = nn.Linear(32, 32), nn.Linear(32, 4)
+        self.xca, self.edge, self.cls = XCA(32, 4), CrossCovarianceAttn(32, 4), ClassAttn(32, 4)
+        self.cls.fused_attn = fused  # XCiT's fused path is experimental in timm (off): its trace shows no heads
+        with torch.no_grad():  # distinct temperatures, so that a head's cut takes its own
+            self.xca.temperature.copy_(torch.linspace(0.5, 2, 4).view(4, 1, 1))
+            self.edge.temperature.copy_(torch.linspace(2, 0.5, 4).view(4, 1, 1))
+
+    def forward(self, x):
+        x = self.pre(x)
+        y = x + self.xca(x) + self.edge(x)
+        return self.post(y + self.cls(y))
+
+
 class GcvitAttentions(nn.Module):
     """GCViT's window attention, with a global query (repeated over the windows) and without: both
     reshape their output to the input's width and keep a relative-position bias table."""
@@ -774,6 +796,8 @@ CUTTER_CASES = [
     ("timm_rel_pos_mlp", lambda: _relpos_vit("mlp", shared=False), (1, 3, 32, 32)),
     ("timm_rel_pos_bias", lambda: _relpos_vit("bias", shared=False), (1, 3, 32, 32)),
     ("timm_attention", GcvitAttentions, (2, 4, 32)),
+    ("timm_attention", CrossCovarianceAttentions, (2, 5, 32)),
+    ("timm_attention", lambda: CrossCovarianceAttentions(fused=True), (2, 5, 32)),
     ("timm_rel_pos_bias", GcvitAttentions, (2, 4, 32)),
 ]
 
@@ -817,9 +841,11 @@ def _attrs_match(m: nn.Module) -> bool:
     if type(m).__name__ == "PrunedShiftedWindowAttention":  # 2 of 4 heads went, with their bias
         return m.num_heads == 2 == m.relative_position_bias_table.shape[1] and m.qkv.out_features == 3 * 2 * 8
     if type(m).__name__.startswith("Pruned") and type(m).__module__.endswith("timm_attention"):  # DaViT's, VOLO's
-        projections = 2 if getattr(m, "use_global", False) else 3  # GCViT's global attention: k and v
         heads = getattr(m, "groups", getattr(m, "num_heads", None))
-        return heads < 4 and heads * 8 * projections == m.qkv.out_features
+        inner = m.q.out_features if hasattr(m, "q") else \
+            m.qkv.out_features // (2 if getattr(m, "use_global", False) else 3)  # GCViT's global: k and v
+        temperature = getattr(m, "temperature", torch.ones(heads, 1, 1))  # XCiT's, EdgeNeXt's: one per head
+        return heads < 4 and heads * 8 == inner and temperature.shape[0] == heads
     if type(m).__name__ == "RelPosMlp":  # its head count follows its MLP; the coordinates stayed whole
         return m.num_heads == m.mlp.fc2.out_features == m.bias_shape[-1] < 4 and m.mlp.fc1.in_features == 2
     if type(m).__name__ == "RelPosBias":
