@@ -74,7 +74,7 @@ def _scale(r) -> str:
 
 
 def _timm(r) -> str:
-    s = r["summary"]
+    s = quality.timm_summary(r)
     return (f"{s['cut_40']} of {s['swept']} families swept cut at least 40% (goal {quality.TIMM_CUT_GOAL:.0%}: "
             f"{verdict(s['cut_40_pct'] / 100 >= quality.TIMM_CUT_GOAL)}); {len(s['wrong'])} wrong models")
 

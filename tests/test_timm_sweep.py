@@ -124,8 +124,9 @@ def test_the_figures_count_families_by_their_best_verified_run():
         "huge": {"family": "huge", "status": "skipped", "error": "no variant of at most 60M parameters"},
     }
     s = sweep.summary(rows)
-    assert (s["families"], s["skipped"], s["swept"], s["timeouts"]) == (7, 1, 5, ["slow"])
+    # hwprune's own timeout is one of its failures, in the shares
+    assert (s["families"], s["skipped"], s["swept"], s["timeouts"]) == (7, 1, 6, ["slow"])
     assert (s["slim_and_verify"], s["cut_40"], s["used_prune_hidden"]) == (3, 2, 1)
-    assert s["slim_and_verify_pct"] == 60.0 and s["cut_40_pct"] == 40.0
-    assert s["wrong"] == ["wrong"] and s["errors"] == ["fails", "wrong"]
+    assert s["slim_and_verify_pct"] == 50.0 and s["cut_40_pct"] == 33.3
+    assert s["wrong"] == ["wrong"] and s["errors"] == ["fails", "slow", "wrong"]
     assert s["torch_pruning"] == {"ran": 3, "ok": 1, "broken": 1, "errors": 1, "cut_40": 1}
