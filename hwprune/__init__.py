@@ -25,8 +25,8 @@ from .plan.kinds import Budget
 from .recover import RecoverConfig, RecoverRecord, finetune, iterative_slim
 from .recover.regularize import BNL1, GroupLasso
 from .sparse import sparsify
-from .errors import (BudgetError, FrozenGroupError, HwpruneError, InputError, ModelLoadError,
-                     NothingToPruneError, TraceError, VerificationError)
+from .errors import (BudgetError, BudgetWarning, FrozenGroupError, HwpruneError, InputError, LatticeWarning,
+                     ModelLoadError, NothingToPruneError, TraceError, VerificationError)
 
 __all__ = [
     "slim", "analyze", "apply", "Analysis", "SlimConfig", "declare_rule", "SlimPass", "Budget", "load_pretrained",
@@ -34,5 +34,5 @@ __all__ = [
     "finetune", "iterative_slim", "RecoverConfig", "RecoverRecord",
     "GroupLasso", "BNL1",
     "HwpruneError", "ModelLoadError", "InputError", "TraceError", "FrozenGroupError",
-    "NothingToPruneError", "VerificationError", "BudgetError",
+    "NothingToPruneError", "VerificationError", "BudgetError", "BudgetWarning", "LatticeWarning",
 ]

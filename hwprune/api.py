@@ -28,7 +28,7 @@ from .importance.scorer import check_calibration, scorer_for
 from .memory import choose_in_place
 from .plan import Plan, removed_from_kept
 from .plan.kinds import budget_of
-from .plan.land import LandingConfig
+from .plan.land import LandingConfig, kept_landing, warn_short
 from .plan.stage import plan_cut
 from .progress import tick
 from .report import Report, slim_report
@@ -150,17 +150,53 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
                                          calibration_given=calibration is not None, objective=config.objective)
     if calibration is not None:  # asked here, so that the error says what auto chose and why
         check_calibration(importance, config.compensate, why)
-    config = dataclasses.replace(config, importance=importance)
-    scorer = scorer_for(analysis, config, calibration, loss_fn, progress)
-    analysis = scorer.bind(analysis)  # the inputs the criteria and the compensation measure on
-    scores = scorer(analysis)  # score
-    plan = plan_cut(analysis, scores, config, budget=budget, widths=widths, how=how, scorer=scorer,
-                    progress=progress, on_round=on_round)  # plan
+    given = analysis
+
+    def score_and_plan(importance: str, calibration):
+        cfg = dataclasses.replace(config, importance=importance)
+        scorer = scorer_for(given, cfg, calibration, loss_fn, progress)
+        bound = scorer.bind(given)  # the inputs the criteria and the compensation measure on
+        scores = scorer(bound)  # score
+        plan = plan_cut(bound, scores, cfg, budget=budget, widths=widths, how=how, scorer=scorer,
+                        progress=progress, on_round=on_round)  # plan
+        return cfg, bound, scores, plan
+
+    config, analysis, scores, plan = score_and_plan(importance, calibration)
+    if why is not None and importance != "l2" and _landed(plan) is False:
+        # auto's measured criterion landed short of the budget: the weights' plan, where it lands nearer
+        short = _landed_line(plan)
+        l2 = score_and_plan("l2", calibration if config.compensate else None)
+        if _nearer(l2[3], plan):
+            config, analysis, scores, plan = l2
+            why = (f"l2: auto's {importance} plan landed short ({short}) and the weights' plan "
+                   f"{'met the budget' if _landed(plan) else 'landed nearer'} ({_landed_line(plan)})")
+    if _landed(plan) is False:
+        warn_short(dict(plan.sections)["plan"], budget, config.importance)
     # cut -> verify; a budget's landing has cut and verified its plan already, to see where it lands
     verified = plan.landed if plan.landed is not None else cut_verified(plan.analysis, plan.removed, config,
                                                                          progress)
     report = slim_report(analysis, plan, verified, config, importance_why=why)  # report
     return scores, plan, verified.cut, verified, report
+
+
+def _landed(plan) -> bool | None:
+    """Whether a budget's kept plan met its goal (None: nothing landed, as for a ratio)."""
+    return (dict(plan.sections).get("plan") or {}).get("met")
+
+
+def _landing_of(plan) -> dict:
+    return kept_landing(dict(plan.sections)["plan"])
+
+
+def _landed_line(plan) -> str:
+    t = _landing_of(plan)
+    return f"{t['landed_ms']:.3f} ms for {t['goal_ms']:.3f} asked"
+
+
+def _nearer(plan, than) -> bool:
+    """Whether plan lands nearer its goal than `than`: met where it was not, or short by less."""
+    a, b = _landing_of(plan), _landing_of(than)
+    return a["landed_ms"] / a["goal_ms"] < b["landed_ms"] / b["goal_ms"]
 
 
 def _config_of(config: SlimConfig | None, **given) -> SlimConfig:

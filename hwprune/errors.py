@@ -35,5 +35,11 @@ class BudgetError(HwpruneError):
     group at its minimum width; the message gives the best reachable figure."""
 
 
+class BudgetWarning(UserWarning):
+    """A budget's kept plan lands short of its goal: every re-plan asked for more than width can
+    give, or the tries ran out. The slim model is kept (and verified); the report's plan.met is
+    False and says where it landed."""
+
+
 class LatticeWarning(UserWarning):
     """A width is off the lattice its hardware runs fast (a --ratio without a target)."""

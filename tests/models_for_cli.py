@@ -38,6 +38,13 @@ def lattice_convnet():
     return TinyConvNet(32, 64), _inputs(1, 3, 32, 32)
 
 
+def jetson_convnet():
+    """TinyConvNet at 32 and 64 channels on 224x224: wide enough in time that the Orin Nano's
+    analytic model can plan --speedup 1.5 (at 32x32 every kernel is launch-bound)."""
+    torch.manual_seed(0)
+    return TinyConvNet(32, 64), _inputs(1, 3, 224, 224)
+
+
 def tiny_convnet_other_seed():
     """The same architecture with other weights: a second checkpoint for `hwprune apply`."""
     torch.manual_seed(1)

@@ -191,6 +191,21 @@ def test_slim_ratio_without_a_target_notes_the_widths_off_the_lattice(tmp_path, 
     assert "note: --ratio 0.5 left 1 group(s) off the lattice of % 8 (groups 0)" in out and "Add --target" in out
 
 
+def test_slim_says_where_a_budget_lands_short_of_its_goal(tmp_path, monkeypatch, capsys, land_short):
+    monkeypatch.chdir(tmp_path)
+    land_short({"l2"})
+    import warnings
+
+    from hwprune.errors import BudgetWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)  # the CLI says it in its own words
+        assert main(["slim", "models_for_cli:jetson_convnet", "--target", "jetson-orin-nano", "--speedup", "1.5",
+                     "--importance", "l2", "-o", "s.pt"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "short of the goal" in out and "note: the slim model lands at" in out and "it is written, verified" in out
+    assert (tmp_path / "s.pt").is_file()
+
+
 def test_slim_default_output_is_named_after_the_spec(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["slim", TINY, "--ratio", "0.25"]) == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..config import SlimConfig
 from ..deploy.bundle import Bundle, bundle_paths, is_hf_model, save_module, write_json
-from ..errors import HwpruneError, InputError, LatticeWarning
+from ..errors import BudgetWarning, HwpruneError, InputError, LatticeWarning
 from ..importance.auto import resolve as resolve_importance
 from ..importance.scorer import check_calibration
 from ..io import atomic_write, check_output
@@ -218,6 +218,7 @@ def _cmd_slim(args) -> int:
     stage = outputs.stage(force=args.force, inputs=_inputs_of(args))
     with recover_progress() if args.recover else _progress() as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", LatticeWarning)  # said once, below the summary, from the report
+        warnings.simplefilter("ignore", BudgetWarning)  # likewise
         model, report = slim_function(args, loaded)(loaded.module, loaded.example_inputs, ratio=args.ratio,
                                      importance=args.importance, strict=args.strict,
                                      progress=progress, budget=budget, target=args.target,
@@ -252,6 +253,13 @@ def _cmd_slim(args) -> int:
                       f"% {lattice['multiple']} (groups {', '.join(map(str, lattice['off_lattice']))}): such widths "
                       "can run slower than the original. Add --target to snap them to its lattice",
                       markup=False, highlight=False)
+    plan = report.get("plan") or {}
+    if plan.get("met") is False:
+        from ..plan.land import kept_landing
+        kept = kept_landing(plan)
+        console.print(f"note: the slim model lands at {kept['landed_ms']:.3f} ms, short of the "
+                      f"{kept['goal_ms']:.3f} ms asked ({plan['tries_ended']}); it is written, verified. Ask for "
+                      "less, or give another --importance", markup=False, highlight=False)
     trt = report.get("tensorrt")
     if trt is not None and trt["engine"] is None:
         console.print(f"TensorRT: {trt['why_not_built']}. On the device, build and time the engine with:",
@@ -417,6 +425,8 @@ def _plan_row(plan: dict) -> str:
         m = plan["measured"]
         text += (f"; landed at {m['after_ms']:.3f} ms measured ({m['speedup']:.2f}x, "
                  f"{len(plan['attempts'])} tr{'y' if len(plan['attempts']) == 1 else 'ies'})")
+    if plan.get("met") is False:
+        text += "; short of the goal"
     cut = sum(1 for g in plan["groups"] if g["width_after"] < g["width_before"])
     text += f"; {cut} of {len(plan['groups'])} groups narrower"
     return text

@@ -121,11 +121,35 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
     if kept and site.measures:
         record["measured"] = {"before_ms": kept["measured_before_ms"], "after_ms": kept["measured_after_ms"],
                               "speedup": round(kept["measured_before_ms"] / kept["measured_after_ms"], 4)}
+    # the try kept (an index into attempts) and whether it met its goal; slim warns where it did not
+    record["kept_try"] = pick if kept else None
+    record["met"] = None if kept is None else kept["landed_ms"] <= kept["goal_ms"] * 1.01
     config_record = {"ratio": None, "budget": {budget.kind: budget.value},
                      "target": site.target.name if site.target else None, "min_width": how.min_width,
                      "allow_block_removal": how.allow_block_removal}
     sections = (("plan", record),) + ((("depth", depth),) if depth is not None else ())
     return Plan(verified.cut.analysis, verified.cut.removed, config_record, sections, landed=verified)
+
+
+def kept_landing(record: dict) -> dict:
+    """The kept try's landing record: limit, cost, landed_ms, goal_ms, ..."""
+    return record["attempts"][record["kept_try"]]
+
+
+def warn_short(record: dict, budget, importance: str) -> None:
+    """BudgetWarning: the kept try lands short of its goal (the slim model is kept)."""
+    import warnings
+
+    from ..errors import BudgetWarning
+    from .kinds import flag_of
+    kept = kept_landing(record)
+    other = "" if importance == "l2" else (
+        f", or plan with another importance (it was {importance!r}; --importance l2 plans from the "
+        "weights alone)")
+    how = "measured" if record["landing"] == "measured here, end to end" else "predicted"
+    warnings.warn(f"{flag_of(budget.kind)} {budget.value:g}: the slim model lands at {kept['landed_ms']:.3f} ms "
+                  f"{how}, short of the {kept['goal_ms']:.3f} ms asked ({record['tries_ended']}). It is kept "
+                  f"and verified; ask for less{other}", BudgetWarning, stacklevel=4)
 
 
 def _site(a, budget, how: LandingConfig, progress) -> _Site:

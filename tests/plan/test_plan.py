@@ -212,6 +212,28 @@ def test_the_landing_slack_says_how_far_below_the_goal_the_tries_may_stop(slack,
     assert plan["predicted_after"] == pytest.approx(0.92 * plan["requested"], abs=0.01 * plan["requested"])
 
 
+@pytest.mark.parametrize("importance, short_for, kept, warns", [
+    ("auto", {"fisher"}, "l2", False),  # the default falls back to the weights' plan, which met the budget
+    ("auto", {"fisher", "l2"}, "fisher", True),  # neither met it: the nearer is kept, with the warning
+    ("fisher", {"fisher"}, "fisher", True),  # a criterion given by name is kept: the warning says so
+])
+def test_a_budget_that_lands_short_warns_and_auto_falls_back_to_the_weights(land_short, importance, short_for,
+                                                                            kept, warns):
+    import warnings
+    model, x = _net(224)
+    land_short(short_for)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, report = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", importance=importance)
+    said = [str(w.message) for w in caught if issubclass(w.category, hwprune.BudgetWarning)]
+    assert report["config"]["importance"] == kept and report["plan"]["met"] is not warns
+    assert bool(said) == warns, said
+    if warns:
+        assert "--speedup 1.5: the slim model lands at" in said[0] and "It is kept and verified" in said[0]
+    if importance == "auto" and not warns:
+        assert report["config"]["importance_auto"].startswith("l2: auto's fisher plan landed short")
+
+
 @pytest.mark.parametrize("slack", [-0.1, 1.0, 1.5])
 def test_a_landing_slack_outside_zero_to_one_is_refused(slack):
     model, x = _net()

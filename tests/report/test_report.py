@@ -44,7 +44,7 @@ plan.planner.retained_importance plan.planner.moves plan.groups plan.groups[].id
 plan.groups[].width_after plan.groups[].lattice plan.groups[].share_of_saving plan.target plan.lattice
 plan.lattice.multiple plan.lattice.from plan.predicted_before plan.predicted_after plan.attempts plan.tries_ended plan.landing
 plan.importance_rounds plan.importance_rounds[].budget plan.importance_rounds[].budget.flops
-plan.importance_rounds[].channels_cut
+plan.importance_rounds[].channels_cut plan.kept_try plan.met
 depth depth.candidates depth.tries depth.tries[].removed depth.tries[].retained_importance depth.removed
 depth.verify """ + _MEMORY + _SOURCE + "outputs outputs.model outputs.report")
 
