@@ -76,11 +76,25 @@ def is_exported_graph(model) -> bool:
         for n in model.graph.nodes)
 
 
+def normal_tensors(model: nn.Module) -> None:
+    """Tensors a module made and kept while it ran under torch.inference_mode (ConViT caches its
+    relative indices on the first call) are inference tensors, which torch.export refuses ("cannot
+    be saved for backward"): each is replaced by a normal copy of the same values."""
+    for mod in model.modules():
+        for name, value in list(vars(mod).items()):
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.is_inference():
+                setattr(mod, name, value.clone())
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None and buf.is_inference():
+                mod._buffers[name] = buf.clone()
+
+
 def trace(model: nn.Module, example_inputs: tuple) -> TracedGraph:
     """torch.export first; torch.fx.symbolic_trace only where export fails. A model that is an
     exported graph already (loaded from a .pt2) is taken as it is."""
     if is_exported_graph(model):
         return _from_graph_module(model)
+    normal_tensors(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

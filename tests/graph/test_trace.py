@@ -63,3 +63,29 @@ def test_fallback_to_symbolic_trace_is_recorded_and_exact():
 def test_untraceable_model_names_both_failures():
     with pytest.raises(TraceError, match="torch.export failed .*symbolic_trace failed"):
         hwprune.analyze(DataDependent().eval(), torch.randn(1, 3, 4, 4))
+
+
+class CachesOnFirstCall(nn.Module):
+    """ConViT's pattern: a tensor made on the first call and kept as an attribute (and a buffer
+    registered then), which under torch.inference_mode are inference tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.cache = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), None
+
+    def forward(self, x):
+        if self.cache is None or self.cache.shape[-1] != x.shape[-1]:
+            self.cache = torch.linspace(0, 1, x.shape[-1])
+            self.register_buffer("scale", torch.ones(1, 8, 1, 1) * 2, persistent=False)
+        return self.b(self.a(x) * self.scale + self.cache)
+
+
+def test_tensors_made_under_inference_mode_are_traced_as_normal_ones():
+    model, x = CachesOnFirstCall().eval(), (torch.randn(1, 3, 6, 6),)
+    with torch.inference_mode():  # as a user's first run, or a benchmark's reference, does
+        expected = model(*x)
+    assert model.cache.is_inference() and model.scale.is_inference()
+    slim, report = hwprune.slim(model, x, ratio=0.5)
+    assert report["trace"] == "torch.export" and report["verify"]["passed"]
+    assert not model.cache.is_inference() and torch.equal(model.cache, torch.linspace(0, 1, 6))
+    assert torch.allclose(model(*x), expected)
