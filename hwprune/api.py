@@ -170,6 +170,8 @@ def run_stages(analysis: Analysis, config: SlimConfig, *, budget=None, widths: d
             config, analysis, scores, plan = l2
             why = (f"l2: auto's {importance} plan landed short ({short}) and the weights' plan "
                    f"{'met the budget' if _landed(plan) else 'landed nearer'} ({_landed_line(plan)})")
+        else:
+            why += f"; it landed short ({short}), and the weights' plan no nearer ({_landed_line(l2[3])})"
     if _landed(plan) is False:
         warn_short(dict(plan.sections)["plan"], budget, config.importance)
     # cut -> verify; a budget's landing has cut and verified its plan already, to see where it lands

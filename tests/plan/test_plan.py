@@ -230,8 +230,9 @@ def test_a_budget_that_lands_short_warns_and_auto_falls_back_to_the_weights(land
     assert bool(said) == warns, said
     if warns:
         assert "--speedup 1.5: the slim model lands at" in said[0] and "It is kept and verified" in said[0]
-    if importance == "auto" and not warns:
-        assert report["config"]["importance_auto"].startswith("l2: auto's fisher plan landed short")
+    if importance == "auto":  # what it chose, and where both plans landed
+        assert report["config"]["importance_auto"].startswith("l2: auto's fisher plan landed short") if not warns \
+            else "and the weights' plan no nearer" in report["config"]["importance_auto"]
 
 
 @pytest.mark.parametrize("slack", [-0.1, 1.0, 1.5])
