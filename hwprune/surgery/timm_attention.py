@@ -9,20 +9,38 @@ every head. Their cutters turn them into these subclasses, whose forward takes t
 from the projection weights instead; the math is timm's (timm/models/davit.py, volo.py,
 vision_transformer_relpos.py, gcvit.py, xcit.py, edgenext.py and cait.py, Apache-2.0), with that
 one width changed. Imported
-only once timm is (surgery.cutter_for).
+only once timm is (surgery.cutter_for). A class that this timm version lacks gets no cutter (its
+heads stay frozen, as before), rather than breaking every slim of a session that imported timm.
 """
 from __future__ import annotations
 
+import importlib
+
 import torch.nn.functional as F
-from timm.models.cait import ClassAttn
-from timm.models.davit import ChannelAttention, ChannelAttentionV2, WindowAttention
-from timm.models.edgenext import CrossCovarianceAttn
-from timm.models.gcvit import WindowAttentionGlobal
-from timm.models.vision_transformer_relpos import RelPosAttention
-from timm.models.volo import Attention as VoloAttention
-from timm.models.xcit import XCA
+from torch import nn
 
 from .registry import ModuleCut, register_cutter
+
+
+class _Absent(nn.Module):
+    """Stands for a timm class this timm version does not have."""
+
+
+def _timm(module: str, name: str) -> type:
+    try:
+        return getattr(importlib.import_module(f"timm.models.{module}"), name)
+    except (ImportError, AttributeError):
+        return type(f"Absent{module.title()}{name}", (_Absent,), {})
+
+
+ClassAttn = _timm("cait", "ClassAttn")
+ChannelAttention, ChannelAttentionV2, WindowAttention = (
+    _timm("davit", n) for n in ("ChannelAttention", "ChannelAttentionV2", "WindowAttention"))
+CrossCovarianceAttn = _timm("edgenext", "CrossCovarianceAttn")
+WindowAttentionGlobal = _timm("gcvit", "WindowAttentionGlobal")
+RelPosAttention = _timm("vision_transformer_relpos", "RelPosAttention")
+VoloAttention = _timm("volo", "Attention")
+XCA = _timm("xcit", "XCA")
 
 
 def _heads(qkv, x, heads: int):
@@ -142,6 +160,9 @@ _PRUNED = {WindowAttention: PrunedWindowAttention, ChannelAttention: PrunedChann
            ChannelAttentionV2: PrunedChannelAttentionV2, VoloAttention: PrunedVoloAttention,
            RelPosAttention: PrunedRelPosAttention, WindowAttentionGlobal: PrunedWindowAttentionGlobal,
            XCA: PrunedXCA, CrossCovarianceAttn: PrunedCrossCovarianceAttn, ClassAttn: PrunedClassAttn}
+
+
+_PRUNED = {base: pruned for base, pruned in _PRUNED.items() if not issubclass(base, _Absent)}
 
 
 @register_cutter(*_PRUNED)

@@ -11,9 +11,15 @@ ultralytics is (surgery.cutter_for).
 from __future__ import annotations
 
 import torch.nn.functional as F
-from ultralytics.nn.modules.block import Attention
+from torch import nn
 
 from .registry import ModuleCut, register_cutter
+
+try:
+    from ultralytics.nn.modules.block import Attention
+    FOUND = True
+except ImportError:  # an Ultralytics without it: no cutter, its heads stay frozen as before
+    Attention, FOUND = type("AbsentUltralyticsAttention", (nn.Module,), {}), False
 
 
 class PrunedAttention(Attention):
@@ -31,7 +37,6 @@ class PrunedAttention(Attention):
         return self.proj(x + self.pe(v.reshape(B, width, H, W)))
 
 
-@register_cutter(Attention)
 def ultralytics_attention(m, c: ModuleCut) -> None:
     """Heads go whole; the head count, the value and key sizes follow the convs' weights."""
     if c.heads is not None:
@@ -39,3 +44,7 @@ def ultralytics_attention(m, c: ModuleCut) -> None:
     m.head_dim = m.pe.conv.weight.shape[0] // m.num_heads
     m.key_dim = (m.qkv.conv.weight.shape[0] // m.num_heads - m.head_dim) // 2
     m.__class__ = PrunedAttention
+
+
+if FOUND:
+    register_cutter(Attention)(ultralytics_attention)

@@ -861,6 +861,18 @@ def _attrs_match(m: nn.Module) -> bool:
     return False
 
 
+def test_a_timm_without_one_attention_class_keeps_the_other_cutters():
+    """A timm release that drops or renames a class: its heads stay frozen, every other cutter loads."""
+    import subprocess
+    import sys
+    code = ("import sys, timm; sys.modules['timm.models.xcit'] = None\n"
+            "from hwprune.surgery import CUTTERS, cutter_for\n"
+            "import torch; cutter_for(torch.nn.Linear(1, 1))\n"
+            "print(sorted(k.__name__ for k, f in CUTTERS.items() if f.__name__ == 'timm_attention'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'XCA'" not in out and "'WindowAttention'" in out and "'ClassAttn'" in out, out
+
+
 def test_every_cutter_has_a_row():
     cutter_for(nn.Linear(1, 1))  # loads the built-in cutters
     missing = {fn.__name__ for fn in CUTTERS.values()} - {c[0] for c in CUTTER_CASES}
