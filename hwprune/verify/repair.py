@@ -101,7 +101,10 @@ def groups_at(graph: ChannelGraph, error, removed: np.ndarray) -> list:
         return []
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)
               if "/torch/" not in f.filename or "/torch/nn/modules/" in f.filename]
-    for filename, lineno in reversed(frames):
+    # the model's own lines first, innermost first: a torch module's line (Linear's F.linear) is
+    # passed by every call of that module type, so it would blame every group; it is tried after
+    inner = frames[::-1]
+    for filename, lineno in [f for f in inner if "/torch/" not in f[0]] + [f for f in inner if "/torch/" in f[0]]:
         nodes = [n for n in graph.traced.graph.nodes if n.op == "call_function"
                  and any(f == filename and int(ln) == lineno for f, ln, _ in stack_frames(n))]
         labels = set()

@@ -129,3 +129,28 @@ def test_a_module_that_keeps_a_size_without_a_cutter_stays_frozen():
     x = (torch.randn(1, 3, 6, 6),)
     with pytest.raises(hwprune.NothingToPruneError, match="no cutter"):
         hwprune.slim(LayerScaleBlock(keeps_width=True).eval(), x, ratio=0.5)
+
+
+class TokensOfSixteen(nn.Module):
+    """hiera's failure in small: a reshape to a literal 16 features keeps the element count when `a`
+    is cut, so the error is raised inside nn.Linear (torch's linear.py), a line that every Linear
+    passes; an unrelated branch (`other`) must keep its cut."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+        self.other, self.o = nn.Linear(4, 12), nn.Linear(12, 4)
+
+    def forward(self, x):
+        h = self.a(x).relu().reshape(x.shape[0], -1, 16)
+        z = self.b(h)
+        y = self.o(self.other(x).relu())
+        return self.c(z.relu()).sum(1) + y.sum(1)
+
+
+def test_a_size_in_forward_that_raises_in_a_torch_module_blames_the_model_line():
+    torch.manual_seed(0)
+    slim, report = hwprune.slim(TokensOfSixteen().eval(), (torch.randn(2, 4, 4),), ratio=0.5)
+    frozen = {g["members"][0]: g["frozen"] for g in report["groups"]}
+    assert "test_surgery.py" in frozen["a.weight:0"] and "does not follow a cut" in frozen["a.weight:0"]
+    assert frozen["other.weight:0"] is None and slim.other.out_features < 12  # the unrelated branch is cut
