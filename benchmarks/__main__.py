@@ -1,8 +1,10 @@
 """python -m benchmarks run [NAMES] [--quick] [--list] [--out DIR]
 python -m benchmarks readme [--check]
+python -m benchmarks stale
 
 run: the comparison studies (benchmarks/studies.py), one process each, one after another.
 readme: the results of benchmarks/README.md and README.md, generated from the JSON in benchmarks/results.
+stale: which results were made with code that has changed since (exit 1 if any).
 The micro-benchmarks are pytest's: pytest benchmarks/ --benchmark-only.
 """
 from __future__ import annotations
@@ -24,9 +26,14 @@ def main(argv: list[str] | None = None) -> int:
                                               "fresh temporary folder)")
     readme = sub.add_parser("readme", help="write the results blocks of benchmarks/README.md and README.md from benchmarks/results")
     readme.add_argument("--check", action="store_true", help="write nothing; exit 1 if either README differs")
+    sub.add_parser("stale", help="say which results in benchmarks/results were made with code that has changed since "
+                                 "(exit 1 if any)")
     args = ap.parse_args(argv)
     from hwprune.errors import HwpruneError
     try:
+        if args.command == "stale":
+            from . import staleness
+            return staleness.main()
         if args.command == "readme":
             from . import readme as generator
             return generator.main(check=args.check)

@@ -72,19 +72,22 @@ def capture(*, threads: int | None, batch: int | str | None, statistic: str, set
                started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
+def git(*args: str, root: Path = ROOT) -> str | None:
+    """git's output in `root`, stripped; None where git is absent or the command fails."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def git_state(root: Path = ROOT) -> tuple[str | None, bool | None]:
     """(commit, dirty): dirty counts tracked files only, since a run's own new result files are
     untracked until they are committed."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-    commit = git("rev-parse", "HEAD")
+    commit = git("rev-parse", "HEAD", root=root)
     if commit is None:
         return None, None
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", root=root)
     return commit, None if status is None else bool(status)
 
 
