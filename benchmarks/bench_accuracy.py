@@ -48,7 +48,8 @@ figure now against the row's).
 Writes benchmarks/results/accuracy.json and .png (after every row: a cut-short run keeps
 what it measured). Rows may run as separate processes, one core each, into their own
 --out files, and --merge joins them (each part keeps its own account of how it ran, under
-how.settings.parts). Needs the `bench` extra.
+how.settings.parts); a row run again on newer code replaces, in a merge, the row of the same
+model and speedup from an earlier part. Needs the `bench` extra.
 """
 from __future__ import annotations
 
@@ -440,11 +441,17 @@ def main() -> None:
 
 def merged_rows(rows: list) -> list:
     """The rows of every part, in order; a part's row that only adds contenders to a row (it has
-    no "original", as --add-default writes) goes into that row (same model and speedup)."""
+    no "original", as --add-default writes) goes into that row (same model and speedup), and a
+    later part's full row replaces an earlier one of the same model and speedup in its place (a
+    row run again on newer code), with nothing of the earlier row kept."""
     out = []
     for r in rows:
         if "original" in r:
-            out.append(dict(r))
+            same = [i for i, o in enumerate(out) if (o["model"], o["requested"]) == (r["model"], r["requested"])]
+            if same:
+                out[same[-1]] = dict(r)
+            else:
+                out.append(dict(r))
             continue
         into = [o for o in out if (o["model"], o["requested"]) == (r["model"], r["requested"])]
         if not into:
