@@ -105,6 +105,9 @@ def provenance(loaded: record.Loaded, result: str) -> str:
                 + (f" It records: {known}." if known else ""))
     commit = (h.get("commit") or "")[:7] or "no git checkout"
     dirty = ", uncommitted changes" if h.get("dirty") else ""
+    parts = mixed_commits(loaded)
+    if parts:
+        commit += f" (the last run or merge; with its parts and rows, {parts} commits)"
     cpu = h.get("processor") or {}
     name = cpu.get("name") or "processor not named"
     simd = widest_simd(cpu.get("isa"))
@@ -115,6 +118,14 @@ def provenance(loaded: record.Loaded, result: str) -> str:
     return (f"*How it was made:* [{result}](results/{result}), commit {commit}{dirty}, "
             f"{h.get('started') or 'date not recorded'}; {machine}{gpu}; {versions}; {threads}; "
             f"`{h.get('command', 'command not recorded')}`.")
+
+
+def mixed_commits(loaded: record.Loaded) -> int:
+    """How many commits a merged result's rows or parts were made at, where more than one (else 0):
+    its own `how` is then only the last part's."""
+    from .staleness import commits_of
+    n = len(commits_of({"how": loaded.how, "results": loaded.results}))
+    return n if n > 1 else 0
 
 
 def legacy_facts(h: dict) -> str:

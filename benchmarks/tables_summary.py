@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import tables_quality as quality
 from . import tables_speed as speed
-from .readme import header, pct, row, table, verdict, x
+from .readme import header, mixed_commits, pct, row, table, verdict, x
 
 LINK = "benchmarks/README.md#"
 
@@ -107,8 +107,9 @@ def measured(loaded) -> str:
     if loaded.schema == 0:
         return "before recorded provenance"
     h = loaded.how
-    return f"{(h.get('commit') or '?')[:7]}{' (uncommitted changes)' if h.get('dirty') else ''}, " \
-           f"{(h.get('started') or 'date not recorded')[:10]}"
+    parts = mixed_commits(loaded)
+    return f"{(h.get('commit') or '?')[:7]}{' (uncommitted changes)' if h.get('dirty') else ''}" \
+           f"{f' and {parts - 1} other commits' if parts else ''}, {(h.get('started') or 'date not recorded')[:10]}"
 
 
 @table("summary", tuple(dict.fromkeys(line.result for line in LINES)))
