@@ -24,7 +24,9 @@ class Study:
     quick: tuple[str, ...] | None
     needs: tuple[str, ...] = ()
     quick_needs: tuple[str, ...] | None = None  # None: the same as needs
-    full_minutes: float = 0.0  # a full run on the 2-core machine, as last measured (0: not measured)
+    full_minutes: float = 0.0  # a full run on the 2-core machine, as last measured, pinned to one core beside
+    # one other study on the other core, the latency cache shared with the studies before it on that core, unless
+    # its comment says otherwise (0: not measured)
     quick_minutes: float = 0.0  # the smoke run on an idle 2-core machine: measured CPU time, or estimated
     quick_measured: bool = False  # quick_minutes from a run's CPU seconds (else estimated from its parts)
     in_quick_set: bool = True  # run by a bare `run --quick` (False: only when named, it would not fit)
@@ -47,15 +49,15 @@ def study(*args, **kwargs) -> Study:
 study("speedup_accuracy", "bench_speedup_accuracy.py", "does --speedup S land where asked (onnxruntime CPU)",
       ("--out", "{out}/speedup_accuracy.json"),
       ("--models", "resnet18", "--speedups", "2", "--out", "{out}/speedup_accuracy.json"),
-      full_minutes=25, quick_minutes=1.7, quick_measured=True)
+      full_minutes=13, quick_minutes=1.7, quick_measured=True)  # full: tables cached before it; ~25 with none
 study("vs_torch_pruning", "bench_vs_torch_pruning.py",
       "against Torch-Pruning at equal measured latency, each model's importance (the README's table)",
       ("--importance", "auto", "--compensate", "--figures", "last", "--out", "{out}/vs_torch_pruning_auto.json"),
       ("--models", "resnet18", "--speedups", "2", "--out", "{out}/vs_torch_pruning.json"),
-      needs=BENCH_EXTRA, full_minutes=27, quick_minutes=2.4, quick_measured=True)  # after speedup_accuracy's: its table
+      needs=BENCH_EXTRA, full_minutes=30, quick_minutes=2.4, quick_measured=True)  # after speedup_accuracy's: its table
 # no smoke run of its own: vs_torch_pruning's covers the script
 study("vs_torch_pruning_l2", "bench_vs_torch_pruning.py", "against Torch-Pruning, L2 on every model (data-free)",
-      ("--out", "{out}/vs_torch_pruning.json"), None, needs=BENCH_EXTRA, full_minutes=26)
+      ("--out", "{out}/vs_torch_pruning.json"), None, needs=BENCH_EXTRA, full_minutes=28)
 study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency (digits, Lite0, MiniLM)",
       ("--out", "{out}/accuracy.json"),
       ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--seeds", "0",
@@ -65,48 +67,49 @@ study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency
 study("latency_prediction", "bench_latency_prediction.py", "predicted against measured latency (onnxruntime CPU)",
       ("--out", "{out}/latency_prediction.json"),
       ("--models", "resnet18", "--configs", "1", "--out", "{out}/latency_prediction.json"),
-      full_minutes=12, quick_minutes=0.6, quick_measured=True)
+      full_minutes=8, quick_minutes=0.6, quick_measured=True)
+# full: alone on the machine (the study times torch at its 2 threads)
 study("pass_speed", "bench_pass_speed.py", "wall time of the pass against Torch-Pruning's",
       ("--out", "{out}/pass_speed.json"),
       ("--models", "resnet50", "--repeats", "1", "--out", "{out}/pass_speed.json"),
-      full_minutes=1.5, quick_minutes=0.5, quick_measured=True)
+      full_minutes=1.1, quick_minutes=0.5, quick_measured=True)
 # no smoke run: its two models plan on resnet50's and MiniLM's full latency tables, minutes each
 study("pipeline", "bench_pipeline.py", "prune, then quantize: latency after each stage",
-      ("--out", "{out}/pipeline.json"), None, full_minutes=17)  # pipeline.json: 860 s + 145 s
+      ("--out", "{out}/pipeline.json"), None, full_minutes=3)
 study("sparse", "bench_sparse.py", "native block-sparse kernel against dense and torch's sparse matmuls (CPU)",
       ("--out", "{out}/sparse_cpu.json"),
       ("--quick", "--sparsities", "0.5,0.9", "--rounds", "3", "--out", "{out}/sparse_cpu.json"),
-      full_minutes=5, quick_minutes=0.5, quick_measured=True)
+      full_minutes=1.2, quick_minutes=0.5, quick_measured=True)
 study("sparse_minilm", "bench_sparse_minilm.py", "MiniLM with a block-sparse feed-forward, end to end",
       ("--out", "{out}/sparse_minilm.json"),
       ("--sparsities", "0.9", "--rounds", "3", "--recover-steps", "3", "--out", "{out}/sparse_minilm.json"),
-      full_minutes=15, quick_minutes=1.2, quick_measured=False)  # 58 s measured with --rounds 1 (recovery 27 s)
+      full_minutes=8.5, quick_minutes=1.2, quick_measured=False)  # 58 s measured with --rounds 1 (recovery 27 s)
 # its smoke run is the whole study: under a minute (onnxruntime's timing is bounded at 20 s per model)
 study("minilm", "bench_minilm.py", "all-MiniLM-L6-v2 with heads and neurons cut: fidelity and latency",
-      ("--out", "{out}/minilm.json"), ("--out", "{out}/minilm.json"), full_minutes=1, quick_minutes=0.7,
+      ("--out", "{out}/minilm.json"), ("--out", "{out}/minilm.json"), full_minutes=0.3, quick_minutes=0.7,
       quick_measured=True)
-# full: 2804 s wall for 86 models, one core (suite.json of the 2026-12-02 run at 5e6372d)
+# full: 1498 s wall for 86 models, one core (the run of 2026-12-02 at f48d57d)
 study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the torchvision zoo",
       ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
-      ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=47,
+      ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=25,
       quick_minutes=0.3, quick_measured=True)
 # full: the 8B runs need ~21 GB free (refused and recorded as skipped otherwise); quick: a 2-layer model
 study("scale", "bench_scale.py", "Llama-shaped decoders to 8B bf16: wall time and peak RSS measured from outside",
       ("--out", "{out}/scale.json"),
-      ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=26,
-      quick_minutes=0.7, quick_measured=True, in_quick_set=True)  # full: the sum of this branch's rows, builds included
+      ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=9.5,
+      quick_minutes=0.7, quick_measured=True, in_quick_set=True)  # full: the default rows with builds, alone
 # no smoke run: on a fresh machine it measures every width of the layer (minutes); the profile
 # CLI it calls has its own tests
 study("staircase", "bench_staircase.py", "one layer's latency at every width: the staircase (onnxruntime CPU)",
-      ("--out", "{out}/resnet18.staircase.png"), None, full_minutes=3)
+      ("--out", "{out}/resnet18.staircase.png"), None, full_minutes=1.5)
 study("soak", "soak_random_nets.py", "10,000 random networks slimmed and verified (hypothesis)",
       ("--out", "{out}/soak_random_nets.json"), ("--examples", "20", "--out", "{out}/soak_random_nets.json"),
-      full_minutes=25, quick_minutes=0.2, quick_measured=False)  # 0.16 CPU s an example in the full run
+      full_minutes=16, quick_minutes=0.2, quick_measured=False)  # 0.09 CPU s an example in the full run
 # no smoke runs: each family or model is a process of its own, minutes each; their tests run one
 study("timm_sweep", "bench_timm_sweep.py", "one timm model per family at --ratio 0.5, and Torch-Pruning on it",
       ("--jobs", "1", "--out", "{out}/timm_sweep.json"), None, needs=("timm",), full_minutes=260)
 study("ultralytics", "bench_ultralytics.py", "YOLOv8 and YOLO11 from their yaml: slim, verify, train a step",
-      ("--out", "{out}/ultralytics.json"), None, needs=("ultralytics",))
+      ("--out", "{out}/ultralytics.json"), None, needs=("ultralytics",), full_minutes=8.3)
 # no smoke run: it needs CUDA, and the gpu study's dry run covers its sweep code
 study("analytic_gpu", "bench_analytic_gpu.py", "the analytic GPU model against the attached GPU (convs)",
       ("--out", "{out}/analytic_gpu.json"), None, needs=("cuda",))
