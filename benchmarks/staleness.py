@@ -65,7 +65,8 @@ def commits_of(document: dict) -> tuple[str, ...]:
     """The commits a result names: its own and those of the parts or rows merged into it. A value
     may carry words after the hash ("9126048 (main, ...)")."""
     found = {m.group(0) for v in named(document, "commit") if isinstance(v, str) and (m := _SHA.match(v))}
-    return tuple(sorted(found))
+    # one commit named both in full and short is one commit
+    return tuple(sorted(c for c in found if not any(o != c and o.startswith(c) for o in found)))
 
 
 def scripts_of(document: dict, root: Path = ROOT) -> tuple[str, ...]:

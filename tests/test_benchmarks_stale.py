@@ -82,6 +82,11 @@ def test_every_commit_it_names_counts(repo, how, rows, word):
     assert word in s.why()
 
 
+def test_a_commit_named_in_full_and_short_is_one():
+    full = "0123456789abcdef0123456789abcdef01234567"
+    assert staleness.commits_of({"how": {"commit": full}, "results": {"rows": {"a": {"commit": full[:7]}}}}) == (full,)
+
+
 def test_a_result_without_a_commit_is_stale(repo):
     s = result(repo, {"command": "python bench_x.py"})
     assert not s.current and "names no commit" in s.why()
