@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import record
+from .staleness import commits_of
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
@@ -123,7 +124,6 @@ def provenance(loaded: record.Loaded, result: str) -> str:
 def mixed_commits(loaded: record.Loaded) -> int:
     """How many commits a merged result's rows or parts were made at, where more than one (else 0):
     its own `how` is then only the last part's."""
-    from .staleness import commits_of
     n = len(commits_of({"how": loaded.how, "results": loaded.results}))
     return n if n > 1 else 0
 
