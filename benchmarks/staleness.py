@@ -18,7 +18,7 @@ from .record import ROOT, git
 
 CODE = ("hwprune", "kernels", "CMakeLists.txt")  # what a result measures, besides its own script
 _SHA = re.compile(r"^[0-9a-f]{7,40}\b")
-_SCRIPT = re.compile(r"([\w.]+\.py)\b")
+_SCRIPT = re.compile(r"((?:[\w.-]+/)*[\w.]+\.py)\b")
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,15 @@ def commits_of(document: dict) -> tuple[str, ...]:
 
 
 def scripts_of(document: dict, root: Path = ROOT) -> tuple[str, ...]:
-    """The benchmark scripts named in its commands that exist under benchmarks/ (as paths from the root)."""
-    names = {m for c in named(document, "command") if isinstance(c, str) for m in _SCRIPT.findall(c)}
-    return tuple(sorted(f"benchmarks/{Path(n).name}" for n in names if (root / "benchmarks" / Path(n).name).is_file()))
+    """The benchmark scripts named in its commands that exist under benchmarks/ (as paths from the root):
+    a path as written (benchmarks/gpu/driver.py), or else a bare name found in benchmarks/."""
+    found = set()
+    for written in {m for c in named(document, "command") if isinstance(c, str) for m in _SCRIPT.findall(c)}:
+        for candidate in (Path(written), Path("benchmarks") / Path(written).name):
+            if candidate.parts[:1] == ("benchmarks",) and (root / candidate).is_file():
+                found.add(candidate.as_posix())
+                break
+    return tuple(sorted(found))
 
 
 def staleness(path: Path, root: Path = ROOT) -> Staleness:

@@ -59,6 +59,24 @@ def test_a_change_after_the_result(repo, changed, current, word):
     assert word in s.why()
 
 
+# (the command a result records, the scripts it names that exist in the checkout)
+SCRIPTS = [
+    ("python benchmarks/bench_x.py --out y.json", ("benchmarks/bench_x.py",)),
+    ("python /elsewhere/checkout/benchmarks/bench_x.py", ("benchmarks/bench_x.py",)),
+    ("python bench_x.py", ("benchmarks/bench_x.py",)),
+    ("python benchmarks/gpu/driver.py --dry", ("benchmarks/gpu/driver.py",)),
+    ("python benchmarks/gone.py", ()),
+    ("python -m benchmarks run pipeline", ()),
+]
+
+
+@pytest.mark.parametrize("command, scripts", SCRIPTS, ids=[c[0] for c in SCRIPTS])
+def test_the_scripts_a_result_names(repo, command, scripts):
+    (repo / "benchmarks" / "gpu").mkdir()
+    (repo / "benchmarks" / "gpu" / "driver.py").write_text("d = 1\n")
+    assert staleness.scripts_of({"how": {"command": command}}, repo) == scripts
+
+
 def test_an_uncommitted_change_to_the_code_makes_it_stale(repo):
     s = result(repo, {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False, "command": "python bench_x.py"})
     assert s.current
