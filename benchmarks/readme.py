@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import record
-from .staleness import commits_of
+from .staleness import commits_of, named
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
@@ -113,6 +113,9 @@ def provenance(loaded: record.Loaded, result: str) -> str:
     name = cpu.get("name") or "processor not named"
     simd = widest_simd(cpu.get("isa"))
     machine = name + (f" ({simd})" if simd else "") + (f", {cpu['cores']} cores" if cpu.get("cores") else "")
+    processors = processors_of(loaded)
+    if len(processors) > 1:
+        machine += f" (its parts and rows ran on {len(processors)} processors: {', '.join(processors)})"
     versions = ", ".join(f"{k} {v}" for k, v in (h.get("versions") or {}).items() if v and k != "hwprune")
     threads = f"{h['threads']} thread{'s' if h['threads'] != 1 else ''}" if h.get("threads") else "threads: the library defaults"
     gpu = f", GPU {h['gpu']}" if h.get("gpu") else ""
@@ -126,6 +129,13 @@ def mixed_commits(loaded: record.Loaded) -> int:
     its own `how` is then only the last part's."""
     n = len(commits_of({"how": loaded.how, "results": loaded.results}))
     return n if n > 1 else 0
+
+
+def processors_of(loaded: record.Loaded) -> list[str]:
+    """The processors a result's own run and its merged parts or runs name, in order of first mention."""
+    found = named({"how": loaded.how, "results": loaded.results}, "processor")
+    names = [p.get("name") if isinstance(p, dict) else p for p in found]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
 def legacy_facts(h: dict) -> str:

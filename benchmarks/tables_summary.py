@@ -107,9 +107,10 @@ def measured(loaded) -> str:
     if loaded.schema == 0:
         return "before recorded provenance"
     h = loaded.how
-    parts = mixed_commits(loaded)
-    return f"{(h.get('commit') or '?')[:7]}{' (uncommitted changes)' if h.get('dirty') else ''}" \
-           f"{f' and {parts - 1} other commits' if parts else ''}, {(h.get('started') or 'date not recorded')[:10]}"
+    others = mixed_commits(loaded) - 1  # -1: made at one commit
+    more = f" and {others} other commit{'s' if others > 1 else ''}" if others > 0 else ""
+    return f"{(h.get('commit') or '?')[:7]}{' (uncommitted changes)' if h.get('dirty') else ''}{more}, " \
+           f"{(h.get('started') or 'date not recorded')[:10]}"
 
 
 @table("summary", tuple(dict.fromkeys(line.result for line in LINES)))

@@ -211,6 +211,21 @@ def test_provenance_names_commit_date_processor_versions_threads_and_command(cha
     assert shown in line
 
 
+# (the processors its parts or runs name, what the line adds to the machine)
+PROCESSORS = [
+    ([], "2 cores; python"),
+    ([{"name": "Intel(R) Xeon(R) Processor"}], "2 cores; python"),
+    ([{"name": "AMD EPYC"}], "2 cores (its parts and rows ran on 2 processors: Intel(R) Xeon(R) Processor, AMD EPYC);"),
+    (["AMD EPYC", {"name": "AMD EPYC"}], "ran on 2 processors: Intel(R) Xeon(R) Processor, AMD EPYC);"),
+]
+
+
+@pytest.mark.parametrize("parts, shown", PROCESSORS, ids=[str(len(p[0])) for p in PROCESSORS])
+def test_provenance_names_every_processor_a_merged_result_ran_on(parts, shown):
+    how = HOW | {"settings": {"parts": [{"processor": p} for p in parts]}}
+    assert shown in readme.provenance(record.Loaded(1, how, {"rows": []}), "accuracy.json")
+
+
 def test_a_file_from_before_provenance_says_so_and_names_its_study():
     line = readme.provenance(record.Loaded(0, {"machine": {"cpu": "AMD EPYC", "cores": 2}}, {}), "pass_speed.json")
     assert "predates recorded provenance" in line and "`python -m benchmarks run pass_speed` refreshes it" in line
@@ -333,3 +348,20 @@ def test_the_summary_says_not_measured_for_a_result_not_committed(tmp_path):
     text = readme.render("summary", tmp_path)
     assert "| Prune, then quantize (`examples/pipeline.py`) | not measured on the current code | — |" in text
     assert text.count("not measured on the current code") == 1  # the other rows still give their figures
+
+
+# (the commits a result's rows name besides its own, what the summary's "measured at" says)
+MEASURED = [
+    ((), "1111111, 2026-12-02"),
+    (("1111111",), "1111111, 2026-12-02"),
+    (("2222222",), "1111111 and 1 other commit, 2026-12-02"),
+    (("2222222", "3333333"), "1111111 and 2 other commits, 2026-12-02"),
+]
+
+
+@pytest.mark.parametrize("rows, says", MEASURED, ids=[str(len(m[0])) for m in MEASURED])
+def test_measured_at_counts_the_other_commits(rows, says):
+    from benchmarks.tables_summary import measured
+    loaded = record.Loaded(1, {"commit": "1111111" + "0" * 33, "dirty": False, "started": "2026-12-02T10:00:00"},
+                           {"rows": [{"commit": c} for c in rows]})
+    assert measured(loaded) == says
