@@ -62,8 +62,9 @@ study("accuracy", "bench_accuracy.py", "accuracy after recovery at equal latency
       ("--out", "{out}/accuracy.json"),
       ("--rows", "digits", "--speedups", "2", "--steps", "2", "--dense-epochs", "1", "--seeds", "0",
        "--out", "{out}/accuracy.json"),
-      # six contenders, each bisected to equal latency: estimated
-      needs=BENCH_EXTRA, quick_minutes=6, quick_measured=False, in_quick_set=False)
+      # full: the sum of its six rows' times, each row run as a part of its own; quick: six contenders, each bisected
+      # to equal latency: estimated
+      needs=BENCH_EXTRA, full_minutes=105, quick_minutes=6, quick_measured=False, in_quick_set=False)
 study("latency_prediction", "bench_latency_prediction.py", "predicted against measured latency (onnxruntime CPU)",
       ("--out", "{out}/latency_prediction.json"),
       ("--models", "resnet18", "--configs", "1", "--out", "{out}/latency_prediction.json"),
@@ -107,7 +108,8 @@ study("soak", "soak_random_nets.py", "10,000 random networks slimmed and verifie
       full_minutes=16, quick_minutes=0.2, quick_measured=False)  # 0.09 CPU s an example in the full run
 # no smoke runs: each family or model is a process of its own, minutes each; their tests run one
 study("timm_sweep", "bench_timm_sweep.py", "one timm model per family at --ratio 0.5, and Torch-Pruning on it",
-      ("--jobs", "1", "--out", "{out}/timm_sweep.json"), None, needs=("timm",), full_minutes=260)
+      ("--jobs", "1", "--out", "{out}/timm_sweep.json"), None, needs=("timm",),
+      full_minutes=60)  # estimated: 50 of its families took 31 min in two parts, 10 of it one Torch-Pruning timeout
 study("ultralytics", "bench_ultralytics.py", "YOLOv8 and YOLO11 from their yaml: slim, verify, train a step",
       ("--out", "{out}/ultralytics.json"), None, needs=("ultralytics",), full_minutes=8.3)
 # no smoke run: it needs CUDA, and the gpu study's dry run covers its sweep code
