@@ -107,8 +107,8 @@ def measured(loaded) -> str:
     if loaded.schema == 0:
         return "before recorded provenance"
     h = loaded.how
-    others = mixed_commits(loaded) - 1  # -1: made at one commit
-    more = f" and {others} other commit{'s' if others > 1 else ''}" if others > 0 else ""
+    others = max(mixed_commits(loaded) - 1, 0)  # mixed_commits is 0 for a result made at one commit
+    more = f" and {others} other commit{'s' if others > 1 else ''}" if others else ""
     return f"{(h.get('commit') or '?')[:7]}{' (uncommitted changes)' if h.get('dirty') else ''}{more}, " \
            f"{(h.get('started') or 'date not recorded')[:10]}"
 
