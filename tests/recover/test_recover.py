@@ -11,6 +11,7 @@ import torch
 
 import hwprune
 from hwprune.cli import main
+from hwprune.export.onnx import onnx_graph
 from hwprune.recover import RecoverConfig, finetune, load_data
 from hwprune.recover.losses import FeatureMatch
 
@@ -384,6 +385,50 @@ def test_iterative_slim_resumes_its_rounds(tmp_path):
     again, report = run(resume=True)
     assert [r["recovery"]["start_step"] for r in report["recover"]["rounds"]] == [4, 4]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def _conv_macs(graph) -> int:
+    """MACs of an ONNX graph's convs and matmuls, from its inferred shapes: a clock-free time."""
+    import numpy as np
+    import onnx
+    g = onnx.shape_inference.infer_shapes(graph).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*g.value_info, *g.output)}
+    shapes |= {t.name: list(t.dims) for t in g.initializer}
+    macs = 0
+    for n in g.node:
+        if n.op_type == "Conv":
+            macs += int(np.prod(shapes[n.input[1]])) * int(np.prod(shapes[n.output[0]][2:]))
+        elif n.op_type in ("Gemm", "MatMul"):
+            macs += int(np.prod(shapes[n.input[1]]))
+    return macs
+
+
+@pytest.mark.xfail(strict=True, reason="each round's latency goal is an absolute ms figure from round 1's measurement "
+                   "of the original, compared with later rounds' measurements made in other runs; fix: measure the "
+                   "original in every round's interleaved run")
+def test_iterative_slim_lands_a_measured_speedup_whatever_the_machine_does_between_rounds(tmp_path, monkeypatch,
+                                                                                         cpu_isa):
+    """A measured speedup is a ratio within one interleaved run (MEASURING.md): a machine
+    whose speed moves between rounds (load, clocks: 15% between two rounds of MobileNetV3
+    on an idle 2-core host) must not move where the rounds land. The fake runtime's time is a
+    graph's MACs, and each run of it is 1.3x slower than the next (a loaded first round)."""
+    from hwprune.hardware.measure import OrtRuntime, Timing
+    from models_for_cli import TinyConvNet
+    runs = []
+
+    def models(self, graphs):
+        runs.append(len(graphs))
+        drift = 1.3 if len(runs) == 1 else 1.0
+        return [Timing(*(3 * [drift * _conv_macs(g) * 1e-6]), 9) for g in graphs]
+    monkeypatch.setattr(OrtRuntime, "models", models)
+    torch.manual_seed(0)
+    model, x = TinyConvNet(64, 128).eval(), (torch.randn(1, 3, 32, 32),)
+    torch.save(torch.randn(8, 3, 32, 32), tmp_path / "x.pt")
+    slim, report = hwprune.iterative_slim(model, x, tmp_path / "x.pt", rounds=2, speedup=1.5, target="cpu",
+                                          recover=RecoverConfig(steps=1, batch_size=4))
+    speedup = _conv_macs(onnx_graph(model, x)) / _conv_macs(onnx_graph(slim, x))
+    assert 1.5 * 0.99 <= speedup <= 1.5 / 0.9, speedup  # within the landing's 1% above and 10% below
+    assert report["plan"]["measured"]["speedup"] == pytest.approx(speedup, rel=1e-3)
 
 
 def test_iterative_slim_wants_one_budget():
