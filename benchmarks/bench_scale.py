@@ -22,6 +22,17 @@ to fail (its `blocked` says why) is not run unless --run-blocked. --params is pr
 graph, as --ratio needs it anyway: before, it priced an in-memory ONNX export, which protobuf cannot
 hold past 2 GB of weights (1.5b_bf16_params_in_place failed so, after peaking at 4.8x its weights).
 Writes benchmarks/results/scale.json.
+
+--baseline COMMIT times a configuration (--baseline-configs, default 1.5b_fp32_ratio) against
+hwprune's code at another commit, for issue 17's "no slower than today": the script checks the
+commit out into a temporary git worktree (removed at the end; or give the path of a checkout),
+whose hwprune/ each baseline child imports in place of this checkout's. The two run in
+alternating pairs (--pairs, baseline first), each in a process of its own with the same script,
+model and call, so a machine whose speed drifts moves both alike; the result is the ratio of the
+medians (MEASURING.md), under results["baseline"]. The baseline's commit is recorded as
+"baseline_commit", not "commit": it is the reference, not the code the result measures.
+
+    python benchmarks/bench_scale.py --baseline 6ae323c    # the defaults, then 1.5B fp32 against 6ae323c
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,10 +152,12 @@ def run_hwprune(model, ids, config: Config) -> dict:
     def progress(stage, done, total):  # when each stage began, and the RSS then (the child's own view)
         if stage not in stages:
             stages[stage] = (round(time.perf_counter() - t0, 2), _own_rss())
-    slim, report = hwprune.slim(model, ids, **budget, in_place=config.in_place, progress=progress)
+    placed = {} if config.in_place is None else {"in_place": config.in_place}  # a baseline may predate in_place
+    slim, report = hwprune.slim(model, ids, **budget, **placed, progress=progress)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "verify": report["verify"], "params_after": sum(p.numel() for p in slim.parameters()),
-            "memory": report.get("memory"), "stages": stages, "model": slim}
+            "memory": report.get("memory"), "stages": stages, "model": slim,
+            "code": str(Path(hwprune.__file__).resolve().parent.parent)}  # the checkout whose hwprune ran
 
 
 def _own_rss() -> int:
@@ -176,7 +190,9 @@ def run_torch_pruning(model, ids, config: Config) -> dict:
             "model": model}
 
 
-def child(name: str, tokens: int) -> None:
+def child(name: str, tokens: int, code: str | None = None) -> None:
+    if code:  # a baseline: its hwprune is imported in place of this checkout's
+        sys.path.insert(0, code)
     import torch
     config = CONFIGS[name]
     torch.manual_seed(0)
@@ -215,9 +231,11 @@ def _sample(pid: int, samples: list, stop: threading.Event) -> None:
         stop.wait(0.1)
 
 
-def measure(name: str, tokens: int, timeout: float) -> dict:
-    """Run one configuration in a child; its peak RSS from the kernel (wait4) and sampled."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--tokens", str(tokens)]
+def measure(name: str, tokens: int, timeout: float, code: Path | None = None) -> dict:
+    """Run one configuration in a child; its peak RSS from the kernel (wait4) and sampled.
+    code: a checkout whose hwprune the child imports instead of this one's (a baseline)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--tokens", str(tokens),
+           *(["--code", str(code)] if code else [])]
     load_before = [round(v, 2) for v in os.getloadavg()]  # the machine is shared: a busy one slows the run
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
@@ -247,13 +265,48 @@ def measure(name: str, tokens: int, timeout: float) -> dict:
         row |= {"status": "failed", "error": err.strip().splitlines()[-1][:400] if err.strip() else "no output"}
         return row
     row |= {k: done.get(k) for k in ("build_s", "weights_bytes", "params_before", "params_after", "verify", "memory",
-                                           "stages")}
+                                           "stages", "code")}
     row |= {"status": "ok", "seconds": round(done["seconds"], 2),
             "peak_over_weights": round(row["peak_rss_bytes"] / done["weights_bytes"], 3),
             "params_kept": round(done["params_after"] / done["params_before"], 4),
             "verified": bool(done["verify"] and done["verify"].get("passed")),
             "timeline": _thin(samples)}
     return row
+
+
+def baseline_commit(code: Path) -> dict:
+    """The commit of a baseline checkout, and whether its tracked files differ from it."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(code), *a], capture_output=True, text=True, check=True).stdout.strip()
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return {"baseline_commit": git("rev-parse", "HEAD"), "baseline_dirty": bool(changes)}
+
+
+def against_baseline(name: str, code: Path, pairs: int, tokens: int, timeout: float) -> dict:
+    """`pairs` alternating runs of configuration `name`, the baseline's code first, then this
+    checkout's: each side's pass seconds, their medians and the ratio (this over the baseline)."""
+    import statistics
+    seconds = {"baseline": [], "this": []}
+    failed = None
+    for i in range(pairs):
+        for side, where in (("baseline", code), ("this", None)):
+            r = measure(name, tokens, timeout, where)
+            print(f"  pair {i + 1}/{pairs} {side}: {r['status']} {r.get('seconds')}", flush=True)
+            ran = r.get("code")
+            if r["status"] != "ok" or not r["verified"]:
+                failed = f"{side}: {r.get('error') or 'not verified'}"
+            elif ran != str((code if where else ROOT).resolve()):
+                failed = f"{side}: the child imported hwprune from {ran}, not {code if where else ROOT}"
+            if failed:
+                break
+            seconds[side].append(r["seconds"])
+        if failed:
+            break
+    out = {"path": str(code), **baseline_commit(code), "pairs": pairs, "seconds": seconds}
+    if failed:
+        return out | {"status": "failed", "error": failed}
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return out | {"status": "ok", "median_s": med, "ratio": round(med["this"] / med["baseline"], 4)}
 
 
 def _thin(samples: list, n: int = 60) -> list:
@@ -272,22 +325,61 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of --out that this run does not redo (each row names its commit and time)")
     p.add_argument("--run-blocked", action="store_true", help="also run the configurations known to fail")
+    p.add_argument("--baseline", help="a commit (or the path of a checkout) of hwprune to time against (the module "
+                   "docstring); its configurations run in alternating pairs after the others")
+    p.add_argument("--baseline-configs", default="1.5b_fp32_ratio", help="the configurations timed against it")
+    p.add_argument("--pairs", type=int, default=3, help="alternating baseline/this runs per baseline configuration")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--code", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.tokens)
+        child(args.child, args.tokens, args.code)
         return 0
-    import record
+    if args.pairs < 1:
+        p.error(f"--pairs {args.pairs}: give 1 or more")
     names = [n for n in args.configs.split(",") if n]
-    unknown = [n for n in names if n not in CONFIGS]
+    against = [n for n in args.baseline_configs.split(",") if n] if args.baseline is not None else []
+    unknown = [n for n in names + against if n not in CONFIGS]
     if unknown:
         p.error(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    with checkout(args.baseline, p.error) as base:
+        return run(args, names, against, base)
+
+
+@contextmanager
+def checkout(baseline: str | None, error):
+    """The baseline's checkout: the path given, or the commit given checked out into a
+    temporary git worktree, removed afterwards. error(message) where it is neither."""
+    if baseline is None or Path(baseline).is_dir():
+        if baseline is not None and not (Path(baseline) / "hwprune" / "__init__.py").is_file():
+            error(f"--baseline {baseline}: no hwprune/__init__.py there; give a commit of this repository, or a "
+                  "checkout of hwprune")
+        yield None if baseline is None else Path(baseline)
+        return
+    known = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{baseline}^{{commit}}"],
+                           capture_output=True, text=True)
+    if known.returncode != 0:
+        error(f"--baseline {baseline}: neither a folder nor a commit of {ROOT}; give a commit (git log) or a checkout")
+    with tempfile.TemporaryDirectory(prefix="hwprune-baseline-") as tmp:
+        where = Path(tmp) / "hwprune"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(where),
+                        known.stdout.strip()], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
+
+
+def run(args, names: list, against: list, base: Path | None) -> int:
+    """Measure the configurations `names`, then time `against` against the baseline `base`."""
+    import record
     how = record.capture(threads=None, batch=f"token ids (1, {args.tokens})", packages=("transformers",),
                          statistic="one run per configuration, each in its own process; peak RSS from os.wait4's "
                                    "ru_maxrss (the kernel's high-water mark of the child), VmRSS sampled every 0.1 s",
                          settings={"goal_peak_over_weights": GOAL_MEMORY, "goal_seconds": GOAL_SECONDS,
                                    "torch_threads": "torch's default (the machine's cores)"})
-    rows = dict(record.load(args.out).results["rows"]) if args.merge and args.out.is_file() else {}
+    kept = record.load(args.out).results if args.merge and args.out.is_file() else {}
+    rows, baseline = dict(kept.get("rows", {})), dict(kept.get("baseline", {}))
     for name in names:
         free = mem_available()
         if CONFIGS[name].blocked and not args.run_blocked:
@@ -301,7 +393,14 @@ def main(argv=None) -> int:
         r = rows[name]
         print(name, r["status"], {k: r.get(k) for k in ("seconds", "peak_over_weights", "params_kept", "verified")},
               flush=True)
-        record.write(args.out, how, {"rows": rows})
+        record.write(args.out, how, {"rows": rows, **({"baseline": baseline} if baseline else {})})
+    for name in against:
+        print(f"{name} against {args.baseline}", flush=True)
+        baseline[name] = against_baseline(name, base, args.pairs, args.tokens, args.timeout) | {
+            "commit": how.commit, "dirty": how.dirty, "started": how.started}
+        b = baseline[name]
+        print(name, b["status"], b.get("median_s"), b.get("ratio"), flush=True)
+        record.write(args.out, how, {"rows": rows, "baseline": baseline})
     return 0
 
 

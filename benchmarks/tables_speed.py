@@ -235,7 +235,19 @@ def scale(results) -> list[str]:
         out.append(row(name, tool, f"{r['weights_bytes'] / 2**30:.2f} GiB", f"{r['seconds']:.0f} s",
                        x(r["peak_over_weights"]), placed, "yes" if r["verified"] else "no", f"{r['params_kept']:.3f}"))
     eight = {k: r for k, r in results["rows"].items() if k.startswith("8b")}
-    return out + ["", *(scale_reading(k, r) for k, r in eight.items())]
+    against = [baseline_reading(k, b) for k, b in results.get("baseline", {}).items()]
+    return out + ["", *(scale_reading(k, r) for k, r in eight.items()), *against]
+
+
+def baseline_reading(name: str, b: dict) -> str:
+    """A configuration timed in alternating pairs against hwprune at another commit: no slower
+    than it is the goal (issue 17: the 1.5B fp32 pass no slower than when the issue was filed)."""
+    head = f"- {name} against hwprune at {b['baseline_commit'][:7]}"
+    if b["status"] != "ok":
+        return f"{head}: {verdict(False)}, {b['status']}: {b.get('error', '')}."
+    this, base = b["median_s"]["this"], b["median_s"]["baseline"]
+    return (f"{head}, {b['pairs']} alternating pairs, each run in a process of its own: median {this:.1f} s against "
+            f"{base:.1f} s, {x(b['ratio'])} its time (goal: no slower, ≤ 1.00x): {verdict(b['ratio'] <= 1.0)}.")
 
 
 def scale_reading(name: str, r: dict, short: bool = False) -> str:
