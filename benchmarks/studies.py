@@ -94,10 +94,11 @@ study("onnx_zoo_survey", "onnx_zoo_survey.py", "the two ONNX exporters over the 
       ("--fresh", "--out", "{out}/onnx_zoo_survey.json"),
       ("--models", "resnet18", "--fresh", "--out", "{out}/onnx_zoo_survey.json"), full_minutes=25,
       quick_minutes=0.3, quick_measured=True)
-# full: the 8B runs need ~21 GB free (refused and recorded as skipped otherwise); quick: a 2-layer model
+# full: the 8B runs need ~21 GB free (refused and recorded as skipped otherwise), then 1.5B fp32 against
+# 6ae323c, the code when issue 17 was filed, in 7 alternating pairs; quick: a 2-layer model
 study("scale", "bench_scale.py", "Llama-shaped decoders to 8B bf16: wall time and peak RSS measured from outside",
-      ("--out", "{out}/scale.json"),
-      ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=9.5,
+      ("--baseline", "6ae323c", "--pairs", "7", "--out", "{out}/scale.json"),
+      ("--configs", "tiny_fp32_ratio,tiny_fp32_torch_pruning", "--out", "{out}/scale.json"), full_minutes=20,
       quick_minutes=0.7, quick_measured=True, in_quick_set=True)  # full: the default rows with builds, alone
 # no smoke run: on a fresh machine it measures every width of the layer (minutes); the profile
 # CLI it calls has its own tests
