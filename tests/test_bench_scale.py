@@ -84,8 +84,10 @@ def test_bad_baseline_arguments_are_refused(tmp_path, base, capsys, argv, messag
 
 def test_a_commit_is_checked_out_for_the_run_and_removed_after(tmp_path):
     """--baseline COMMIT: a worktree of this repository at that commit, gone when the run ends."""
-    head = subprocess.run(["git", "-C", str(scale.ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    found = subprocess.run(["git", "-C", str(scale.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.skip("the tests run outside a git checkout of hwprune: no commit to check out")
+    head = found.stdout.strip()
     with scale.checkout(head[:7], pytest.fail) as where:
         assert (where / "hwprune" / "__init__.py").is_file()
         assert subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
