@@ -411,7 +411,7 @@ def test_iterative_slim_lands_a_measured_speedup_whatever_the_machine_does_betwe
     """A measured speedup is a ratio within one interleaved run (MEASURING.md): a machine
     whose speed moves between rounds (load, clocks: 15% between two rounds of MobileNetV3
     on an idle 2-core host) must not move where the rounds land. The fake runtime's time is a
-    graph's MACs, and each run of it is 1.3x slower than the next (a loaded first round)."""
+    graph's MACs, and its first run is 1.3x slower than the rest (a loaded first round)."""
     from hwprune.hardware.measure import OrtRuntime, Timing
     from models_for_cli import TinyConvNet
     runs = []
