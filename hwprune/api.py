@@ -47,7 +47,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
          lut: str | None = None, threads: int = 1, min_width: int | None = None, prune_hidden: bool = False,
          allow_block_removal: bool = False, calibration=None, compensate: bool = False,
          objective: str = "balanced", loss_fn=None, budget=None, in_place: bool | None = None,
-         landing_slack: float = 0.10):
+         landing_slack: float = 0.10, reference=None):
     """Cut `ratio` of every prunable group's channels; returns (slim model, report).
 
     Budgets instead of a ratio (give exactly one of ratio, speedup, latency_ms, flops, params, or
@@ -60,6 +60,10 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
     landing_slack: a latency budget is cut, measured (or predicted) and planned again until it lands
     between 1% slower than asked and this fraction faster (default 0.10), in at most 4 tries; a
     smaller slack lands nearer the request, at the cost of more tries.
+    reference: an nn.Module taking the same example inputs that a latency budget is stated
+    against instead of `model`: a speedup divides its latency, and a landing measured here times it
+    in the same run as the slim model, so report["plan"]["measured"] compares the two
+    (hwprune.iterative_slim's later rounds give the original).
     prune_hidden: also cut the hidden size; norms over it change, so the result is checked by output
     fidelity (report["verify"]["mode"] says so). Analyze with SlimConfig(prune_hidden=True) to match.
     allow_block_removal: with a budget, residual blocks may be removed whole where that
@@ -102,7 +106,7 @@ def slim(model, example_inputs=None, *, ratio: float | None = None, importance: 
                         prune_hidden=prune_hidden, compensate=compensate, objective=objective,
                         in_place=in_place)
     how = LandingConfig(target=target, lut=lut, threads=threads, min_width=min_width,
-                        allow_block_removal=allow_block_removal, slack=landing_slack)
+                        allow_block_removal=allow_block_removal, slack=landing_slack, reference=reference)
     analysis = _analysis_for(model, example_inputs, config, progress)  # load -> trace -> group
     memory = _memory_choice(config, analysis.model, _needs_original(budget, allow_block_removal))
     config = dataclasses.replace(config, in_place=memory.in_place)

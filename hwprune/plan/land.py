@@ -13,7 +13,7 @@ the budget is approached in rounds that score again on the model cut so far (`re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +38,11 @@ class LandingConfig:
     become. allow_block_removal: weigh removing residual blocks whole against width.
     attempts: the most plans tried for a latency budget. slack: how far below its goal (a
     fraction of it) a measured landing may come and still end the tries; a landing faster than
-    that re-plans for less cut, as one more than 1% slower re-plans for more."""
+    that re-plans for less cut, as one more than 1% slower re-plans for more.
+    reference: the model (same example inputs) a latency budget is stated against, instead of
+    the model cut: a speedup divides its latency, and a measured landing times it in the same
+    run as the cut model (iterative slim's later rounds give the original, so that each round's
+    goal and the measured speedup are ratios within one run, whatever the machine did between)."""
     target: str | None = None
     lut: str | None = None
     threads: int = 1
@@ -46,6 +50,7 @@ class LandingConfig:
     allow_block_removal: bool = False
     attempts: int = 4
     slack: float = 0.10
+    reference: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         check_slack(self.slack, "landing_slack")
@@ -77,9 +82,11 @@ class _Site:
     target: object  # hwprune.hardware.Target, or None
     lattice: object
     lattice_from: str
-    priced: object  # hwprune.plan.pricing.PricedModel of the original (its .onnx: the graph a landing times)
+    # hwprune.plan.pricing.PricedModel of the model the budget is stated against: the original, or
+    # LandingConfig.reference (its .onnx: the graph a landing times beside the cut model)
+    priced: object
     lm: object  # the latency model of a latency budget, else None
-    pricing: object  # hwprune.plan.pricing.Pricing of the original
+    pricing: object  # hwprune.plan.pricing.Pricing of that model
 
     @property
     def measures(self) -> bool:
@@ -96,15 +103,19 @@ def land(a, scores, config, budget, how: LandingConfig = LandingConfig(), scorer
     for block removal and the rescoring rounds; on_round(RescoreRound) is called after each
     rescoring round."""
     site = _site(a, budget, how, progress)
-    original, plan_for, pricing, depth = a, budget, site.pricing, None
+    plan_for, pricing, depth = budget, site.pricing, None
+    if how.reference is not None:  # the reference's budget, restated for the model planned
+        from .pricing import PricedModel
+        pricing = budget.pricing(PricedModel.of(a), site.lm, progress)
+        plan_for = budget.restated(budget.figure(site.pricing.full_figure), pricing.full_figure)
     if how.allow_block_removal:
-        a, scores, pricing, plan_for, depth = choose_blocks(a, scores, config, budget, pricing, site.lm, site.lattice,
+        a, scores, pricing, plan_for, depth = choose_blocks(a, scores, config, plan_for, pricing, site.lm, site.lattice,
                                                             how.min_width, progress, scorer)
     rounds = None
     if getattr(scores, "across_groups", False) and scorer is not None:
         scores, rounds = rescored(a, scores, plan_for, pricing, site.lattice, how.min_width, progress, scorer,
                                   config.objective, on_round, site.lattice_from)
-    tries, results, stop = _tries(a, original, scores, config, budget, plan_for, pricing, site, how, progress)
+    tries, results, stop = _tries(a, scores, config, budget, plan_for, pricing, site, how, progress)
     pick = pick_try(tries) if tries else 0
     verified, record = results[pick]
     if site.measures and site.lm.table.dirty:
@@ -165,14 +176,19 @@ def _site(a, budget, how: LandingConfig, progress) -> _Site:
     lattice, lattice_from = lattice_for(tgt)
     if how.threads < 1:
         raise InputError(f"threads {how.threads}: give 1 or more")
-    priced = PricedModel.of(a)  # a size budget counts the trace: no ONNX export, whatever the model's size
+    if how.reference is not None and not isinstance(how.reference, __import__("torch").nn.Module):
+        raise InputError(f"reference {type(how.reference).__name__}: give the nn.Module the budget is stated against")
+    if how.reference is not None and not budget.latency:
+        raise InputError(f"a reference model was given with {budget.flag()}: a reference is for a latency budget "
+                         "(speedup, latency_ms); a size budget is stated against the model cut")
+    # a size budget counts the trace: no ONNX export, whatever the model's size
+    priced = PricedModel.of(a) if how.reference is None else PricedModel(how.reference, a.example_inputs)
     lm = latency_model(tgt, lut=how.lut, runtime=local_runtime(tgt, OrtSettings(threads=how.threads)),
                        progress=progress) if budget.latency else None
     return _Site(tgt, lattice, lattice_from, priced, lm, budget.pricing(priced, lm, progress))
 
 
-def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig,
-           progress) -> tuple:
+def _tries(a, scores, config, budget, plan_for, pricing, site: _Site, how: LandingConfig, progress) -> tuple:
     """([each try's landing record], [(Verified cut, plan record) of each try], why the tries
     ended): plan, cut and verify; for a latency budget, check the landing and re-plan on a miss."""
     from .budget import plan_budget
@@ -200,8 +216,8 @@ def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, 
         if site.lm is None:
             stop = "a size budget is exact"
             break
-        tried, landed, goal, anchor_ms = _landing(a, original, verified.cut.model, record, budget, pricing, site,
-                                                  not tries, progress, (len(tries), how.attempts))
+        tried, landed, goal, anchor_ms = _landing(a, verified.cut.model, record, budget, pricing, site, not tries,
+                                                  progress, (len(tries), how.attempts))
         full_ms = anchor_ms if anchor_ms is not None else full_ms
         tries.append(tried)
         if goal * (1 - how.slack) <= landed <= goal * 1.01:
@@ -211,8 +227,7 @@ def _tries(a, original, scores, config, budget, plan_for, pricing, site: _Site, 
     return tries, results, stop
 
 
-def _landing(a, original, slim_model, record, budget, pricing, site: _Site, first: bool, progress,
-             step: tuple) -> tuple:
+def _landing(a, slim_model, record, budget, pricing, site: _Site, first: bool, progress, step: tuple) -> tuple:
     """(the try's record, landed ms, goal ms, the full-width ms the secant is anchored at, or
     None to keep the first try's): measured end to end where the target runs here, else the
     slim model's prediction against the plan's requested figure."""
@@ -225,7 +240,8 @@ def _landing(a, original, slim_model, record, budget, pricing, site: _Site, firs
     goal, anchor_ms = record["requested"], pricing.full_figure
     if site.measures:
         tick(progress, "measure landing", *step)
-        anchor = [] if a is original or not first else [onnx_graph(a.model, a.example_inputs)]  # blocks removed
+        # the model planned, where it is not the one the budget is stated against (blocks removed, a reference)
+        anchor = [] if site.priced.model is a.model or not first else [onnx_graph(a.model, a.example_inputs)]
         before, after, *rest = lm.runtime.models([site.priced.onnx, slim_graph, *anchor])
         tried |= {"measured_before_ms": round(before.median_ms, 4), "measured_after_ms": round(after.median_ms, 4)}
         landed, goal = after.median_ms, budget.figure(before.median_ms)

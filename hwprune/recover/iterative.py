@@ -2,9 +2,12 @@
 
 Round k of K plans for the budget a fraction k/K of the way from the original, geometrically,
 always stated against the ORIGINAL model (so rounding in one round does not compound):
-    speedup S       latency at most F / S^(k/K) ms, F the original's latency (measured where
-                    the target is this machine, else predicted); round 1 is --speedup S^(1/K)
-    latency_ms L    at most F * (L / F)^(k/K) ms
+    speedup S       a speedup of S^(k/K) over the original, given to slim as reference: where
+                    the target is this machine, every round's landing measures the original
+                    beside its cut, so each goal and the final measured speedup are ratios
+                    within one run, whatever the machine's speed did between rounds
+    latency_ms L    at most F * (L / F)^(k/K) ms, F the original's predicted latency (the last
+                    round: L itself); later rounds measure the original beside their cut too
     flops / params  at most f^(k/K) of the original's MACs / parameters, given to slim as a
                     fraction of the current model's
     ratio r         each round removes 1 - (1 - r)^(1/K) of every group's current channels
@@ -59,12 +62,12 @@ def iterative_slim(model, example_inputs, data, *, rounds: int = 3, recover: Rec
         for k in range(1, rounds + 1):
             step = _round_budget(kind, value, k, rounds, model, current_model, example_inputs, rest,
                                  original_figure, rows)
+            # a latency budget is stated against the original, timed in the round's own run
+            reference = model if k > 1 and row is not None and row.latency else None
             # in_place=False: the original is the teacher of every round's recovery
             cut, report = from_main(slim(current_model, example_inputs, **_keyword(step), **rest, progress=progress,
-                                         in_place=False)
+                                         in_place=False, reference=reference)
                                     if world.main else None, world)
-            if row is not None and row.latency and row.relative and k == 1:  # the original, as slim measured it
-                original_figure = _measured_or_predicted(report)
             kept = compose_kept(kept, report["kept"])
             current_model, record = finetune(
                 cut, model, data, config=recover, example_inputs=example_inputs,
@@ -103,11 +106,8 @@ def _round_budget(kind, value, k, rounds, original, current_model, example_input
     if kind == "ratio":
         return {"ratio": 1 - (1 - value) ** (1 / rounds)}
     step = Budget(kind, value).partial(original_figure, t)
-    if step.latency:
-        if original_figure is None:  # round 1 of a relative kind: slim measures the original
-            return {kind: step.value}
-        at = step.restated(step.figure(original_figure), original_figure)
-        return {at.kind: at.value}
+    if step.latency:  # stated against the original, which slim is given as the reference
+        return {kind: step.value}
     full = _figure(original, example_inputs, kind, rest) if not rows else rows[0]["slim"]["figure_before"]
     now = _figure(current_model, example_inputs, kind, rest) if rows else full
     at = step.restated(step.figure(full), now)
@@ -128,11 +128,6 @@ def _figure(model, example_inputs, kind: str, rest: dict) -> float:
         lm = latency_model(target, lut=rest.get("lut"),
                            runtime=local_runtime(target, OrtSettings(threads=rest.get("threads", 1))))
     return row.pricing(PricedModel(model, example_inputs), lm).full_figure
-
-
-def _measured_or_predicted(report: dict) -> float:
-    plan = report["plan"]
-    return plan["measured"]["before_ms"] if plan.get("measured") else plan["predicted_before"]
 
 
 def compose_kept(outer: dict | None, inner: dict) -> dict:
@@ -169,11 +164,9 @@ def _final_report(report: dict, first: dict, kept: dict, rows: list, kind, value
                    for g in report["groups"]]})
     if report.get("plan"):  # the last round's plan, stated from the original with the user's budget
         plan, start = dict(report["plan"]), first["plan"]
+        # "measured" stays the last round's: the original and the final cut, timed in one run
         plan |= {"budget": {"kind": kind, "value": value}, "round_budget": plan["budget"], "full": start.get("full"),
                  "predicted_before": start.get("predicted_before")}
-        if plan.get("measured") and start.get("measured"):
-            before, after = start["measured"]["before_ms"], plan["measured"]["after_ms"]
-            plan["measured"] = {"before_ms": before, "after_ms": after, "speedup": round(before / after, 4)}
         restated = restated.with_section("plan", plan)
     if "budget" in report.get("config", {}):
         restated = restated.with_section("config", report["config"] | {"budget": {kind: value}})

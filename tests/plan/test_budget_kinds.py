@@ -173,8 +173,8 @@ def test_a_step_toward_a_budget_ends_at_it_and_its_figure_at_the_original(kind):
 
 # ---------------------------------------------------------------- iterative slim's rounds by kind
 
-def _speedup_rounds(value, full):  # round 1 in its own terms; later rounds in ms of the original
-    return [{"speedup": value ** 0.5}, {"latency_ms": full / value}]
+def _speedup_rounds(value, full):  # stated against the original, slim's reference in later rounds
+    return [{"speedup": value ** 0.5}, {"speedup": value}]
 
 
 def _latency_rounds(value, full):  # geometric from the original's predicted ms
@@ -200,3 +200,7 @@ def test_iterative_rounds_step_toward_a_latency_budget_from_the_original(kind, t
     assert [list(r["budget"]) for r in rounds] == [list(w) for w in want]
     assert [v for r in rounds for v in r["budget"].values()] == pytest.approx([v for w in want for v in w.values()])
     assert report["config"]["budget"] == {kind: value} and report["plan"]["budget"] == {"kind": kind, "value": value}
+    # the last round planned the cut model for the figure the budget asks of the original
+    full = rounds[0]["slim"]["figure_before"]
+    assert rounds[1]["slim"]["budget"]["value"] == pytest.approx(Budget(kind, value).figure(full))
+    assert rounds[1]["slim"]["figure_before"] < full

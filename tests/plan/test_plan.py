@@ -216,6 +216,31 @@ def test_speedup_on_the_analytic_model_lands_where_asked():
     assert plan["requested"] == pytest.approx(plan["predicted_before"] / 1.5)
 
 
+def test_a_speedup_stated_against_a_reference_divides_the_reference_latency():
+    """A model already cut, asked for 1.5x over the original it came from (iterative slim's
+    later rounds): the goal is the original's latency over 1.5, not the cut model's."""
+    model, x = _net(224)
+    once, _ = hwprune.slim(model, x, flops=0.8, target="jetson-orin-nano", importance="l2")
+    _, alone = hwprune.slim(model, x, speedup=1.5, target="jetson-orin-nano", importance="l2")
+    _, again = hwprune.slim(once, x, speedup=1.5, target="jetson-orin-nano", importance="l2", reference=model)
+    plan = again["plan"]
+    assert plan["predicted_before"] == pytest.approx(alone["plan"]["predicted_before"])  # the original's
+    assert plan["requested"] == pytest.approx(plan["predicted_before"] / 1.5)
+    assert plan["full"] < plan["predicted_before"]  # what was planned on: the cut model
+    assert plan["predicted_after"] <= plan["requested"] * 1.01 and again["verify"]["passed"]
+
+
+@pytest.mark.parametrize("reference, budget, said", [
+    ("orig.pt", {"speedup": 1.5}, "reference str: give the nn.Module the budget is stated against"),
+    (None, {"flops": 0.5}, "a reference model was given with --flops 0.5: a reference is for a latency budget"),
+])
+def test_a_reference_that_is_not_a_model_or_meets_a_size_budget_is_refused(reference, budget, said):
+    model, x = _net()
+    with pytest.raises(hwprune.InputError, match=said):
+        hwprune.slim(model, x, target="jetson-orin-nano", reference=model if reference is None else reference,
+                     **budget)
+
+
 @pytest.mark.parametrize("slack, ended", [
     (0.10, "landed within 1% above and 10% below the goal"),
     # 8% faster than asked is outside a 2% slack: the re-plan finds no lattice step nearer

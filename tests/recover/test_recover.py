@@ -403,9 +403,6 @@ def _conv_macs(graph) -> int:
     return macs
 
 
-@pytest.mark.xfail(strict=True, reason="each round's latency goal is an absolute ms figure from round 1's measurement "
-                   "of the original, compared with later rounds' measurements made in other runs; fix: measure the "
-                   "original in every round's interleaved run")
 def test_iterative_slim_lands_a_measured_speedup_whatever_the_machine_does_between_rounds(tmp_path, monkeypatch,
                                                                                          cpu_isa):
     """A measured speedup is a ratio within one interleaved run (MEASURING.md): a machine
