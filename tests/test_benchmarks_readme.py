@@ -107,9 +107,6 @@ MINILM_15 = {"model": "minilm", "requested": 1.5}
      1.03, "1.03x its time (goal: no slower, ≤ 1.00x): **not met**"),
     ("accuracy", ("rows", MINILM_15, "hwprune_data", "after_recovery", "embedding_cosine"), 0.96,
      "embedding cosine at least 0.950: **met**", 0.5, "embedding cosine at least 0.950: **not met**"),
-    # a lead bought with latency is not shown: hwprune's best must run at the row's latency or faster
-    ("accuracy", ("rows", "*", "hwprune_data", "latency_vs_hwprune"), 1.0,
-     "every contender on every row: **met**", 1.1, "every contender on every row: **not met**"),
 ])
 def test_a_changed_figure_changes_the_verdict(tmp_path, name, path, met, met_says, missed, missed_says):
     result = readme.TABLES[name].result
@@ -130,6 +127,21 @@ def test_the_timm_verdict_is_computed_from_the_rows(tmp_path, kept, says):
     results_of(data)["summary"] = {"stale": True}
     (tmp_path / "timm_sweep.json").write_text(json.dumps(data))
     assert says in readme.render("timm_sweep", tmp_path)
+
+
+@pytest.mark.parametrize("slower, says", [(1.0, "**met**"), (1.1, "**not met**")], ids=["at the latency", "slower"])
+def test_a_lead_bought_with_latency_is_not_shown(slower, says):
+    """hwprune's best must run at the row's latency or faster: made the clear best on every row
+    (whatever the committed figures say), hwprune data meets the goal only at the row's latency."""
+    from benchmarks import tables_quality
+    data = results_of(json.loads(source("accuracy.json").read_text()))
+    for r in data["rows"]:
+        figure = tables_quality.ACCURACY_FIGURES[r["model"]][0]
+        r["hwprune_data"]["after_recovery"][figure] = 1.0
+        r["hwprune_data"]["after_recovery"].pop(f"{figure}_sd", None)
+        r["hwprune_data"]["latency_vs_hwprune"] = slower
+    line, = tables_quality.accuracy_best(data)
+    assert line.startswith(f"- hwprune's best at or above every contender on every row: {says}. ")
 
 
 @pytest.mark.parametrize("default, drop, says", [(1.0, False, "**met**"), (-1.0, False, "**not met**"),
